@@ -1,0 +1,90 @@
+"""`hub-restuser`: serve the API, or prepare a scratch root for --prefix."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from hubsidecars.config import ConfigError, add_options, load_settings
+from hubsidecars.logs import log_event, setup_logging
+from restuser import settings as restuser_settings
+from restuser.app import create_app
+from restuser.prefix import init_prefix
+from restuser.server import (
+    GunicornServer,
+    check_listener,
+    gunicorn_options,
+    parse_bind,
+    systemd_listener,
+)
+
+log = logging.getLogger("restuser")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hub-restuser",
+        description="Make sure system accounts exist for JupyterHub users, over a small REST API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="serve the API under gunicorn",
+        description="Serve the restuser API. Every option can also be set in the TOML file "
+        "given with --config or in the environment variable shown.",
+    )
+    add_options(serve, restuser_settings.OPTIONS, restuser_settings.ENV_PREFIX)
+    init = commands.add_parser(
+        "init-prefix",
+        help="create a scratch root for --prefix holding this host's system accounts",
+        description="Create DIR/etc/{passwd,group,shadow,gshadow} with the host's system "
+        "accounts (uid/gid below 1000 and nobody) and an empty DIR/home, so that "
+        "'serve --prefix DIR' can create accounts without touching the host.",
+    )
+    init.add_argument("dir", metavar="DIR")
+    return parser
+
+
+def serve(cli_values: dict) -> int:
+    settings = restuser_settings.validate(
+        load_settings(restuser_settings.OPTIONS, restuser_settings.ENV_PREFIX, cli_values)
+    )
+    setup_logging(settings["log_format"], settings["log_level"])
+    token = restuser_settings.read_token(settings)
+    listener = systemd_listener(os.environ) or parse_bind(settings["bind"])
+    check_listener(listener, token, settings["allow_remote"])
+
+    store = restuser_settings.build_store(settings)
+    for problem in store.problems():
+        log_event(log, "cannot create accounts until fixed; /healthz answers 503", logging.WARNING,
+                  problem=problem)  # fmt: skip
+    log_event(log, "starting", listen=listener.address, prefix=settings["prefix"] or "/",
+              skel=settings["skel"], workers=settings["workers"], token="yes" if token else "no")  # fmt: skip
+
+    def app_factory():
+        return create_app(restuser_settings.build_store(settings), token)
+
+    GunicornServer(app_factory, gunicorn_options(listener, settings)).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    try:
+        if command == "init-prefix":
+            init_prefix(Path(args["dir"]))
+            print(f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home")
+            return 0
+        return serve(args)
+    except ConfigError as error:
+        print(f"hub-restuser: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

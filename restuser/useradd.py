@@ -1,0 +1,106 @@
+"""The adapter around shadow's `useradd` / `userdel`: builds their argv and maps exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+# Exit codes from useradd(8).
+_EXISTS = 9
+_NO_GROUP = 6
+_UID_TROUBLE = 4
+_DB_WRITE = (1, 10)  # "can't update password/group file", typically a lock held by someone else
+
+
+class UserAddError(Exception):
+    def __init__(self, message: str, exit_code: int, stderr: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr = stderr
+
+
+class NameTaken(UserAddError):
+    """useradd found the name (or a group of that name) already taken."""
+
+
+class DatabaseBusy(UserAddError):
+    """useradd could not lock or rewrite the account files; worth retrying later."""
+
+
+@dataclass(frozen=True)
+class UserAdd:
+    skel: Path
+    home_pattern: str = "/home/{name}"
+    shell: str = "/bin/bash"
+    uid_min: int = 1000
+    uid_max: int = 59999
+    groups: tuple[str, ...] = ()
+    prefix: Path | None = None
+    timeout: float = 60.0
+
+    def home_for(self, name: str) -> str:
+        return self.home_pattern.format(name=name)
+
+    def create_argv(self, name: str) -> list[str]:
+        argv = ["useradd"]
+        if self.prefix is not None:
+            argv += ["--prefix", str(self.prefix)]
+        argv += [
+            "--no-log-init",
+            "--create-home",
+            "--skel", str(self.skel),
+            "--home-dir", self.home_for(name),
+            "--shell", self.shell,
+            "--user-group",
+            "--key", f"UID_MIN={self.uid_min}",
+            "--key", f"UID_MAX={self.uid_max}",
+            "--key", f"GID_MIN={self.uid_min}",
+            "--key", f"GID_MAX={self.uid_max}",
+        ]  # fmt: skip
+        if self.groups:
+            argv += ["--groups", ",".join(self.groups)]
+        # "--" ends the options: nothing in `name` can ever be read as one.
+        return argv + ["--", name]
+
+    def delete_argv(self, name: str) -> list[str]:
+        argv = ["userdel"]
+        if self.prefix is not None:
+            argv += ["--prefix", str(self.prefix)]
+        return argv + ["--remove", "--", name]
+
+    def create(self, name: str) -> None:
+        result = self._run(self.create_argv(name))
+        if result.returncode == 0:
+            return
+        message = f"useradd exited {result.returncode}: {result.stderr.strip()}"
+        if result.returncode == _EXISTS:
+            raise NameTaken(message, result.returncode, result.stderr)
+        if result.returncode in _DB_WRITE and "lock" in result.stderr:
+            raise DatabaseBusy(message, result.returncode, result.stderr)
+        if result.returncode == _NO_GROUP:
+            message += " (a supplementary group in the configuration does not exist)"
+        elif result.returncode == _UID_TROUBLE:
+            message += " (no free uid in the configured range?)"
+        raise UserAddError(message, result.returncode, result.stderr)
+
+    def delete(self, name: str) -> None:
+        result = self._run(self.delete_argv(name))
+        # userdel exits 12 when only the mail spool or home removal had trouble; the account is gone.
+        if result.returncode not in (0, 12):
+            raise UserAddError(
+                f"userdel exited {result.returncode}: {result.stderr.strip()}",
+                result.returncode,
+                result.stderr,
+            )
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+            timeout=self.timeout,
+            check=False,
+        )
