@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from hubsidecars.config import ConfigError
@@ -43,3 +44,6 @@ def init_prefix(root: Path, host_etc: Path = Path("/etc")) -> None:
         target = etc / name
         target.write_text("".join(line + "\n" for line in lines))
         os.chmod(target, mode)
+    # With --prefix, shadow reads login.defs from the prefix: give it the host's policy.
+    if (host_etc / "login.defs").is_file():
+        shutil.copyfile(host_etc / "login.defs", etc / "login.defs")

@@ -43,10 +43,7 @@ class UserAdd:
         return self.home_pattern.format(name=name)
 
     def create_argv(self, name: str) -> list[str]:
-        argv = ["useradd"]
-        if self.prefix is not None:
-            argv += ["--prefix", str(self.prefix)]
-        argv += [
+        argv = self._prefixed("useradd") + [
             "--no-log-init",
             "--create-home",
             "--skel", str(self.skel),
@@ -64,10 +61,7 @@ class UserAdd:
         return argv + ["--", name]
 
     def delete_argv(self, name: str) -> list[str]:
-        argv = ["userdel"]
-        if self.prefix is not None:
-            argv += ["--prefix", str(self.prefix)]
-        return argv + ["--remove", "--", name]
+        return self._prefixed("userdel") + ["--remove", "--", name]
 
     def create(self, name: str) -> None:
         result = self._run(self.create_argv(name))
@@ -85,6 +79,7 @@ class UserAdd:
         raise UserAddError(message, result.returncode, result.stderr)
 
     def delete(self, name: str) -> None:
+        """Remove an account this adapter created, with its home and its private group."""
         result = self._run(self.delete_argv(name))
         # userdel exits 12 when only the mail spool or home removal had trouble; the account is gone.
         if result.returncode not in (0, 12):
@@ -93,6 +88,24 @@ class UserAdd:
                 result.returncode,
                 result.stderr,
             )
+        # userdel keeps the private group when login.defs says USERGROUPS_ENAB no; create()
+        # made that group (--user-group fails if it existed), so it goes too.
+        if self._group_exists(name):
+            result = self._run(self._prefixed("groupdel") + ["--", name])
+            if result.returncode != 0:
+                raise UserAddError(
+                    f"groupdel exited {result.returncode}: {result.stderr.strip()}",
+                    result.returncode,
+                    result.stderr,
+                )
+
+    def _group_exists(self, name: str) -> bool:
+        group_file = (self.prefix or Path("/")) / "etc" / "group"
+        with open(group_file, encoding="utf-8", errors="replace") as handle:
+            return any(line.split(":", 1)[0] == name for line in handle)
+
+    def _prefixed(self, command: str) -> list[str]:
+        return [command, "--prefix", str(self.prefix)] if self.prefix is not None else [command]
 
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -1,0 +1,53 @@
+"""Fixtures shared by every service's tests: prefix roots and real service processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from restuser.prefix import init_prefix
+from tests.realparts.net import Endpoint, free_port
+from tests.realparts.restuser import RestuserProcess
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_root():
+    if os.geteuid() != 0:
+        pytest.exit("the test suite creates real accounts with useradd --prefix: run it as root", 2)
+
+
+@pytest.fixture
+def prefix_root(tmp_path: Path) -> Path:
+    """A scratch root with the host's system accounts; useradd --prefix writes only here."""
+    root = tmp_path / "root"
+    init_prefix(root)
+    return root
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "restuser.token"
+    path.write_text("s3cret-test-token-" + os.urandom(8).hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def start_restuser(tmp_path: Path, prefix_root: Path):
+    """Factory: start real `hub-restuser serve` processes; all are stopped at teardown."""
+    started: list[RestuserProcess] = []
+
+    def start(tcp=False, extra_args=None, env=None, launcher=None, headers=None, endpoint=None, bind=None):
+        if endpoint is None:
+            endpoint = Endpoint(port=free_port()) if tcp else Endpoint(unix=str(tmp_path / f"r{len(started)}.sock"))
+        service = RestuserProcess(
+            prefix_root, endpoint, tmp_path / f"restuser{len(started)}.log", extra_args, env, launcher, bind
+        )
+        started.append(service)
+        return service.start(headers=headers)
+
+    yield start
+    for service in started:
+        service.stop()

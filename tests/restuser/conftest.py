@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hubsidecars.config import load_settings
+from restuser import settings as restuser_settings
+from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
+
+
+def store_settings(prefix_root: Path, **overrides) -> dict:
+    values = {"prefix": str(prefix_root), "skel": str(SKEL), "uid_min": UID_MIN, "uid_max": UID_MAX}
+    values.update(overrides)
+    settings = load_settings(restuser_settings.OPTIONS, "UNUSED_PREFIX", values, environ={})
+    return restuser_settings.validate(settings)
+
+
+@pytest.fixture
+def make_store(prefix_root: Path):
+    def make(**overrides):
+        return restuser_settings.build_store(store_settings(prefix_root, **overrides))
+
+    return make
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()

@@ -1,0 +1,155 @@
+"""AccountStore against real useradd/userdel in a --prefix root."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from restuser.accounts import AccountBusy, AccountError
+from restuser.home import HomeBuilder
+from restuser.names import BadName, RefusedName
+from tests.realparts.accountdb import snapshot
+from tests.realparts.restuser import SKEL, UID_MIN
+
+SKEL_FILES = sorted(
+    str(path.relative_to(SKEL)) for path in SKEL.rglob("*")
+)
+
+
+def test_skeleton_has_the_promised_files():
+    assert {".profile", "Welcome.ipynb", ".jupyter", ".jupyter/jupyter_server_config.json"} <= set(
+        SKEL_FILES
+    )
+
+
+def test_create_gives_a_complete_private_home(store, prefix_root):
+    account, created = store.ensure("alice")
+    assert created
+    assert account.uid >= UID_MIN and account.home == "/home/alice" and account.shell == "/bin/bash"
+    home = prefix_root / "home" / "alice"
+    info = home.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (account.uid, account.gid, 0o700)
+    for relative in SKEL_FILES:
+        landed = (home / relative).lstat()
+        assert (landed.st_uid, landed.st_gid) == (account.uid, account.gid), relative
+    assert (home / "Welcome.ipynb").read_bytes() == (SKEL / "Welcome.ipynb").read_bytes()
+    # Written to the prefix only: the host's account database does not know alice.
+    assert "alice:" not in Path("/etc/passwd").read_text()
+
+
+def test_recreate_returns_the_same_account_untouched(store, prefix_root):
+    first, _ = store.ensure("alice")
+    (prefix_root / "home/alice/Welcome.ipynb").write_text("my own notes")
+    before = snapshot(prefix_root)
+    again, created = store.ensure("alice")
+    assert not created and again == first
+    assert snapshot(prefix_root) == before
+    assert (prefix_root / "home/alice/Welcome.ipynb").read_text() == "my own notes"
+
+
+def test_lookup(store):
+    assert store.lookup("nobody-here") is None
+    created, _ = store.ensure("bob")
+    assert store.lookup("bob") == created
+
+
+def test_system_and_reserved_names_are_refused(store, prefix_root):
+    before = snapshot(prefix_root)
+    with pytest.raises(RefusedName):
+        store.ensure("root")
+    with pytest.raises(BadName):
+        store.ensure("-alice")
+    assert snapshot(prefix_root) == before
+
+
+def test_existing_low_uid_account_is_refused_even_if_not_denied(make_store, prefix_root):
+    store = make_store(deny_names=[])
+    with pytest.raises(RefusedName, match="system account"):
+        store.ensure("daemon")
+
+
+def test_uids_come_from_the_configured_range(make_store):
+    store = make_store(uid_min=31000, uid_max=31001)
+    assert store.ensure("aa")[0].uid == 31000
+    assert store.ensure("bb")[0].uid == 31001
+    with pytest.raises(AccountError, match="uid"):
+        store.ensure("cc")
+
+
+def test_supplementary_groups(make_store, prefix_root):
+    store = make_store(groups=["users"])
+    store.ensure("alice")
+    users_line = next(line for line in (prefix_root / "etc/group").read_text().splitlines()
+                      if line.startswith("users:"))  # fmt: skip
+    assert "alice" in users_line.split(":")[3].split(",")
+
+
+def test_missing_supplementary_group_is_a_clean_failure(make_store, prefix_root):
+    store = make_store(groups=["no-such-group"])
+    before = snapshot(prefix_root)
+    with pytest.raises(AccountError, match="group"):
+        store.ensure("alice")
+    assert snapshot(prefix_root) == before
+
+
+def test_failed_home_population_rolls_the_account_back(store, prefix_root, monkeypatch):
+    before = {name: data for name, data in snapshot(prefix_root).items() if not name.endswith("-")}
+
+    def disk_full(self, home, uid, gid):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(HomeBuilder, "populate", disk_full)
+    with pytest.raises(AccountError, match="No space left"):
+        store.ensure("alice")
+    after = {name: data for name, data in snapshot(prefix_root).items() if not name.endswith("-")}
+    assert after == before
+    assert not (prefix_root / "home/alice").exists()
+    assert not list(store.pending_dir.iterdir())
+
+
+def test_half_made_account_is_repaired_on_the_next_call(store, prefix_root):
+    """A worker killed after useradd but before the home was complete leaves its marker."""
+    account, _ = store.ensure("alice")
+    home = prefix_root / "home/alice"
+    (home / "Welcome.ipynb").unlink()
+    os.chmod(home, 0o755)
+    (store.pending_dir / "alice").touch()
+
+    again, created = store.ensure("alice")
+    assert not created and again == account
+    assert (home / "Welcome.ipynb").stat().st_uid == account.uid
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert not (store.pending_dir / "alice").exists()
+
+
+def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root):
+    store = make_store(lock_timeout=1)
+    before = snapshot(prefix_root)
+    with store.lock:
+        outcome = []
+        worker = threading.Thread(target=lambda: outcome.append(_catch(store.ensure, "alice")))
+        worker.start()
+        worker.join()
+    assert isinstance(outcome[0], AccountBusy)
+    assert snapshot(prefix_root) == before
+    assert store.ensure("alice")[1] is True
+
+
+def test_health_reports_what_blocks_creation(make_store, prefix_root, tmp_path):
+    assert make_store().problems() == []
+    empty = tmp_path / "empty-skel"
+    empty.mkdir()
+    store = make_store(skel=str(empty))
+    empty.rmdir()
+    assert any("skeleton" in problem for problem in store.problems())
+
+
+def _catch(function, *args):
+    try:
+        return function(*args)
+    except Exception as error:  # noqa: BLE001 - the test inspects it
+        return error

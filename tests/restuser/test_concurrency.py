@@ -1,0 +1,44 @@
+"""Many gunicorn workers, many clients, the same names at once: one account each, no errors."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.realparts.accountdb import accounts
+from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
+
+NAMES = [f"student{index:02d}" for index in range(50)]
+
+
+def test_100_parallel_posts_for_50_names(start_restuser, prefix_root):
+    service = start_restuser(extra_args=["--workers", "4"])
+    requests = NAMES * 2
+    barrier = threading.Barrier(len(requests))
+
+    def post(name):
+        barrier.wait()
+        return name, service.endpoint.request("POST", f"/users/{name}")
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        replies = list(pool.map(post, requests))
+
+    statuses = [reply.status for _, reply in replies]
+    assert sorted(set(statuses)) == [200, 201], statuses
+    assert statuses.count(201) == 50 and statuses.count(200) == 50
+    uid_by_name = {}
+    for name, reply in replies:
+        uid_by_name.setdefault(name, set()).add(reply.json()["uid"])
+    assert all(len(uids) == 1 for uids in uid_by_name.values())  # both replies agree
+
+    created = accounts(prefix_root, UID_MIN, UID_MAX)
+    assert sorted(created) == sorted(NAMES)
+    assert len({uid for uid, _, _ in created.values()}) == 50
+    skel_entries = [path.relative_to(SKEL) for path in SKEL.rglob("*")]
+    for name, (uid, gid, home) in created.items():
+        assert {uid} == uid_by_name[name]
+        for entry in skel_entries:
+            landed = (prefix_root / home.lstrip("/") / entry).lstat()
+            assert (landed.st_uid, landed.st_gid) == (uid, gid), (name, entry)
+    log = service.log()
+    assert log.count("outcome=created") == 50 and "level=error" not in log
