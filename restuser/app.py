@@ -87,8 +87,8 @@ class HealthResource:
 
 
 class OpenAPIResource:
-    def __init__(self) -> None:
-        self.document = openapi_document()
+    def __init__(self, name_pattern: str) -> None:
+        self.document = openapi_document(name_pattern)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self.document
@@ -124,7 +124,7 @@ def create_app(store: AccountStore, token: str | None = None) -> falcon.App:
     app.set_error_serializer(_json_errors)
     app.add_error_handler(Exception, _unexpected)
     app.add_route("/healthz", HealthResource(store))
-    app.add_route("/openapi.json", OpenAPIResource())
+    app.add_route("/openapi.json", OpenAPIResource(store.policy.pattern))
     app.add_route("/users/{name}", UserResource(store))
     app.add_route("/users/{name}/{rest:path}", SlashInNameResource())
     app.add_route("/{name}", CompatUserResource(store))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from restuser.names import DEFAULT_NAME_PATTERN
+
 
 def _version() -> str:
     try:
@@ -31,17 +33,19 @@ _ERRORS_FOR_CREATE = {
     "_503": ("the account database stayed locked; retry later", "Error"),
 }
 
-_NAME_PARAMETER = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "description": "account name; by default lowercase letters, digits, '_' and '-', "
-    "starting with a letter, at most 32 characters",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-}
+def _name_parameter(name_pattern: str) -> dict:
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "account name, matching this service's configured pattern in full; names "
+        "that do not are answered with 400, reserved ones with 403",
+        "schema": {"type": "string", "pattern": f"^(?:{name_pattern})$"},
+    }
 
 
-def openapi_document() -> dict:
+def openapi_document(name_pattern: str = DEFAULT_NAME_PATTERN) -> dict:
+    """The API description for a service whose names must match `name_pattern`."""
     account_properties = {
         "name": {"type": "string"},
         "uid": {"type": "integer"},
@@ -61,7 +65,7 @@ def openapi_document() -> dict:
         },
         "paths": {
             "/users/{name}": {
-                "parameters": [_NAME_PARAMETER],
+                "parameters": [_name_parameter(name_pattern)],
                 "get": {
                     "summary": "Look up an account",
                     "operationId": "getUser",
@@ -82,7 +86,7 @@ def openapi_document() -> dict:
                 },
             },
             "/{name}": {
-                "parameters": [_NAME_PARAMETER],
+                "parameters": [_name_parameter(name_pattern)],
                 "post": {
                     "summary": "minrk/restuser compatible: make sure the account exists",
                     "operationId": "ensureUserCompat",
