@@ -51,3 +51,22 @@ def start_restuser(tmp_path: Path, prefix_root: Path):
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def start_hub(tmp_path: Path):
+    """Factory: start a real JupyterHub (see tests/realparts/hub.py); stopped at teardown."""
+    from tests.realparts.hub import HubService, RealHub
+
+    hubs: list[RealHub] = []
+
+    def start(services: list[HubService], extra_config: str = "") -> RealHub:
+        workdir = tmp_path / f"hub{len(hubs)}"
+        workdir.mkdir()
+        hub = RealHub(workdir, services, extra_config)
+        hubs.append(hub)
+        return hub.start()
+
+    yield start
+    for hub in hubs:
+        hub.stop()
