@@ -1,0 +1,66 @@
+# Shared by scripts/demo and scripts/test: install what is missing, nothing more.
+# shellcheck shell=bash
+
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$REPO_DIR/.venv"
+
+say() { printf '%s\n' "hub-sidecars: $*" >&2; }
+
+require_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        say "run this as root: it creates real accounts (under a scratch --prefix directory)"
+        exit 2
+    fi
+}
+
+# install_apt_packages COMMAND:PACKAGE ... installs PACKAGE when COMMAND is not on PATH.
+# The pseudo-command "python-venv" stands for a python3 able to create virtual envs.
+install_apt_packages() {
+    local wanted=() pair command package
+    for pair in "$@"; do
+        command=${pair%%:*}
+        package=${pair#*:}
+        if [ "$command" = python-venv ]; then
+            python3 -c 'import ensurepip, venv' 2>/dev/null || wanted+=("$package")
+        elif ! PATH="$PATH:/usr/sbin:/sbin" command -v "$command" >/dev/null 2>&1; then
+            wanted+=("$package")
+        fi
+    done
+    [ ${#wanted[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${wanted[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+}
+
+# ensure_venv EXTRAS: .venv with the suite installed (editable) plus the given extras ("" or "test").
+ensure_venv() {
+    local extras=$1 spec="$REPO_DIR" stamp
+    [ -n "$extras" ] && spec="$REPO_DIR[$extras]"
+    stamp="$VENV/.installed-${extras:-base}"
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum "$REPO_DIR/pyproject.toml")" ]; then
+        say "installing Python packages into $VENV"
+        local log
+        log=$(mktemp)
+        if ! "$VENV/bin/python" -m pip install -q -e "$spec" >"$log" 2>&1; then
+            cat "$log" >&2
+            rm -f "$log"
+            say "pip install failed"
+            exit 1
+        fi
+        rm -f "$log"
+        sha256sum "$REPO_DIR/pyproject.toml" >"$stamp"
+    fi
+}
+
+# ensure_proxy: configurable-http-proxy for the real-JupyterHub tests, from package-lock.json.
+ensure_proxy() {
+    if [ ! -x "$REPO_DIR/node_modules/.bin/configurable-http-proxy" ]; then
+        say "installing configurable-http-proxy (npm)"
+        (cd "$REPO_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+}
