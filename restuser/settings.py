@@ -110,10 +110,13 @@ def build_store(settings: dict[str, Any]) -> AccountStore:
         groups=tuple(settings["groups"]),
         prefix=Path(settings["prefix"]).resolve() if settings["prefix"] else None,
     )
-    return AccountStore(
-        policy=NamePolicy(settings["name_pattern"], tuple(settings["deny_names"])),
-        useradd=useradd,
-        home=HomeBuilder(skel, settings["home_mode"]),
-        state_dir=state_dir(settings),
-        lock_timeout=settings["lock_timeout"],
-    )
+    try:
+        return AccountStore(
+            policy=NamePolicy(settings["name_pattern"], tuple(settings["deny_names"])),
+            useradd=useradd,
+            home=HomeBuilder(skel, settings["home_mode"]),
+            state_dir=state_dir(settings),
+            lock_timeout=settings["lock_timeout"],
+        )
+    except OSError as error:
+        raise ConfigError(f"cannot create state directory {state_dir(settings)}: {error.strerror}") from None

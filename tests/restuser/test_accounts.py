@@ -26,6 +26,15 @@ def test_skeleton_has_the_promised_files():
     )
 
 
+def test_welcome_notebook_is_valid_nbformat_4():
+    import nbformat
+
+    notebook = nbformat.read(SKEL / "Welcome.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    text = " ".join(cell.source for cell in notebook.cells)
+    assert "home directory" in text and "stopped automatically" in text
+
+
 def test_create_gives_a_complete_private_home(store, prefix_root):
     account, created = store.ensure("alice")
     assert created

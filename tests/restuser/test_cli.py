@@ -50,6 +50,7 @@ def test_precedence_default_file_env_cli(tmp_path):
         (["--bind", "127.0.0.1:8123"], "without a token"),
         (["--config", "/nonexistent.toml"], "cannot read config"),
         (["--log-format", "xml"], "log_format"),
+        (["--state-dir", "/proc/no-such-dir"], "cannot create state directory"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(args, reason, prefix_root):
