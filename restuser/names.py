@@ -33,8 +33,10 @@ class NamePolicy:
     deny: tuple[str, ...] = field(default=DEFAULT_DENY_NAMES)
 
     def __post_init__(self) -> None:
-        compiled = re.compile(self.pattern)
-        object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "_compiled", re.compile(self.pattern))
+        # All deny globs as one regex: checked on every request, lookups included.
+        denied = "|".join(fnmatch.translate(glob) for glob in self.deny) or r"(?!)"
+        object.__setattr__(self, "_denied", re.compile(denied))
 
     def check(self, name: str) -> str:
         """Return `name` if it may be an account name; raise BadName or RefusedName."""
@@ -43,7 +45,6 @@ class NamePolicy:
             raise BadName(f"account names must match {self.pattern}")
         if name.startswith("-") or not name.isascii():
             raise BadName("account names must not look like an option or hold non-ASCII")
-        for denied in self.deny:
-            if fnmatch.fnmatchcase(name, denied):
-                raise RefusedName(f"{name!r} is a reserved name")
+        if self._denied.match(name):  # type: ignore[attr-defined]
+            raise RefusedName(f"{name!r} is a reserved name")
         return name
