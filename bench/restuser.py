@@ -100,7 +100,8 @@ def ensure_wrk() -> str:
 def run_wrk(scratch: Path, url_path: str, port: int, token: str, seconds: int) -> dict:
     """Requests/s and latency percentiles from wrk; the token goes in a 0600 script file."""
     script = scratch / f"wrk-{port}.lua"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         wrk.headers["Authorization"] = "Bearer {token}"
         done = function(summary, latency, requests)
           io.write(string.format("RESULT %d %d %d %.1f %.1f %.1f\\n",
@@ -108,14 +109,17 @@ def run_wrk(scratch: Path, url_path: str, port: int, token: str, seconds: int) -
               + summary.errors.read + summary.errors.write + summary.errors.timeout,
             summary.duration, latency:percentile(50), latency:percentile(99), latency.max))
         end
-    """))
+    """)
+    )
     script.chmod(0o600)
     output = subprocess.run(
         [ensure_wrk(), "-t", "2", "-c", str(CLIENTS), "-d", f"{seconds}s", "-s", str(script),
          f"http://127.0.0.1:{port}{url_path}"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    requests, errors, duration_us, p50, p99, worst = re.search(r"RESULT (.*)", output).group(1).split()
+    requests, errors, duration_us, p50, p99, worst = (
+        re.search(r"RESULT (.*)", output).group(1).split()
+    )
     return {
         "rps": int(requests) / (int(duration_us) / 1e6),
         "errors": int(errors),
@@ -125,14 +129,14 @@ def run_wrk(scratch: Path, url_path: str, port: int, token: str, seconds: int) -
     }
 
 
-BARE_APP = '''
+BARE_APP = """
 import json
 BODY = json.dumps({"name": "student000", "uid": 20000, "gid": 20000, "home": "/home/student000",
                    "shell": "/bin/bash", "created": False}).encode()
 def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
     return [BODY]
-'''
+"""
 
 
 def bare_gunicorn(scratch: Path, port: int) -> subprocess.Popen:
@@ -173,7 +177,10 @@ def lookups(scratch: Path, seconds: int, rounds: int) -> None:
         service.stop()
         bare.terminate()  # SIGTERM: the master stops its workers too
         bare.wait(timeout=30)
-    for label, runs in (("lookups", ours), ("lookups baseline (bare gunicorn, constant JSON)", theirs)):
+    for label, runs in (
+        ("lookups", ours),
+        ("lookups baseline (bare gunicorn, constant JSON)", theirs),
+    ):
         best = max(runs, key=lambda run: run["rps"])
         print(f"{label}: " + "; ".join(
             f"{run['rps']:.0f} requests/s, p50 {run['p50_ms']:.2f} ms, p99 {run['p99_ms']:.2f} ms, "

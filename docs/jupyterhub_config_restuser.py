@@ -38,8 +38,8 @@ def restuser_ensure_account(name):
         connection.request("POST", "/users/" + quote(name, safe=""))
         response = connection.getresponse()
         body = json.loads(response.read() or b"{}")
-    except OSError as error:
-        raise web.HTTPError(503, f"account service unreachable at {RESTUSER_SOCKET}: {error}")
+    except (OSError, ValueError) as error:
+        raise web.HTTPError(503, f"account service failed at {RESTUSER_SOCKET}: {error}") from None
     finally:
         connection.close()
     if response.status not in (200, 201):

@@ -78,7 +78,9 @@ class Option:
         return f"{prefix}_{self.name.upper()}"
 
 
-def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], env_prefix: str) -> None:
+def add_options(
+    parser: argparse.ArgumentParser, options: Sequence[Option], env_prefix: str
+) -> None:
     """Add every option as a flag whose absence is visible (default=SUPPRESS)."""
     parser.add_argument(
         "--config",

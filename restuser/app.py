@@ -114,7 +114,9 @@ def _json_errors(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPE
 
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
-    log_event(log, "unexpected error", logging.ERROR, exc_info=error, method=req.method, path=req.path)
+    log_event(
+        log, "unexpected error", logging.ERROR, exc_info=error, method=req.method, path=req.path
+    )
     raise _error(falcon.HTTP_500, "unexpected error; see the service log")
 
 

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "init-prefix":
             init_prefix(Path(args["dir"]))
-            print(f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home")
+            print(
+                f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home"
+            )
             return 0
         return serve(args)
     except ConfigError as error:

@@ -15,11 +15,16 @@ def _version() -> str:
 
 
 def _json(schema_ref: str) -> dict:
-    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+    return {
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}
+    }
 
 
 def _responses(**codes: tuple[str, str]) -> dict:
-    return {code.lstrip("_"): {"description": text, **_json(schema)} for code, (text, schema) in codes.items()}
+    return {
+        code.lstrip("_"): {"description": text, **_json(schema)}
+        for code, (text, schema) in codes.items()
+    }
 
 
 _ERRORS_FOR_NAMES = {
@@ -32,6 +37,7 @@ _ERRORS_FOR_CREATE = {
     "_500": ("useradd failed; nothing was left behind", "Error"),
     "_503": ("the account database stayed locked; retry later", "Error"),
 }
+
 
 def _name_parameter(name_pattern: str) -> dict:
     return {
@@ -112,8 +118,12 @@ def openapi_document(name_pattern: str = DEFAULT_NAME_PATTERN) -> dict:
                     "summary": "This document",
                     "operationId": "openapi",
                     "security": [],
-                    "responses": {"200": {"description": "the OpenAPI document",
-                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+                    "responses": {
+                        "200": {
+                            "description": "the OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
                 }  # fmt: skip
             },
         },

@@ -23,7 +23,9 @@ def _system_names(path: Path) -> set[str]:
     names = set()
     for line in path.read_text().splitlines():
         fields = line.split(":")
-        if len(fields) > 2 and (fields[0] in _ALWAYS_KEPT or (fields[2].isdigit() and int(fields[2]) < 1000)):
+        if len(fields) > 2 and (
+            fields[0] in _ALWAYS_KEPT or (fields[2].isdigit() and int(fields[2]) < 1000)
+        ):
             names.add(fields[0])
     return names
 
@@ -34,7 +36,10 @@ def init_prefix(root: Path, host_etc: Path = Path("/etc")) -> None:
         raise ConfigError(f"{etc / 'passwd'} exists already; not overwriting it")
     etc.mkdir(parents=True, exist_ok=True)
     (root / "home").mkdir(exist_ok=True)
-    kept = {"passwd": _system_names(host_etc / "passwd"), "group": _system_names(host_etc / "group")}
+    kept = {
+        "passwd": _system_names(host_etc / "passwd"),
+        "group": _system_names(host_etc / "group"),
+    }
     for name, (mode, names_from) in _ACCOUNT_FILES.items():
         lines = [
             line

@@ -37,7 +37,7 @@ class Listener:
 
 def parse_bind(bind: str) -> Listener:
     if bind.startswith("unix:"):
-        path = bind[len("unix:"):]
+        path = bind[len("unix:") :]
         if not path.startswith("/"):
             raise ConfigError(f"unix socket path must be absolute: {bind!r}")
         return Listener("unix", bind, path=path)

@@ -65,7 +65,9 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
     """Check what can be checked before starting; raise ConfigError with a one-line reason."""
     pattern = settings["home_pattern"]
     if not pattern.startswith("/") or "{name}" not in pattern:
-        raise ConfigError(f"home_pattern must be an absolute path holding {{name}}, got {pattern!r}")
+        raise ConfigError(
+            f"home_pattern must be an absolute path holding {{name}}, got {pattern!r}"
+        )
     try:
         pattern.format(name="x")
         re.compile(settings["name_pattern"])
@@ -79,7 +81,9 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"skeleton directory {settings['skel']} does not exist")
     prefix = settings["prefix"]
     if prefix and not (Path(prefix) / "etc" / "passwd").is_file():
-        raise ConfigError(f"--prefix {prefix} has no etc/passwd (create it with: hub-restuser init-prefix {prefix})")
+        raise ConfigError(
+            f"--prefix {prefix} has no etc/passwd (create it with: hub-restuser init-prefix {prefix})"
+        )
     if settings["workers"] < 1 or settings["threads"] < 1 or settings["lock_timeout"] < 1:
         raise ConfigError("workers, threads and lock_timeout must be at least 1")
     if settings["log_format"] not in ("kv", "json"):
@@ -119,4 +123,6 @@ def build_store(settings: dict[str, Any]) -> AccountStore:
             lock_timeout=settings["lock_timeout"],
         )
     except OSError as error:
-        raise ConfigError(f"cannot create state directory {state_dir(settings)}: {error.strerror}") from None
+        raise ConfigError(
+            f"cannot create state directory {state_dir(settings)}: {error.strerror}"
+        ) from None

@@ -39,11 +39,23 @@ def start_restuser(tmp_path: Path, prefix_root: Path):
     """Factory: start real `hub-restuser serve` processes; all are stopped at teardown."""
     started: list[RestuserProcess] = []
 
-    def start(tcp=False, extra_args=None, env=None, launcher=None, headers=None, endpoint=None, bind=None):
+    def start(
+        tcp=False, extra_args=None, env=None, launcher=None, headers=None, endpoint=None, bind=None
+    ):
         if endpoint is None:
-            endpoint = Endpoint(port=free_port()) if tcp else Endpoint(unix=str(tmp_path / f"r{len(started)}.sock"))
+            endpoint = (
+                Endpoint(port=free_port())
+                if tcp
+                else Endpoint(unix=str(tmp_path / f"r{len(started)}.sock"))
+            )
         service = RestuserProcess(
-            prefix_root, endpoint, tmp_path / f"restuser{len(started)}.log", extra_args, env, launcher, bind
+            prefix_root,
+            endpoint,
+            tmp_path / f"restuser{len(started)}.log",
+            extra_args,
+            env,
+            launcher,
+            bind,
         )
         started.append(service)
         return service.start(headers=headers)

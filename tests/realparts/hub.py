@@ -113,7 +113,10 @@ c.JupyterHub.cleanup_servers = True
 
     def request(self, method: str, path: str, service: str, **kwargs) -> requests.Response:
         """Any path behind the proxy (e.g. a user's server) with `service`'s token."""
-        headers = {"Authorization": f"token {self.services[service].token}", **kwargs.pop("headers", {})}
+        headers = {
+            "Authorization": f"token {self.services[service].token}",
+            **kwargs.pop("headers", {}),
+        }
         return requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
 
     def login(self, username: str) -> requests.Session:
@@ -126,7 +129,9 @@ c.JupyterHub.cleanup_servers = True
             form["_xsrf"] = xsrf.group(1)
         reply = session.post(f"{self.url}/hub/login", data=form, timeout=30, allow_redirects=False)
         if reply.status_code not in (200, 302):
-            raise RuntimeError(f"login of {username} failed: {reply.status_code} {reply.text[:300]}")
+            raise RuntimeError(
+                f"login of {username} failed: {reply.status_code} {reply.text[:300]}"
+            )
         return session
 
     def wait_for_server(self, username: str, service: str, timeout: float = 90.0) -> dict:
@@ -137,10 +142,16 @@ c.JupyterHub.cleanup_servers = True
             server = model.get("servers", {}).get("")
             if server and server.get("ready"):
                 return model
-            if server is None and model.get("server") is None and _spawn_failed(self.log(), username):
+            if (
+                server is None
+                and model.get("server") is None
+                and _spawn_failed(self.log(), username)
+            ):
                 break
             time.sleep(0.5)
-        raise RuntimeError(f"server of {username} not ready within {timeout} s:\n{self.log()[-4000:]}")
+        raise RuntimeError(
+            f"server of {username} not ready within {timeout} s:\n{self.log()[-4000:]}"
+        )
 
     def stop(self) -> None:
         if self.process is None:

@@ -50,7 +50,9 @@ class RestuserProcess:
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0, headers: dict[str, str] | None = None) -> "RestuserProcess":
+    def start(
+        self, timeout: float = 20.0, headers: dict[str, str] | None = None
+    ) -> "RestuserProcess":
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,

@@ -15,9 +15,7 @@ from restuser.names import BadName, RefusedName
 from tests.realparts.accountdb import snapshot
 from tests.realparts.restuser import SKEL, UID_MIN
 
-SKEL_FILES = sorted(
-    str(path.relative_to(SKEL)) for path in SKEL.rglob("*")
-)
+SKEL_FILES = sorted(str(path.relative_to(SKEL)) for path in SKEL.rglob("*"))
 
 
 def test_skeleton_has_the_promised_files():
@@ -41,7 +39,11 @@ def test_create_gives_a_complete_private_home(store, prefix_root):
     assert account.uid >= UID_MIN and account.home == "/home/alice" and account.shell == "/bin/bash"
     home = prefix_root / "home" / "alice"
     info = home.stat()
-    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (account.uid, account.gid, 0o700)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+        account.uid,
+        account.gid,
+        0o700,
+    )
     for relative in SKEL_FILES:
         landed = (home / relative).lstat()
         assert (landed.st_uid, landed.st_gid) == (account.uid, account.gid), relative

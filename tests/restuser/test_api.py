@@ -92,7 +92,13 @@ def test_openapi_document_describes_every_route(client):
     spec = client.simulate_get("/openapi.json").json
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/users/{name}", "/{name}", "/healthz", "/openapi.json"}
-    assert set(spec["paths"]["/users/{name}"]["post"]["responses"]) >= {"200", "201", "400", "403", "503"}
+    assert set(spec["paths"]["/users/{name}"]["post"]["responses"]) >= {
+        "200",
+        "201",
+        "400",
+        "403",
+        "503",
+    }
 
 
 def test_unexpected_errors_are_logged_and_json(client, monkeypatch, caplog):

@@ -28,7 +28,9 @@ def test_help_lists_every_option_with_its_environment_variable():
 
 def test_precedence_default_file_env_cli(tmp_path):
     config = tmp_path / "restuser.toml"
-    config.write_text('shell = "/bin/sh"\nuid_min = 5000\nsocket_mode = 0o600\ngroups = ["a", "b"]\n')
+    config.write_text(
+        'shell = "/bin/sh"\nuid_min = 5000\nsocket_mode = 0o600\ngroups = ["a", "b"]\n'
+    )
     env = {"HUB_RESTUSER_CONFIG": str(config), "HUB_RESTUSER_UID_MIN": "6000"}
     settings = load_settings(restuser_settings.OPTIONS, "HUB_RESTUSER", {"uid_max": "7000"}, env)
     assert settings["shell"] == "/bin/sh"  # file
@@ -63,12 +65,22 @@ def test_bad_configuration_exits_2_with_one_line(args, reason, prefix_root):
 def test_unknown_key_in_config_file(tmp_path, prefix_root):
     config = tmp_path / "bad.toml"
     config.write_text("shel = '/bin/sh'\n")
-    result = run("serve", "--config", str(config), "--skel", str(SKEL), "--prefix", str(prefix_root))
+    result = run(
+        "serve", "--config", str(config), "--skel", str(SKEL), "--prefix", str(prefix_root)
+    )
     assert result.returncode == 2 and "unknown setting 'shel'" in result.stderr
 
 
 def test_tcp_needs_loopback_unless_allowed(token_file, prefix_root):
-    base = ["serve", "--skel", str(SKEL), "--prefix", str(prefix_root), "--token-file", str(token_file)]
+    base = [
+        "serve",
+        "--skel",
+        str(SKEL),
+        "--prefix",
+        str(prefix_root),
+        "--token-file",
+        str(token_file),
+    ]
     result = run(*base, "--bind", "0.0.0.0:8124")
     assert result.returncode == 2 and "non-loopback" in result.stderr
 
@@ -91,5 +103,7 @@ def test_init_prefix_copies_only_system_accounts(tmp_path):
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "restuser.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "restuser.cli", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and "serve" in result.stdout

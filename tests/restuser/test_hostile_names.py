@@ -97,8 +97,12 @@ TRICKY = st.sampled_from(["-", "/", "..", "\n", "\x00", " ", "%", "é", "\u200b"
 NAMES = st.one_of(
     st.text(max_size=40),
     st.from_regex(r"[a-z][a-z0-9_-]{0,34}", fullmatch=True),
-    st.builds(lambda a, b, c: a + b + c, st.from_regex(r"[a-z]{0,5}", fullmatch=True), TRICKY,
-              st.from_regex(r"[a-z]{0,5}", fullmatch=True)),  # fmt: skip
+    st.builds(
+        lambda a, b, c: a + b + c,
+        st.from_regex(r"[a-z]{0,5}", fullmatch=True),
+        TRICKY,
+        st.from_regex(r"[a-z]{0,5}", fullmatch=True),
+    ),  # fmt: skip
     st.sampled_from(["root", "daemon", "nobody", "systemd-x", "hub-admin", "messagebus"]),
 )
 
@@ -125,7 +129,9 @@ def shared_service(tmp_path_factory):
     root = tmp_path_factory.mktemp("property") / "root"
     init_prefix(root)
     store = restuser_settings.build_store(store_settings(root))
-    return SimpleNamespace(root=root, client=falcon.testing.TestClient(create_app(store)), created=set())
+    return SimpleNamespace(
+        root=root, client=falcon.testing.TestClient(create_app(store)), created=set()
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -39,6 +39,10 @@ def test_passwd_lookup_follows_file_changes(tmp_path):
     accounts = PasswdFile(tmp_path)
     assert accounts.get("root") == Account("root", 0, 0, "/root", "/bin/bash")
     assert accounts.get("alice") == Account("alice", 1001, 1001, "/home/alice", "/bin/sh")
-    assert accounts.get("ali") is None and accounts.get("lice") is None and accounts.get("x") is None
-    passwd.write_text(passwd.read_text() + "bob:x:1002:1002::/home/bob:/bin/bash")  # no final newline
+    assert (
+        accounts.get("ali") is None and accounts.get("lice") is None and accounts.get("x") is None
+    )
+    passwd.write_text(
+        passwd.read_text() + "bob:x:1002:1002::/home/bob:/bin/bash"
+    )  # no final newline
     assert accounts.get("bob").uid == 1002
