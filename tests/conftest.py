@@ -82,3 +82,57 @@ def start_hub(tmp_path: Path):
     yield start
     for hub in hubs:
         hub.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory):
+    """A real Docker engine (started here with --bridge=none unless one already answers)."""
+    from tests.realparts.docker import DockerEngine
+
+    engine = DockerEngine(tmp_path_factory.mktemp("dockerd") / "dockerd.log").start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def systemd_image(docker_engine, tmp_path_factory) -> str:
+    from tests.realparts.systemd import ensure_image
+
+    return ensure_image(tmp_path_factory.mktemp("systemd-image"))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """Wheels of this checkout and its dependencies, to install inside containers offline."""
+    import subprocess
+    import sys
+
+    from tests.realparts.restuser import REPO
+
+    target = tmp_path_factory.mktemp("wheels")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(target), str(REPO)],
+                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    return target
+
+
+@pytest.fixture
+def systemd_container(systemd_image, wheelhouse):
+    """A booted systemd container with this checkout's files in /src and wheels in /wheels."""
+    import subprocess
+
+    from tests.realparts.restuser import REPO
+    from tests.realparts.systemd import SystemdContainer
+
+    container = SystemdContainer(systemd_image).start()
+    try:
+        container.run("mkdir", "-p", "/src", "/wheels")
+        tar = subprocess.Popen(["tar", "-C", str(REPO), "-c", "scripts", "units", "skel", "docs"],
+                               stdout=subprocess.PIPE)  # fmt: skip
+        subprocess.run(["docker", "exec", "-i", container.name, "tar", "-C", "/src", "-x"],
+                       stdin=tar.stdout, check=True)  # fmt: skip
+        tar.wait()
+        for wheel in wheelhouse.iterdir():
+            container.copy_in(wheel, "/wheels/")
+        yield container
+    finally:
+        container.stop()

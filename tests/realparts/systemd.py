@@ -1,0 +1,97 @@
+"""A real systemd as PID 1 in a --network host container, to run the suite's units for real.
+
+The image is a debootstrap'd Debian bookworm root (systemd, python3-venv, ...), built once
+and cached in the Docker engine under IMAGE. `--privileged` fails on these machines; the
+flags below are the combination known to boot systemd here (see shared/REALPARTS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.realparts.docker import docker
+
+IMAGE = "hub-sidecars/systemd-bookworm:1"
+MIRROR = os.environ.get("HUB_SIDECARS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,passwd,procps,iproute2,curl"
+# Units that make no sense in a container sharing the host's network and clock.
+MASKED = ("systemd-networkd.service", "systemd-resolved.service", "systemd-timesyncd.service",
+          "getty@tty1.service", "console-getty.service")  # fmt: skip
+
+RUN_FLAGS = [
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined",
+    "--network", "host", "--cgroupns=host",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+]  # fmt: skip
+
+
+def ensure_image(workdir: Path) -> str:
+    """Build IMAGE unless the engine has it already (about a minute the first time)."""
+    if docker("image", "inspect", IMAGE, check=False).returncode == 0:
+        return IMAGE
+    if not shutil.which("debootstrap"):
+        raise RuntimeError("debootstrap is missing: ./scripts/test installs it")
+    rootfs = workdir / "rootfs"
+    result = subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(rootfs), MIRROR],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"debootstrap failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    (rootfs / "etc/machine-id").write_text("")
+    for unit in MASKED:
+        mask = rootfs / "etc/systemd/system" / unit
+        mask.unlink(missing_ok=True)
+        mask.symlink_to("/dev/null")
+    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+    base = IMAGE + "-base"
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    docker("import", "-", base, stdin=tar.stdout)
+    tar.wait()
+    # `docker import --change` refuses STOPSIGNAL; a two-line build adds it, so that a stop
+    # asks systemd to shut down instead of waiting 10 s for a SIGTERM it ignores.
+    context = workdir / "image"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nSTOPSIGNAL SIGRTMIN+3\n")
+    docker("build", "-q", "-t", IMAGE, str(context))
+    shutil.rmtree(rootfs, ignore_errors=True)
+    return IMAGE
+
+
+class SystemdContainer:
+    def __init__(self, image: str) -> None:
+        self.image = image
+        self.name = f"hub-sidecars-test-{uuid.uuid4().hex[:10]}"
+
+    def start(self, timeout: float = 60) -> "SystemdContainer":
+        docker("run", "-d", "--name", self.name, *RUN_FLAGS, self.image, "/lib/systemd/systemd")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.run("test", "-S", "/run/systemd/private", check=False).returncode == 0:
+                state = self.run("systemctl", "is-system-running", check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    return self
+            time.sleep(0.3)
+        logs = docker("logs", self.name, check=False)
+        self.stop()
+        raise RuntimeError(f"systemd did not come up in {timeout} s: {logs.stdout}{logs.stderr}")
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+        """Run a command inside the container (docker exec)."""
+        return docker("exec", self.name, *argv, check=check, timeout=timeout, **kwargs)
+
+    def copy_in(self, source: Path, target: str) -> None:
+        docker("cp", str(source), f"{self.name}:{target}")
+
+    def journal(self, unit: str) -> str:
+        return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, check=False).stdout
+
+    def stop(self) -> None:
+        docker("rm", "-f", self.name, check=False)
