@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from hubsidecars import suite_version
 from hubsidecars.config import ConfigError, add_options, load_settings
 from hubsidecars.logs import log_event, setup_logging
 from restuser import settings as restuser_settings
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hub-restuser",
         description="Make sure system accounts exist for JupyterHub users, over a small REST API.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from hubsidecars import suite_version
 from restuser.names import DEFAULT_NAME_PATTERN
-
-
-def _version() -> str:
-    try:
-        return version("hub-sidecars")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def _json(schema_ref: str) -> dict:
@@ -64,7 +56,7 @@ def openapi_document(name_pattern: str = DEFAULT_NAME_PATTERN) -> dict:
         "openapi": "3.0.3",
         "info": {
             "title": "hub-restuser",
-            "version": _version(),
+            "version": suite_version(),
             "description": "Make sure a system account exists for a JupyterHub user. On a unix "
             "socket the socket's permissions are the access control; on TCP every route "
             "except /healthz and /openapi.json needs the bearer token.",

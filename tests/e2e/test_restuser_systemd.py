@@ -14,7 +14,7 @@ SOCKET = "/run/hub-restuser/restuser.sock"
 
 
 def curl(container, method, path):
-    result = container.run("curl", "-s", "-w", "\n%{http_code}", "--unix-socket", SOCKET,
+    result = container.run("curl", "-s", "--max-time", "20", "-w", "\n%{http_code}", "--unix-socket", SOCKET,
                            "-X", method, f"http://restuser{path}", check=False)  # fmt: skip
     body, _, status = result.stdout.rpartition("\n")
     return int(status or 0), body
@@ -22,7 +22,9 @@ def curl(container, method, path):
 
 @pytest.fixture
 def installed(systemd_container):
-    result = systemd_container.run("/src/scripts/install", "--wheels", "/wheels", "--enable", check=False)
+    result = systemd_container.run(
+        "/src/scripts/install", "--wheels", "/wheels", "--enable", check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return systemd_container
 
@@ -31,7 +33,10 @@ def test_socket_activation_creates_a_real_account_inside_the_sandbox(installed):
     c = installed
     assert c.run("systemctl", "is-active", "hub-restuser.socket").stdout.strip() == "active"
     # Socket activation: the service starts only with the first connection.
-    assert c.run("systemctl", "is-active", "hub-restuser.service", check=False).stdout.strip() == "inactive"
+    assert (
+        c.run("systemctl", "is-active", "hub-restuser.service", check=False).stdout.strip()
+        == "inactive"
+    )
     mode, owner = c.run("stat", "-c", "%a %U:%G", SOCKET).stdout.split()
     assert (mode, owner) == ("660", "root:root")
 
@@ -51,7 +56,9 @@ def test_socket_activation_creates_a_real_account_inside_the_sandbox(installed):
     assert curl(c, "GET", "/users/root")[0] == 403
     assert curl(c, "GET", "/healthz") == (200, '{"status": "ok"}')
 
-    show = c.run("systemctl", "show", "hub-restuser.service", "-p", "Type,ActiveState,SubState").stdout
+    show = c.run(
+        "systemctl", "show", "hub-restuser.service", "-p", "Type,ActiveState,SubState"
+    ).stdout
     assert "Type=notify" in show and "ActiveState=active" in show and "SubState=running" in show
     journal = c.journal("hub-restuser.service")
     created = [line for line in journal.splitlines() if "outcome=created" in line]
@@ -76,3 +83,35 @@ def test_units_verify_clean_and_score_inside_real_systemd(installed):
     security = c.run("systemd-analyze", "security", "hub-restuser.service", check=False).stdout
     exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", security).group(1))
     assert exposure <= 2.5
+
+
+def test_tcp_socket_with_token_credential(installed):
+    """Loopback TCP as docs/restuser.md describes: a drop-in per unit, token as a credential."""
+    from tests.realparts.net import free_port
+
+    c, port, token = installed, free_port(), "tcp-test-token-0123456789abcdef"
+    c.run("sh", "-c", f"umask 077; printf %s {token} > /etc/hub-sidecars/restuser.token")
+    c.run("sh", "-c", f"printf 'Authorization: Bearer %s\\n' {token} > /root/auth-header")
+    c.run(
+        "mkdir",
+        "-p",
+        "/etc/systemd/system/hub-restuser.socket.d",
+        "/etc/systemd/system/hub-restuser.service.d",
+    )
+    c.run("sh", "-c", f"printf '[Socket]\\nListenStream=\\nListenStream=127.0.0.1:{port}\\n' "
+                      "> /etc/systemd/system/hub-restuser.socket.d/tcp.conf")  # fmt: skip
+    c.run("sh", "-c", "printf '[Service]\\nLoadCredential=restuser-token:/etc/hub-sidecars/restuser.token\\n' "
+                      "> /etc/systemd/system/hub-restuser.service.d/token.conf")  # fmt: skip
+    c.run("systemctl", "daemon-reload")
+    c.run("systemctl", "restart", "hub-restuser.socket")
+
+    url = f"http://127.0.0.1:{port}/users/carol"
+    without = c.run(
+        "curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url
+    ).stdout
+    assert without == "401", c.journal("hub-restuser.service")
+    with_token = c.run("curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "-H", "@/root/auth-header",
+                       "-X", "POST", url).stdout  # fmt: skip
+    assert with_token == "201"
+    assert token not in c.journal("hub-restuser.service")
+    assert token not in c.run("ps", "-eo", "args").stdout

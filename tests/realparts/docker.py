@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 
-def docker(*args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+def docker(
+    *args: str, check: bool = True, timeout: float = 600, **kwargs
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["docker", *args], capture_output=True, text=True, check=check, timeout=timeout, **kwargs
     )
@@ -22,7 +24,10 @@ def engine_answers() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        return docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+        return (
+            docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -53,7 +58,9 @@ class DockerEngine:
                 return self
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"dockerd did not start:\n{self.log_path.read_text(errors='replace')[-4000:]}")
+        raise RuntimeError(
+            f"dockerd did not start:\n{self.log_path.read_text(errors='replace')[-4000:]}"
+        )
 
     def stop(self) -> None:
         """Stop dockerd if this fixture started it; an engine found running is left alone."""

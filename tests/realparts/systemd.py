@@ -71,7 +71,10 @@ class SystemdContainer:
         self.name = f"hub-sidecars-test-{uuid.uuid4().hex[:10]}"
 
     def start(self, timeout: float = 60) -> "SystemdContainer":
-        docker("run", "-d", "--name", self.name, *RUN_FLAGS, self.image, "/lib/systemd/systemd")
+        # systemd makes "/" a shared mount only when the kernel starts it, not under a container
+        # manager; LoadCredential= needs /run shared (systemd issue 38103), as it is on a host.
+        boot = "mount --make-rshared / && exec /lib/systemd/systemd"
+        docker("run", "-d", "--name", self.name, *RUN_FLAGS, self.image, "/bin/sh", "-c", boot)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.run("test", "-S", "/run/systemd/private", check=False).returncode == 0:
@@ -83,7 +86,9 @@ class SystemdContainer:
         self.stop()
         raise RuntimeError(f"systemd did not come up in {timeout} s: {logs.stdout}{logs.stderr}")
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 300, **kwargs
+    ) -> subprocess.CompletedProcess:
         """Run a command inside the container (docker exec)."""
         return docker("exec", self.name, *argv, check=check, timeout=timeout, **kwargs)
 

@@ -107,3 +107,8 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "restuser.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "serve" in result.stdout
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("hub-restuser 0.")
