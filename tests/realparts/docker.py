@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
+
+from tests.realparts.process import ManagedProcess
 
 
 def docker(
@@ -35,43 +36,21 @@ def engine_answers() -> bool:
 class DockerEngine:
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
 
     def start(self, timeout: float = 60) -> "DockerEngine":
         if engine_answers():
             return self
         if not shutil.which("dockerd"):
             raise RuntimeError("dockerd is missing: ./scripts/test installs docker.io")
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+        self.process = ManagedProcess(
+            ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false"], self.log_path
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if engine_answers():
-                return self
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(
-            f"dockerd did not start:\n{self.log_path.read_text(errors='replace')[-4000:]}"
-        )
+        self.process.start(engine_answers, timeout, "dockerd")
+        return self
 
     def stop(self) -> None:
         """Stop dockerd if this fixture started it; an engine found running is left alone."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        self.process = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None

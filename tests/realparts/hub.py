@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import requests
 
 from tests.realparts.net import free_port
+from tests.realparts.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -44,7 +44,7 @@ class RealHub:
         self.url = f"http://127.0.0.1:{self.proxy_port}"
         self.api_url = f"{self.url}/hub/api"
         self.log_path = workdir / "jupyterhub.log"
-        self.process: subprocess.Popen | None = None
+        self.process: ManagedProcess | None = None
 
     def config_text(self) -> str:
         services = [{"name": s.name, "api_token": s.token} for s in self.services.values()]
@@ -83,25 +83,18 @@ c.JupyterHub.cleanup_servers = True
         config = self.workdir / "jupyterhub_config.py"
         config.write_text(self.config_text())
         config.chmod(0o600)  # it holds the service tokens
-        self._log = open(self.log_path, "ab")
         env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        self.process = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(config)],
-            cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited {self.process.returncode}:\n{self.log()}")
+        self.process = ManagedProcess([str(VENV_BIN / "jupyterhub"), "-f", str(config)],
+                                      self.log_path, env=env, cwd=self.workdir)  # fmt: skip
+
+        def answers() -> bool:
             try:
-                if requests.get(f"{self.api_url}/", timeout=2).status_code == 200:
-                    return self
+                return requests.get(f"{self.api_url}/", timeout=2).status_code == 200
             except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"jupyterhub did not answer within {timeout} s:\n{self.log()}")
+                return False
+
+        self.process.start(answers, timeout, "jupyterhub")
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -156,14 +149,7 @@ c.JupyterHub.cleanup_servers = True
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
+        self.process.stop()
         # Single-user servers and the proxy run in their own sessions; the hub stops them on
         # a clean shutdown, and this catches any left over from an unclean one.
         for pid in _processes_with_env(f"JUPYTERHUB_API_URL=http://127.0.0.1:{self.hub_port}/"):

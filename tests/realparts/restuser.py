@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.realparts.net import Endpoint
+from tests.realparts.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SKEL = REPO / "skel"
@@ -39,48 +37,27 @@ class RestuserProcess:
     ) -> None:
         """`endpoint` is where the test talks to it; `bind` defaults to the same address."""
         self.endpoint = endpoint
-        self.log_path = log_path
         if bind is None:
             bind = f"unix:{endpoint.unix}" if endpoint.unix else f"{endpoint.host}:{endpoint.port}"
         args = [
             "--prefix", str(prefix), "--skel", str(SKEL), "--bind", bind,
             "--uid-min", str(UID_MIN), "--uid-max", str(UID_MAX),
         ]  # fmt: skip
-        self.argv = (launcher or []) + restuser_command() + args + (extra_args or [])
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen | None = None
+        argv = (launcher or []) + restuser_command() + args + (extra_args or [])
+        self.process = ManagedProcess(argv, log_path, env={**os.environ, **(env or {})})
+        self.argv = argv
 
     def start(
         self, timeout: float = 20.0, headers: dict[str, str] | None = None
     ) -> "RestuserProcess":
-        self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"hub-restuser exited {self.process.returncode}:\n{self.log()}")
-            try:
-                if self.endpoint.request("GET", "/healthz", headers, timeout=2).status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"hub-restuser did not become healthy in {timeout} s:\n{self.log()}")
+        def healthy() -> bool:
+            return self.endpoint.request("GET", "/healthz", headers, timeout=2).status == 200
+
+        self.process.start(healthy, timeout, "hub-restuser")
+        return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        if self.process:
-            self._log.close()
+        self.process.stop(timeout=15)

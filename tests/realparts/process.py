@@ -1,0 +1,60 @@
+"""A background process for a test: started in its own session, output to a log file,
+ready when a probe says so, failing loudly with its log, stopped with its whole group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+
+class ManagedProcess:
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:  # fmt: skip
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.cwd = cwd
+        self.process: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Start, then call `ready` until it returns True; an OSError from it counts as not yet."""
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{what} exited {self.process.returncode}:\n{self.log()[-6000:]}"
+                )
+            try:
+                if ready():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{what} was not ready within {timeout} s:\n{self.log()[-6000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM to the process group, SIGKILL if it is still there after `timeout`."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
