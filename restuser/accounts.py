@@ -93,7 +93,15 @@ class AccountStore:
         if account is not None:
             self._refuse_system(account)
             if marker.exists():
-                added = self._populate(account)
+                try:
+                    added = self._populate(account)
+                except OSError as error:
+                    self._log(
+                        name, account.uid, "failed", started, logging.ERROR, reason=str(error)
+                    )
+                    raise AccountError(
+                        f"could not complete the home of {name!r} (will retry on the next call): {error}"
+                    ) from None
                 marker.unlink()
                 self._log(name, account.uid, "repaired", started, added=len(added))
             return account, False

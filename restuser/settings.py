@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import re
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,13 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("workers, threads and lock_timeout must be at least 1")
     if settings["log_format"] not in ("kv", "json"):
         raise ConfigError("log_format must be kv or json")
+    if settings["log_level"].lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log_level must be debug, info, warning or error")
+    if settings["socket_group"]:
+        try:
+            grp.getgrnam(settings["socket_group"])
+        except KeyError:
+            raise ConfigError(f"socket_group {settings['socket_group']!r} does not exist") from None
     return settings
 
 

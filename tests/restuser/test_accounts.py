@@ -137,6 +137,25 @@ def test_half_made_account_is_repaired_on_the_next_call(store, prefix_root):
     assert not (store.pending_dir / "alice").exists()
 
 
+def test_failed_repair_keeps_the_marker_for_the_next_call(store, prefix_root, monkeypatch):
+    store.ensure("alice")
+    (prefix_root / "home/alice/Welcome.ipynb").unlink()
+    (store.pending_dir / "alice").touch()
+    real_populate = HomeBuilder.populate
+
+    def disk_full(self, home, uid, gid):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(HomeBuilder, "populate", disk_full)
+    with pytest.raises(AccountError, match="will retry"):
+        store.ensure("alice")
+    assert (store.pending_dir / "alice").exists()
+    monkeypatch.setattr(HomeBuilder, "populate", real_populate)
+    assert store.ensure("alice")[1] is False
+    assert (prefix_root / "home/alice/Welcome.ipynb").exists()
+    assert not (store.pending_dir / "alice").exists()
+
+
 def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root):
     store = make_store(lock_timeout=1)
     before = snapshot(prefix_root)

@@ -53,6 +53,8 @@ def test_precedence_default_file_env_cli(tmp_path):
         (["--config", "/nonexistent.toml"], "cannot read config"),
         (["--log-format", "xml"], "log_format"),
         (["--state-dir", "/proc/no-such-dir"], "cannot create state directory"),
+        (["--socket-group", "no-such-group"], "socket_group"),
+        (["--log-level", "loud"], "log_level"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(args, reason, prefix_root):
