@@ -170,6 +170,11 @@ def lookups(scratch: Path, seconds: int, rounds: int) -> None:
     bare = bare_gunicorn(scratch, bare_port)
     ours, theirs = [], []
     try:
+        # Let the creation phase's writes reach the disk, and warm both servers up, so that
+        # the first measured run does not pay for either.
+        os.sync()
+        run_wrk(scratch, "/users/s0x001", port, token, 2)
+        run_wrk(scratch, "/", bare_port, token, 2)
         for _ in range(rounds):
             ours.append(run_wrk(scratch, "/users/s0x001", port, token, seconds))
             theirs.append(run_wrk(scratch, "/", bare_port, token, seconds))
@@ -194,12 +199,16 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per comparison")
     parser.add_argument("--seconds", type=int, default=5, help="length of each lookup run")
+    parser.add_argument("--keep", metavar="DIR", help="keep the service logs in DIR")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (useradd --prefix)")
     with tempfile.TemporaryDirectory(prefix="restuser-bench-") as tmp:
         creation(Path(tmp), args.accounts, args.rounds)
         lookups(Path(tmp), args.seconds, rounds=3)
+        if args.keep:
+            for log in Path(tmp).glob("*.log"):
+                shutil.copy(log, args.keep)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class AccountStore:
         self.pending_dir = state_dir / "pending"
         self.pending_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.lock = FileLock(state_dir / "accounts.lock", lock_timeout)
+        self._locked_at = 0.0
 
     def lookup(self, name: str) -> Account | None:
         """The account for `name`, None if absent. Raises BadName / RefusedName."""
@@ -66,6 +67,7 @@ class AccountStore:
         started = time.monotonic()
         try:
             with self.lock:
+                self._locked_at = time.monotonic()
                 return self._ensure_locked(name, started)
         except (LockTimeout, DatabaseBusy) as error:
             self._log(name, None, "busy", started, logging.WARNING, reason=str(error))
@@ -164,6 +166,10 @@ class AccountStore:
         return self.pending_dir / name
 
     def _log(self, name, uid, outcome, started, level=logging.INFO, **extra) -> None:
-        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        """One line per creation attempt; wait_ms is the part of duration_ms spent waiting for
+        the account lock (high values mean many creations at once)."""
+        now = time.monotonic()
+        locked_at = self._locked_at if self._locked_at >= started else now
         log_event(log, "account " + outcome, level, name=name, uid=uid if uid is not None else "-",
-                  outcome=outcome, duration_ms=duration_ms, **extra)  # fmt: skip
+                  outcome=outcome, duration_ms=round((now - started) * 1000, 1),
+                  wait_ms=round((locked_at - started) * 1000, 1), **extra)  # fmt: skip
