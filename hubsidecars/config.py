@@ -94,6 +94,10 @@ def add_options(
         default = option.default
         if option.parse is parse_mode and isinstance(default, int):
             default = f"{default:04o}"
+        elif isinstance(default, list):
+            default = ",".join(default) or "none"
+        elif default == "":
+            default = "none"
         parser.add_argument(
             option.cli_flag,
             dest=option.name,
