@@ -25,10 +25,11 @@ SD_LISTEN_FDS_START = 3
 class Listener:
     """Where the service listens: a unix socket path, a TCP address, or systemd's sockets."""
 
-    kind: str  # "unix", "tcp" or "systemd"
+    kind: str  # "unix" or "tcp"
     address: str  # gunicorn bind string, or a description of the systemd sockets
     path: str = ""
     host: str = ""
+    from_systemd: bool = False  # sockets passed in (LISTEN_FDS): gunicorn binds nothing
 
     @property
     def is_tcp(self) -> bool:
@@ -66,8 +67,12 @@ def systemd_listener(environ: Mapping[str, str]) -> Listener | None:
                 tcp_hosts.append(host)
         finally:
             probe.close()
-    kind = "tcp" if tcp_hosts else "systemd"
-    return Listener(kind, "systemd:" + ",".join(names), host=tcp_hosts[0] if tcp_hosts else "")
+    return Listener(
+        "tcp" if tcp_hosts else "unix",
+        "systemd:" + ",".join(names),
+        host=tcp_hosts[0] if tcp_hosts else "",
+        from_systemd=True,
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -144,14 +149,14 @@ def gunicorn_options(listener: Listener, settings: dict[str, Any]) -> dict[str, 
         "limit_request_line": 8190,
         "timeout": 120,
     }
+    if listener.from_systemd:
+        return options  # systemd owns the sockets, their mode and group
+    options["bind"] = [listener.address]
     if listener.kind == "unix":
         os.makedirs(os.path.dirname(listener.path), mode=0o755, exist_ok=True)
-        options["bind"] = [listener.address]
         # The socket is born with at most the configured mode: no window with wider access.
         options["umask"] = 0o777 & ~settings["socket_mode"]
         options["when_ready"] = _secure_unix_socket(
             listener.path, settings["socket_mode"], settings["socket_group"]
         )
-    elif listener.kind == "tcp" and not listener.address.startswith("systemd:"):
-        options["bind"] = [listener.address]
     return options
