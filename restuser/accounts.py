@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from hubsidecars.logs import log_event
 from restuser.home import HomeBuilder
@@ -49,7 +50,6 @@ class AccountStore:
         self.pending_dir = state_dir / "pending"
         self.pending_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.lock = FileLock(state_dir / "accounts.lock", lock_timeout)
-        self._locked_at = 0.0
 
     def lookup(self, name: str) -> Account | None:
         """The account for `name`, None if absent. Raises BadName / RefusedName."""
@@ -67,10 +67,11 @@ class AccountStore:
         started = time.monotonic()
         try:
             with self.lock:
-                self._locked_at = time.monotonic()
-                return self._ensure_locked(name, started)
+                return self._ensure_locked(name, _Timing(started, time.monotonic()))
         except (LockTimeout, DatabaseBusy) as error:
-            self._log(name, None, "busy", started, logging.WARNING, reason=str(error))
+            # Never got the lock: the whole duration was waiting.
+            busy = _Timing(started, time.monotonic())
+            self._log(name, None, "busy", busy, logging.WARNING, reason=str(error))
             raise AccountBusy(str(error)) from None
 
     def problems(self) -> list[str]:
@@ -89,7 +90,7 @@ class AccountStore:
             found.append(f"state directory {self.state_dir} is not writable")
         return found
 
-    def _ensure_locked(self, name: str, started: float) -> tuple[Account, bool]:
+    def _ensure_locked(self, name: str, timing: "_Timing") -> tuple[Account, bool]:
         marker = self._pending(name)
         account = self.passwd.get(name)
         if account is not None:
@@ -98,14 +99,12 @@ class AccountStore:
                 try:
                     added = self._populate(account)
                 except OSError as error:
-                    self._log(
-                        name, account.uid, "failed", started, logging.ERROR, reason=str(error)
-                    )
+                    self._log(name, account.uid, "failed", timing, logging.ERROR, reason=str(error))
                     raise AccountError(
                         f"could not complete the home of {name!r} (will retry on the next call): {error}"
                     ) from None
                 marker.unlink()
-                self._log(name, account.uid, "repaired", started, added=len(added))
+                self._log(name, account.uid, "repaired", timing, added=len(added))
             return account, False
 
         marker.touch()
@@ -113,7 +112,7 @@ class AccountStore:
             self.useradd.create(name)
         except NameTaken as error:
             marker.unlink()
-            self._log(name, None, "refused", started, logging.WARNING, reason=error.stderr.strip())
+            self._log(name, None, "refused", timing, logging.WARNING, reason=error.stderr.strip())
             raise RefusedName(
                 f"{name!r} clashes with an existing group or an account outside {self.passwd.path}"
             ) from None
@@ -122,7 +121,7 @@ class AccountStore:
             raise
         except UserAddError as error:
             self._rollback(name, marker)
-            self._log(name, None, "failed", started, logging.ERROR, reason=str(error))
+            self._log(name, None, "failed", timing, logging.ERROR, reason=str(error))
             raise AccountError(str(error)) from None
 
         account = self.passwd.get(name)
@@ -133,10 +132,10 @@ class AccountStore:
             self._populate(account)
         except OSError as error:
             self._rollback(name, marker)
-            self._log(name, account.uid, "rolled_back", started, logging.ERROR, reason=str(error))
+            self._log(name, account.uid, "rolled_back", timing, logging.ERROR, reason=str(error))
             raise AccountError(f"could not populate the home of {name!r}: {error}") from None
         marker.unlink()
-        self._log(name, account.uid, "created", started)
+        self._log(name, account.uid, "created", timing)
         return account, True
 
     def _populate(self, account: Account) -> list[str]:
@@ -165,11 +164,17 @@ class AccountStore:
     def _pending(self, name: str) -> Path:
         return self.pending_dir / name
 
-    def _log(self, name, uid, outcome, started, level=logging.INFO, **extra) -> None:
+    def _log(self, name, uid, outcome, timing, level=logging.INFO, **extra) -> None:
         """One line per creation attempt; wait_ms is the part of duration_ms spent waiting for
         the account lock (high values mean many creations at once)."""
         now = time.monotonic()
-        locked_at = self._locked_at if self._locked_at >= started else now
         log_event(log, "account " + outcome, level, name=name, uid=uid if uid is not None else "-",
-                  outcome=outcome, duration_ms=round((now - started) * 1000, 1),
-                  wait_ms=round((locked_at - started) * 1000, 1), **extra)  # fmt: skip
+                  outcome=outcome, duration_ms=round((now - timing.started) * 1000, 1),
+                  wait_ms=round((timing.locked - timing.started) * 1000, 1), **extra)  # fmt: skip
+
+
+class _Timing(NamedTuple):
+    """When an ensure() call started and when it got the account lock (monotonic seconds)."""
+
+    started: float
+    locked: float

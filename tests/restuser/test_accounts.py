@@ -156,7 +156,7 @@ def test_failed_repair_keeps_the_marker_for_the_next_call(store, prefix_root, mo
     assert not (store.pending_dir / "alice").exists()
 
 
-def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root):
+def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root, caplog):
     store = make_store(lock_timeout=1)
     before = snapshot(prefix_root)
     with store.lock:
@@ -165,6 +165,12 @@ def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root):
         worker.start()
         worker.join()
     assert isinstance(outcome[0], AccountBusy)
+    (busy,) = [
+        r.hub_fields
+        for r in caplog.records
+        if getattr(r, "hub_fields", {}).get("outcome") == "busy"
+    ]
+    assert busy["wait_ms"] == busy["duration_ms"] >= 1000
     assert snapshot(prefix_root) == before
     assert store.ensure("alice")[1] is True
 
