@@ -69,9 +69,8 @@ class AccountStore:
             with self.lock:
                 return self._ensure_locked(name, _Timing(started, time.monotonic()))
         except (LockTimeout, DatabaseBusy) as error:
-            # Never got the lock: the whole duration was waiting.
-            busy = _Timing(started, time.monotonic())
-            self._log(name, None, "busy", busy, logging.WARNING, reason=str(error))
+            never_locked = _Timing(started, None)
+            self._log(name, None, "busy", never_locked, logging.WARNING, reason=str(error))
             raise AccountBusy(str(error)) from None
 
     def problems(self) -> list[str]:
@@ -168,13 +167,14 @@ class AccountStore:
         """One line per creation attempt; wait_ms is the part of duration_ms spent waiting for
         the account lock (high values mean many creations at once)."""
         now = time.monotonic()
+        locked = now if timing.locked is None else timing.locked  # never locked: all waiting
         log_event(log, "account " + outcome, level, name=name, uid=uid if uid is not None else "-",
                   outcome=outcome, duration_ms=round((now - timing.started) * 1000, 1),
-                  wait_ms=round((timing.locked - timing.started) * 1000, 1), **extra)  # fmt: skip
+                  wait_ms=round((locked - timing.started) * 1000, 1), **extra)  # fmt: skip
 
 
 class _Timing(NamedTuple):
     """When an ensure() call started and when it got the account lock (monotonic seconds)."""
 
     started: float
-    locked: float
+    locked: float | None
