@@ -44,7 +44,7 @@ class AccountStore:
         self.policy = policy
         self.useradd = useradd
         self.home = home
-        self.root = useradd.prefix or Path("/")
+        self.root = useradd.root
         self.passwd = PasswdFile(self.root)
         self.state_dir = state_dir
         self.pending_dir = state_dir / "pending"

@@ -19,6 +19,11 @@ class UserAddError(Exception):
         self.exit_code = exit_code
         self.stderr = stderr
 
+    @classmethod
+    def from_result(cls, command: str, result: subprocess.CompletedProcess, hint: str = ""):
+        message = f"{command} exited {result.returncode}: {result.stderr.strip()}{hint}"
+        return cls(message, result.returncode, result.stderr)
+
 
 class NameTaken(UserAddError):
     """useradd found the name (or a group of that name) already taken."""
@@ -38,6 +43,11 @@ class UserAdd:
     groups: tuple[str, ...] = ()
     prefix: Path | None = None
     timeout: float = 60.0
+
+    @property
+    def root(self) -> Path:
+        """The root holding etc/passwd & co.: the prefix, or /."""
+        return self.prefix or Path("/")
 
     def home_for(self, name: str) -> str:
         return self.home_pattern.format(name=name)
@@ -67,40 +77,31 @@ class UserAdd:
         result = self._run(self.create_argv(name))
         if result.returncode == 0:
             return
-        message = f"useradd exited {result.returncode}: {result.stderr.strip()}"
         if result.returncode == _EXISTS:
-            raise NameTaken(message, result.returncode, result.stderr)
+            raise NameTaken.from_result("useradd", result)
         if result.returncode in _DB_WRITE and "lock" in result.stderr:
-            raise DatabaseBusy(message, result.returncode, result.stderr)
-        if result.returncode == _NO_GROUP:
-            message += " (a supplementary group in the configuration does not exist)"
-        elif result.returncode == _UID_TROUBLE:
-            message += " (no free uid in the configured range?)"
-        raise UserAddError(message, result.returncode, result.stderr)
+            raise DatabaseBusy.from_result("useradd", result)
+        hint = {
+            _NO_GROUP: " (a supplementary group in the configuration does not exist)",
+            _UID_TROUBLE: " (no free uid in the configured range?)",
+        }.get(result.returncode, "")
+        raise UserAddError.from_result("useradd", result, hint)
 
     def delete(self, name: str) -> None:
         """Remove an account this adapter created, with its home and its private group."""
         result = self._run(self.delete_argv(name))
         # userdel exits 12 when only the mail spool or home removal had trouble; the account is gone.
         if result.returncode not in (0, 12):
-            raise UserAddError(
-                f"userdel exited {result.returncode}: {result.stderr.strip()}",
-                result.returncode,
-                result.stderr,
-            )
+            raise UserAddError.from_result("userdel", result)
         # userdel keeps the private group when login.defs says USERGROUPS_ENAB no; create()
         # made that group (--user-group fails if it existed), so it goes too.
         if self._group_exists(name):
             result = self._run(self._prefixed("groupdel") + ["--", name])
             if result.returncode != 0:
-                raise UserAddError(
-                    f"groupdel exited {result.returncode}: {result.stderr.strip()}",
-                    result.returncode,
-                    result.stderr,
-                )
+                raise UserAddError.from_result("groupdel", result)
 
     def _group_exists(self, name: str) -> bool:
-        group_file = (self.prefix or Path("/")) / "etc" / "group"
+        group_file = self.root / "etc" / "group"
         with open(group_file, encoding="utf-8", errors="replace") as handle:
             return any(line.split(":", 1)[0] == name for line in handle)
 
