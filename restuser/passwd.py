@@ -36,9 +36,13 @@ class PasswdFile:
     def get(self, name: str) -> Account | None:
         text = self._current_text()
         key = name + ":"
-        start = 0 if text.startswith(key) else text.find("\n" + key) + 1
-        if start == 0 and not text.startswith(key):
-            return None
+        if text.startswith(key):
+            start = 0
+        else:
+            found = text.find("\n" + key)
+            if found < 0:
+                return None
+            start = found + 1
         end = text.find("\n", start)
         fields = text[start : end if end >= 0 else len(text)].split(":")
         if len(fields) != 7 or not fields[2].isdigit() or not fields[3].isdigit():

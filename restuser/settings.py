@@ -122,15 +122,14 @@ def build_store(settings: dict[str, Any]) -> AccountStore:
         groups=tuple(settings["groups"]),
         prefix=Path(settings["prefix"]).resolve() if settings["prefix"] else None,
     )
+    state = state_dir(settings)
     try:
         return AccountStore(
             policy=NamePolicy(settings["name_pattern"], tuple(settings["deny_names"])),
             useradd=useradd,
             home=HomeBuilder(skel, settings["home_mode"]),
-            state_dir=state_dir(settings),
+            state_dir=state,
             lock_timeout=settings["lock_timeout"],
         )
     except OSError as error:
-        raise ConfigError(
-            f"cannot create state directory {state_dir(settings)}: {error.strerror}"
-        ) from None
+        raise ConfigError(f"cannot create state directory {state}: {error.strerror}") from None
