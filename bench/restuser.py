@@ -32,6 +32,7 @@ sys.path[0] = str(REPO)
 from restuser.prefix import init_prefix  # noqa: E402
 from restuser.useradd import UserAdd  # noqa: E402
 from tests.realparts.net import Endpoint, free_port  # noqa: E402
+from tests.realparts.process import ManagedProcess  # noqa: E402
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN, RestuserProcess  # noqa: E402
 
 CLIENTS = 16
@@ -139,22 +140,17 @@ def app(environ, start_response):
 """
 
 
-def bare_gunicorn(scratch: Path, port: int) -> subprocess.Popen:
+def bare_gunicorn(scratch: Path, port: int) -> ManagedProcess:
     (scratch / "bare_app.py").write_text(BARE_APP)
-    process = subprocess.Popen(
+    process = ManagedProcess(
         [sys.executable, "-m", "gunicorn", "--workers", "4", "--bind", f"127.0.0.1:{port}",
          "--no-control-socket", "--chdir", str(scratch), "bare_app:app"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        scratch / "bare.log",
     )  # fmt: skip
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if Endpoint(port=port).request("GET", "/").status == 200:
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("bare gunicorn did not start")
+    process.start(
+        lambda: Endpoint(port=port).request("GET", "/").status == 200, 20, "bare gunicorn"
+    )
+    return process
 
 
 def lookups(scratch: Path, seconds: int, rounds: int) -> None:
@@ -180,8 +176,7 @@ def lookups(scratch: Path, seconds: int, rounds: int) -> None:
             theirs.append(run_wrk(scratch, "/", bare_port, token, seconds))
     finally:
         service.stop()
-        bare.terminate()  # SIGTERM: the master stops its workers too
-        bare.wait(timeout=30)
+        bare.stop()
     for label, runs in (
         ("lookups", ours),
         ("lookups baseline (bare gunicorn, constant JSON)", theirs),
