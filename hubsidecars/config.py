@@ -1,21 +1,40 @@
 """Layered configuration: defaults < TOML file (--config) < environment < command line.
 
-Each service declares its options once as a list of `Option`; the same list builds the
-argparse flags, names the environment variables and validates the TOML keys, so the
-three ways of setting an option cannot drift apart.
+A service declares its settings once, as a frozen dataclass whose fields are made with
+`setting(...)`. That one declaration builds the argparse flags, names the environment variables
+(PREFIX_NAME), checks the TOML keys, writes `--help` and renders the example config file, so
+none of them can drift apart. The field's annotation says how a value is parsed:
+
+    str, int, float, bool, tuple[str, ...]      (a TOML array or a comma-separated string)
+    FileMode   an int; TOML 0o660 or the string "0660"
+    Duration   float seconds; "7d", "12h", "30m", "300s", "1h30m" or a bare number of seconds
+    Literal["kv", "json"]                        one of the choices, matched case-insensitively
+
+Booleans are flags without a value (`--dry-run`, `--no-dry-run`); `--dry-run=false` works too.
+Secrets are never settings: only the path of a secret file is (see hubsidecars.secrets).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import os
+import re
+import sys
+import textwrap
 import tomllib
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Literal, Mapping
 
 
 class ConfigError(Exception):
     """Bad usage or configuration; the message is one line for the admin. Exit code 2."""
+
+
+# --- parsers: each takes a TOML value or an env/argv string, raises ValueError with a reason --
 
 
 def parse_bool(value: Any) -> bool:
@@ -26,30 +45,28 @@ def parse_bool(value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-def parse_mode(value: Any) -> int:
-    """A file mode: an int (TOML 0o660) or an octal string ("0660", "660")."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a file mode: {value!r}")
-    mode = value if isinstance(value, int) else int(str(value), 8)
-    if not 0 <= mode <= 0o7777:
-        raise ValueError(f"not a file mode: {value!r}")
-    return mode
-
-
-def parse_list(value: Any) -> list[str]:
-    """A list: a TOML array, or a comma-separated string from the environment."""
-    if isinstance(value, (list, tuple)):
-        return [str(item) for item in value]
-    return [item.strip() for item in str(value).split(",") if item.strip()]
+    raise ValueError(f"not a boolean (true/false, yes/no, 1/0): {value!r}")
 
 
 def parse_int(value: Any) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"not an integer: {value!r}")
-    return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not an integer: {value!r}") from None
+
+
+def parse_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
 
 
 def parse_str(value: Any) -> str:
@@ -58,16 +75,174 @@ def parse_str(value: Any) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Option:
-    """One setting: `name` is the TOML key; the flag is --name-with-dashes; the env var is
-    PREFIX_NAME. `parse` turns a TOML value or an env/argv string into the setting."""
+def parse_list(value: Any) -> tuple[str, ...]:
+    """A TOML array of strings, or a comma-separated string from the environment or argv."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(item, str) for item in value):
+            raise ValueError(f"not a list of strings: {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ValueError(f"not a list of strings: {value!r}")
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
+
+def parse_mode(value: Any) -> int:
+    """A file mode: an int (TOML 0o660) or an octal string ("0660", "660", "0o660")."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a file mode: {value!r}")
+    try:
+        mode = value if isinstance(value, int) else int(str(value).strip().removeprefix("0o"), 8)
+    except ValueError:
+        raise ValueError(f"not an octal file mode: {value!r}") from None
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"not a file mode: {value!r}")
+    return mode
+
+
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_NUMBER = r"\d+(?:\.\d+)?"
+_DURATION = re.compile(rf"(?:{_NUMBER}[wdhms])+|{_NUMBER}")
+_DURATION_PART = re.compile(rf"({_NUMBER})([wdhms])")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from "7d", "12h", "30m", "300s", "1h30m" (units w d h m s, any case) or a bare
+    number of seconds (also a TOML number). "m" is minutes: months are not a fixed length."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        if not _DURATION.fullmatch(text):
+            raise ValueError(f"not a duration (like 300s, 30m, 12h, 7d, 1h30m): {value!r}")
+        if text[-1].isdigit():
+            seconds = float(text)
+        else:
+            seconds = sum(
+                float(number) * _UNIT_SECONDS[unit]
+                for number, unit in _DURATION_PART.findall(text)
+            )
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"not a duration: {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The short form parse_duration reads back: 604800 -> "7d", 5400 -> "1h30m"."""
+    if not float(seconds).is_integer():
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for unit in "dhms":
+        count, rest = divmod(rest, _UNIT_SECONDS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+# --- kinds: how a field's annotation is parsed, shown in --help and written in TOML ---
+
+
+@dataclass(frozen=True)
+class Kind:
     name: str
     parse: Callable[[Any], Any]
+    show: Callable[[Any], str]  # the short form for --help and error messages
+    toml: Callable[[Any], str]  # a TOML literal for the example file
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+STR = Kind("str", parse_str, lambda v: v or "none", _toml_str)
+INT = Kind("int", parse_int, str, str)
+FLOAT = Kind("float", parse_float, lambda v: f"{v:g}", repr)
+BOOL = Kind("bool", parse_bool, lambda v: str(v).lower(), lambda v: str(v).lower())
+LIST = Kind(
+    "list",
+    parse_list,
+    lambda v: ",".join(v) or "none",
+    lambda v: "[" + ", ".join(_toml_str(item) for item in v) + "]",
+)
+MODE = Kind("mode", parse_mode, lambda v: f"{v:04o}", lambda v: f"0o{v:03o}")
+DURATION = Kind("duration", parse_duration, format_duration,
+                lambda v: _toml_str(format_duration(v)))  # fmt: skip
+
+FileMode = Annotated[int, MODE]
+Duration = Annotated[float, DURATION]
+_PLAIN_KINDS = {str: STR, int: INT, float: FLOAT, bool: BOOL, tuple[str, ...]: LIST}
+
+
+def _kind_of(annotation: Any) -> tuple[Kind, tuple[str, ...]]:
+    """The Kind, and the choices when the annotation is a Literal."""
+    if typing.get_origin(annotation) is Annotated:
+        kinds = [extra for extra in annotation.__metadata__ if isinstance(extra, Kind)]
+        if kinds:
+            return kinds[0], ()
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Literal:
+        return STR, tuple(typing.get_args(annotation))
+    if annotation in _PLAIN_KINDS:
+        return _PLAIN_KINDS[annotation], ()
+    raise TypeError(f"no parser for {annotation!r}: pass parse= to setting()")
+
+
+# --- declaring settings ---
+
+
+@dataclass(frozen=True)
+class _Meta:
+    help: str
+    metavar: str | None
+    minimum: float | None
+    maximum: float | None
+    heading: str | None
+    in_example: bool
+    flag: bool
+    kind: Kind | None
+
+
+_META_KEY = "hubsidecars.config"
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    metavar: str | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    heading: str | None = None,
+    in_example: bool = False,
+    flag: bool = True,
+    kind: Kind | None = None,
+) -> Any:
+    """A field of a settings dataclass: its default, its `--help` text and how it is checked.
+
+    `min`/`max` bound numbers and durations. `heading` starts a new group of keys in the example
+    file. `in_example=True` writes the key uncommented there: what an admin really has to set.
+    `flag=False` leaves it out of the command line (file and environment only). `kind` overrides
+    the parser inferred from the annotation.
+    """
+    meta = _Meta(help, metavar, min, max, heading, in_example, flag, kind)
+    return dataclasses.field(default=default, metadata={_META_KEY: meta})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the layers see it: TOML key `name`, flag --name-with-dashes, env PREFIX_NAME."""
+
+    name: str
+    kind: Kind
     default: Any
     help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
     metavar: str | None = None
+    heading: str | None = None
+    in_example: bool = False
     flag: bool = True
 
     @property
@@ -77,63 +252,135 @@ class Option:
     def env_var(self, prefix: str) -> str:
         return f"{prefix}_{self.name.upper()}"
 
+    def convert(self, value: Any, where: str) -> Any:
+        """Parse and check one value; `where` (flag, env var or file: key) starts the error."""
+        try:
+            result = self.kind.parse(value)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{where}: {error}") from None
+        if self.choices:
+            matches = [choice for choice in self.choices if choice.lower() == str(result).lower()]
+            if not matches:
+                raise ConfigError(f"{where}: must be one of {', '.join(self.choices)}, got {value!r}")
+            result = matches[0]
+        show = self.kind.show
+        if self.minimum is not None and result < self.minimum:
+            raise ConfigError(f"{where}: must be at least {show(self.minimum)}, got {show(result)}")
+        if self.maximum is not None and result > self.maximum:
+            raise ConfigError(f"{where}: must be at most {show(self.maximum)}, got {show(result)}")
+        return result
 
-def add_options(
-    parser: argparse.ArgumentParser, options: Sequence[Option], env_prefix: str
-) -> None:
-    """Add every option as a flag whose absence is visible (default=SUPPRESS)."""
+
+def options(settings_class: type) -> list[Option]:
+    """The options a settings dataclass declares, in declaration order."""
+    hints = typing.get_type_hints(settings_class, include_extras=True)
+    found = []
+    for field in dataclasses.fields(settings_class):
+        meta = field.metadata.get(_META_KEY)
+        if meta is None:
+            raise TypeError(f"{settings_class.__name__}.{field.name} is not made with setting()")
+        kind, choices = (meta.kind, ()) if meta.kind else _kind_of(hints[field.name])
+        found.append(Option(field.name, kind, field.default, meta.help, choices, meta.minimum,
+                            meta.maximum, meta.metavar, meta.heading, meta.in_example, meta.flag))  # fmt: skip
+    return found
+
+
+# --- the command line ---
+
+
+class _BoolFlag(argparse.BooleanOptionalAction):
+    """--name sets true, --no-name false; SettingsParser also accepts --name=VALUE."""
+
+
+class SettingsParser(argparse.ArgumentParser):
+    """An ArgumentParser that also reads `--flag=true|false` for boolean settings, as
+    jupyterhub-idle-culler's users write `--cull-users=True`. Subcommand parsers made with
+    add_subparsers().add_parser() are of the same class, so they accept it as well."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        rewritten = []
+        for position, arg in enumerate(args):
+            if arg == "--":
+                rewritten.extend(args[position:])
+                break
+            flag, equals, value = arg.partition("=")
+            action = self._option_string_actions.get(flag) if equals else None
+            if isinstance(action, _BoolFlag) and not flag.startswith("--no-"):
+                try:
+                    arg = flag if parse_bool(value) else "--no-" + flag[2:]
+                except ValueError as error:
+                    self.error(f"argument {flag}: {error}")
+            rewritten.append(arg)
+        return super().parse_known_args(rewritten, namespace)
+
+
+def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefix: str) -> None:
+    """Add --config and a flag per option; an absent flag leaves no value (default=SUPPRESS),
+    so the lower layers show through."""
     parser.add_argument(
         "--config",
         metavar="FILE",
         default=argparse.SUPPRESS,
         help=f"TOML file with any of the settings below (env {env_prefix}_CONFIG)",
     )
-    for option in options:
+    for option in options(settings_class):
         if not option.flag:
             continue
-        default = option.default
-        if option.parse is parse_mode and isinstance(default, int):
-            default = f"{default:04o}"
-        elif isinstance(default, list):
-            default = ",".join(default) or "none"
-        elif default == "":
-            default = "none"
+        described = option.help
+        if option.choices:
+            described += f"; one of {', '.join(option.choices)}"
+        described += f" (env {option.env_var(env_prefix)}; default: {option.kind.show(option.default)})"
+        if option.kind is BOOL:
+            parser.add_argument(option.cli_flag, dest=option.name, action=_BoolFlag,
+                                default=argparse.SUPPRESS, help=described.replace("%", "%%"))  # fmt: skip
+            continue
         parser.add_argument(
             option.cli_flag,
             dest=option.name,
-            metavar=option.metavar or option.name.upper(),
+            metavar=option.metavar or _metavar(option),
             default=argparse.SUPPRESS,
-            help=f"{option.help} (env {option.env_var(env_prefix)}; default: {default})",
+            help=described.replace("%", "%%"),
         )
 
 
+def _metavar(option: Option) -> str:
+    return "{" + ",".join(option.choices) + "}" if option.choices else option.kind.name.upper()
+
+
+# --- loading ---
+
+
 def load_settings(
-    options: Sequence[Option],
+    settings_class: type,
     env_prefix: str,
     cli_values: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Merge defaults, the TOML file, the environment and the command line, in that order."""
+) -> Any:
+    """Merge defaults, the TOML file, the environment and the command line, in that order, into
+    an instance of `settings_class`. `cli_values` holds the parsed flags (vars(namespace));
+    names that are not options (the subcommand, positionals) are ignored."""
     environ = os.environ if environ is None else environ
-    by_name = {option.name: option for option in options}
-    settings = {option.name: option.default for option in options}
+    declared = options(settings_class)
+    by_name = {option.name: option for option in declared}
+    values: dict[str, Any] = {}
 
     config_path = cli_values.get("config") or environ.get(f"{env_prefix}_CONFIG")
     if config_path:
         for key, value in _read_toml(config_path).items():
             if key not in by_name:
                 raise ConfigError(f"{config_path}: unknown setting {key!r}")
-            settings[key] = _convert(by_name[key], value, f"{config_path}: {key}")
+            values[key] = by_name[key].convert(value, f"{config_path}: {key}")
 
-    for option in options:
+    for option in declared:
         env_name = option.env_var(env_prefix)
         if env_name in environ:
-            settings[option.name] = _convert(option, environ[env_name], env_name)
+            values[option.name] = option.convert(environ[env_name], env_name)
 
     for name, value in cli_values.items():
         if name in by_name:
-            settings[name] = _convert(by_name[name], value, by_name[name].cli_flag)
-    return settings
+            values[name] = by_name[name].convert(value, by_name[name].cli_flag)
+    return settings_class(**values)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -146,8 +393,61 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
 
 
-def _convert(option: Option, value: Any, where: str) -> Any:
-    try:
-        return option.parse(value)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from None
+# --- the example file ---
+
+_WIDTH = 100
+
+
+def render_example(settings_class: type, header: str) -> str:
+    """The example TOML file: `header` as a comment, then every option under its heading with
+    its help as a comment and its default as a commented-out key, except `in_example` keys,
+    which are written as settings (the admin must look at them)."""
+    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()]
+    for option in options(settings_class):
+        if option.heading:
+            lines += ["", *("#" + line for line in _comment(option.heading))]
+        described = option.help
+        if option.choices:
+            described += f"; one of {', '.join(option.choices)}"
+        lines += ["", *_comment(described[:1].upper() + described[1:] + ".")]
+        lines += _key_lines(option)
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str) -> list[str]:
+    return ["# " + line for line in textwrap.wrap(text, _WIDTH - 2, break_on_hyphens=False)]
+
+
+def _key_lines(option: Option) -> list[str]:
+    marker = "" if option.in_example else "# "
+    line = f"{marker}{option.name} = {option.kind.toml(option.default)}"
+    if len(line) <= _WIDTH or option.kind is not LIST:
+        return [line]
+    # A long array goes one line per few items, every line commented like the key.
+    items = [_toml_str(item) + "," for item in option.default]
+    body = textwrap.wrap(" ".join(items), _WIDTH - len(marker) - 4)
+    return [f"{marker}{option.name} = ["] + [f"{marker}    {row}" for row in body] + [f"{marker}]"]
+
+
+__all__ = [
+    "ConfigError",
+    "Duration",
+    "FileMode",
+    "Kind",
+    "Option",
+    "SettingsParser",
+    "add_options",
+    "format_duration",
+    "load_settings",
+    "options",
+    "parse_bool",
+    "parse_duration",
+    "parse_float",
+    "parse_int",
+    "parse_list",
+    "parse_mode",
+    "parse_str",
+    "render_example",
+    "setting",
+]
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 
 import pytest
 
@@ -47,22 +49,77 @@ def test_newlines_cannot_forge_a_second_log_line(capsys, monkeypatch):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+TOKEN = "a-token-of-32-characters-0123456"
+
+
+def write_secret(path, content=TOKEN, mode=0o600):
+    path.write_text(content + "\n")
+    path.chmod(mode)
+    return path
+
+
 def test_secret_from_file_and_credentials_directory(tmp_path):
-    secret = tmp_path / "token"
-    secret.write_text("abc\n")
-    secret.chmod(0o600)
-    assert read_secret(str(secret), "x", environ={}) == "abc"
-    assert read_secret(None, "token", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == "abc"
+    secret = write_secret(tmp_path / "token")
+    assert read_secret(str(secret), "x", environ={}) == TOKEN
+    assert read_secret(None, "token", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == TOKEN
     assert read_secret(None, "other", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}) is None
     assert read_secret(None, "token", environ={}) is None
 
 
-@pytest.mark.parametrize("content, mode, reason", [("abc", 0o644, "readable by every user"),
-                                                    ("  \n", 0o600, "empty")])  # fmt: skip
-def test_unsafe_or_empty_secret_is_refused(tmp_path, content, mode, reason):
-    secret = tmp_path / "token"
-    secret.write_text(content)
-    secret.chmod(mode)
+def test_group_readable_root_owned_secret_is_accepted(tmp_path):
+    # The usual layout for a service running as its own user: root:service 0640.
+    assert read_secret(str(write_secret(tmp_path / "t", mode=0o640)), "x", environ={}) == TOKEN
+
+
+@pytest.mark.parametrize(
+    "content, mode, reason",
+    [(TOKEN, 0o644, "readable by every user"), (TOKEN, 0o660, "writable by other users"),
+     (TOKEN, 0o602, "writable by other users"), ("  ", 0o600, "empty"),
+     (TOKEN[:15], 0o600, "holds a secret of 15 characters; at least 16 needed")],
+)  # fmt: skip
+def test_unsafe_short_or_empty_secret_is_refused(tmp_path, content, mode, reason):
+    secret = write_secret(tmp_path / "token", content, mode)
     with pytest.raises(ConfigError, match=reason) as caught:
         read_secret(str(secret), "x", environ={})
-    assert "abc" not in str(caught.value)
+    assert TOKEN[:15] not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_secret_owned_by_another_user_is_refused(tmp_path):
+    secret = write_secret(tmp_path / "token")
+    os.chown(secret, 12345, 12345)
+    with pytest.raises(ConfigError, match="belongs to uid 12345, neither root nor this service"):
+        read_secret(str(secret), "x", environ={})
+
+
+def test_a_fifo_or_directory_is_refused_without_hanging(tmp_path):
+    os.mkfifo(tmp_path / "fifo", 0o600)
+    (tmp_path / "dir").mkdir(mode=0o700)
+    for name in ("fifo", "dir"):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            read_secret(str(tmp_path / name), "x", environ={})
+
+
+def test_environment_is_used_only_when_named_and_last():
+    environ = {"JUPYTERHUB_API_TOKEN": TOKEN}
+    assert read_secret(None, "x", environ=dict(environ)) is None
+    assert read_secret(None, "x", environ=environ, env_var="JUPYTERHUB_API_TOKEN") == TOKEN
+    assert environ == {}
+
+
+def test_a_file_wins_over_the_environment_which_is_dropped_anyway(tmp_path):
+    secret = write_secret(tmp_path / "token", "f" * 20)
+    environ = {"JUPYTERHUB_API_TOKEN": TOKEN, "CREDENTIALS_DIRECTORY": str(tmp_path)}
+    assert read_secret(None, "token", environ=environ, env_var="JUPYTERHUB_API_TOKEN") == "f" * 20
+    assert "JUPYTERHUB_API_TOKEN" not in environ
+
+
+def test_short_environment_secret_is_refused_by_name():
+    with pytest.raises(ConfigError, match="^environment variable HUB_X_TOKEN holds a secret of 5"):
+        read_secret(None, "x", environ={"HUB_X_TOKEN": "short"}, env_var="HUB_X_TOKEN")
+
+
+def test_child_processes_do_not_inherit_a_secret_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", TOKEN)
+    assert read_secret(None, "x", env_var="JUPYTERHUB_API_TOKEN") == TOKEN
+    child_env = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+    assert TOKEN not in child_env and "JUPYTERHUB_API_TOKEN" not in os.environ
