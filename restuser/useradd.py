@@ -1,28 +1,59 @@
-"""The adapter around shadow's `useradd` / `userdel`: builds their argv and maps exit codes."""
+"""The adapter around shadow's `useradd` / `userdel` / `groupdel`: their argv and exit codes."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# Exit codes from useradd(8).
+from hubsidecars.commands import CommandError, CommandFailed, Tool, run_command
+
+# Exit codes from the manual pages of shadow 4.13 (useradd(8), userdel(8), groupdel(8)).
+USERADD = Tool("useradd", {
+    1: "can't update password file",
+    2: "invalid command syntax",
+    3: "invalid argument to option",
+    4: "UID already in use",
+    6: "specified group doesn't exist",
+    9: "username or group name already in use",
+    10: "can't update group file",
+    12: "can't create home directory",
+    14: "can't update SELinux user mapping",
+})  # fmt: skip
+USERDEL = Tool("userdel", {
+    1: "can't update password file",
+    2: "invalid command syntax",
+    6: "specified user doesn't exist",
+    8: "user currently logged in",
+    10: "can't update group file",
+    12: "can't remove home directory",
+})  # fmt: skip
+GROUPDEL = Tool("groupdel", {
+    2: "invalid command syntax",
+    6: "specified group doesn't exist",
+    8: "can't remove user's primary group",
+    10: "can't update group file",
+})  # fmt: skip
+
 _EXISTS = 9
 _NO_GROUP = 6
 _UID_TROUBLE = 4
 _DB_WRITE = (1, 10)  # "can't update password/group file", typically a lock held by someone else
+# userdel exits 12 when only the mail spool or home removal had trouble; the account is gone.
+_USERDEL_OK = (0, 12)
 
 
 class UserAddError(Exception):
+    """A shadow tool failed. exit_code is -1 when it never exited by itself (it could not be
+    started, or overran its timeout and was killed)."""
+
     def __init__(self, message: str, exit_code: int, stderr: str) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.stderr = stderr
 
     @classmethod
-    def from_result(cls, command: str, result: subprocess.CompletedProcess, hint: str = ""):
-        message = f"{command} exited {result.returncode}: {result.stderr.strip()}{hint}"
-        return cls(message, result.returncode, result.stderr)
+    def from_failure(cls, failed: CommandFailed, hint: str = "") -> UserAddError:
+        return cls(str(failed) + hint, failed.exit_code, failed.stderr)
 
 
 class NameTaken(UserAddError):
@@ -73,32 +104,33 @@ class UserAdd:
     def delete_argv(self, name: str) -> list[str]:
         return self._prefixed("userdel") + ["--remove", "--", name]
 
-    def create(self, name: str) -> None:
-        result = self._run(self.create_argv(name))
-        if result.returncode == 0:
-            return
-        if result.returncode == _EXISTS:
-            raise NameTaken.from_result("useradd", result)
-        if result.returncode in _DB_WRITE and "lock" in result.stderr:
-            raise DatabaseBusy.from_result("useradd", result)
-        hint = {
-            _NO_GROUP: " (a supplementary group in the configuration does not exist)",
-            _UID_TROUBLE: " (no free uid in the configured range?)",
-        }.get(result.returncode, "")
-        raise UserAddError.from_result("useradd", result, hint)
+    def create(self, name: str) -> str:
+        """Create the account; return useradd's warnings ("" when none), e.g. that the home
+        directory already existed and the skeleton was not copied into it."""
+        try:
+            return self._run(USERADD, self.create_argv(name)).stderr.strip()
+        except CommandFailed as failed:
+            if failed.exit_code == _EXISTS:
+                raise NameTaken.from_failure(failed) from None
+            if failed.exit_code in _DB_WRITE and "lock" in failed.stderr:
+                raise DatabaseBusy.from_failure(failed) from None
+            hint = ""
+            if failed.exit_code == _NO_GROUP and self.groups:
+                hint = f" (check the configured supplementary groups: {','.join(self.groups)})"
+            elif failed.exit_code == _UID_TROUBLE:
+                hint = f" (no free uid in the configured range {self.uid_min}-{self.uid_max}?)"
+            raise UserAddError.from_failure(failed, hint) from None
 
     def delete(self, name: str) -> None:
         """Remove an account this adapter created, with its home and its private group."""
-        result = self._run(self.delete_argv(name))
-        # userdel exits 12 when only the mail spool or home removal had trouble; the account is gone.
-        if result.returncode not in (0, 12):
-            raise UserAddError.from_result("userdel", result)
-        # userdel keeps the private group when login.defs says USERGROUPS_ENAB no; create()
-        # made that group (--user-group fails if it existed), so it goes too.
-        if self._group_exists(name):
-            result = self._run(self._prefixed("groupdel") + ["--", name])
-            if result.returncode != 0:
-                raise UserAddError.from_result("groupdel", result)
+        try:
+            self._run(USERDEL, self.delete_argv(name), ok_codes=_USERDEL_OK)
+            # userdel keeps the private group when login.defs says USERGROUPS_ENAB no; create()
+            # made that group (--user-group fails if it existed), so it goes too.
+            if self._group_exists(name):
+                self._run(GROUPDEL, self._prefixed("groupdel") + ["--", name])
+        except CommandFailed as failed:
+            raise UserAddError.from_failure(failed) from None
 
     def _group_exists(self, name: str) -> bool:
         group_file = self.root / "etc" / "group"
@@ -108,13 +140,12 @@ class UserAdd:
     def _prefixed(self, command: str) -> list[str]:
         return [command, "--prefix", str(self.prefix)] if self.prefix is not None else [command]
 
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-            timeout=self.timeout,
-            check=False,
-        )
+    def _run(self, tool: Tool, argv: list[str], ok_codes=(0,)):
+        """Run one shadow tool; failures to run it at all (missing binary, timeout) become
+        UserAddError too, so that the store rolls back as for any other failure."""
+        try:
+            return run_command(argv, tool=tool, timeout=self.timeout, ok_codes=ok_codes)
+        except CommandFailed:
+            raise
+        except CommandError as error:
+            raise UserAddError(str(error), -1, getattr(error, "stderr_tail", "")) from None
