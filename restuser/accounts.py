@@ -3,6 +3,9 @@
 A pending marker is written (under the lock) before useradd runs and removed once the home
 is complete, so a worker killed midway leaves a trace that the next call for the same name
 repairs instead of returning a half-made account.
+
+The exceptions raised to the HTTP layer carry a one-line message fit for a client: no file
+system paths, no useradd output. The details go to the log line of the attempt.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 from hubsidecars.logs import log_event
-from restuser.home import HomeBuilder
+from restuser.home import HomeBuilder, lstat_or_none
 from restuser.locking import FileLock, LockTimeout
 from restuser.names import NamePolicy, RefusedName
 from restuser.passwd import Account, PasswdFile
@@ -23,13 +27,28 @@ from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError
 
 log = logging.getLogger("restuser.accounts")
 
+# What to do when the home of a new account exists already (see docs/restuser.md).
+EXISTING_HOME_POLICIES = ("refuse", "adopt", "move-aside")
+# Marker content of an adoption: a repair must then chown the whole tree, not only fill in.
+_ADOPTING = "adopt"
+
 
 class AccountBusy(Exception):
-    """The account database stayed locked (HTTP 503)."""
+    """The account database stayed locked (HTTP 503 with Retry-After)."""
 
 
 class AccountError(Exception):
-    """Creating the account failed; nothing was left behind (HTTP 500)."""
+    """Creating or completing the account failed (HTTP 500)."""
+
+
+class HomeInTheWay(Exception):
+    """The new account's home exists already and the policy does not let it be used; no
+    account was created and nothing was changed (HTTP 409)."""
+
+
+class AccountIncomplete(Exception):
+    """The account exists but its creation has not finished (or was interrupted); a POST
+    completes it (HTTP 503 with Retry-After)."""
 
 
 class AccountStore:
@@ -40,10 +59,14 @@ class AccountStore:
         home: HomeBuilder,
         state_dir: Path,
         lock_timeout: float = 10.0,
+        existing_home: str = "refuse",
     ) -> None:
+        if existing_home not in EXISTING_HOME_POLICIES:
+            raise ValueError(f"existing_home must be one of {', '.join(EXISTING_HOME_POLICIES)}")
         self.policy = policy
         self.useradd = useradd
         self.home = home
+        self.existing_home = existing_home
         self.root = useradd.root
         self.passwd = PasswdFile(self.root)
         self.state_dir = state_dir
@@ -52,26 +75,29 @@ class AccountStore:
         self.lock = FileLock(state_dir / "accounts.lock", lock_timeout)
 
     def lookup(self, name: str) -> Account | None:
-        """The account for `name`, None if absent. Raises BadName / RefusedName."""
-        self.policy.check(name)
-        account = self.passwd.get(name)
-        if account is not None:
-            self._refuse_system(account)
+        """The account for `name`, None if absent. Raises BadName, RefusedName and
+        AccountIncomplete (a half-made account is never presented as ready)."""
+        account = self._existing(name)
+        if account is not None and self._pending(name).exists():
+            raise AccountIncomplete(
+                f"the account {name!r} is not complete yet; a POST for it completes it"
+            )
         return account
 
     def ensure(self, name: str) -> tuple[Account, bool]:
-        """Return (account, created). Raises BadName, RefusedName, AccountBusy, AccountError."""
-        account = self.lookup(name)
+        """Return (account, created). Raises BadName, RefusedName, HomeInTheWay, AccountBusy,
+        AccountError."""
+        account = self._existing(name)
         if account is not None and not self._pending(name).exists():
             return account, False
         started = time.monotonic()
         try:
-            with self.lock:
+            with self.lock.held():
                 return self._ensure_locked(name, _Timing(started, time.monotonic()))
-        except (LockTimeout, DatabaseBusy) as error:
+        except LockTimeout as error:
             never_locked = _Timing(started, None)
             self._log(name, None, "busy", never_locked, logging.WARNING, reason=str(error))
-            raise AccountBusy(str(error)) from None
+            raise AccountBusy(_BUSY) from None
 
     def problems(self) -> list[str]:
         """Why this service could not create users right now (empty when it can)."""
@@ -89,62 +115,151 @@ class AccountStore:
             found.append(f"state directory {self.state_dir} is not writable")
         return found
 
-    def _ensure_locked(self, name: str, timing: "_Timing") -> tuple[Account, bool]:
+    def _existing(self, name: str) -> Account | None:
+        self.policy.check(name)
+        account = self.passwd.get(name)
+        if account is not None:
+            self._refuse_system(account)
+        return account
+
+    def _ensure_locked(self, name: str, timing: _Timing) -> tuple[Account, bool]:
         marker = self._pending(name)
         account = self.passwd.get(name)
         if account is not None:
             self._refuse_system(account)
             if marker.exists():
-                try:
-                    added = self._populate(account)
-                except OSError as error:
-                    self._log(name, account.uid, "failed", timing, logging.ERROR, reason=str(error))
-                    raise AccountError(
-                        f"could not complete the home of {name!r} (will retry on the next call): {error}"
-                    ) from None
-                marker.unlink()
-                self._log(name, account.uid, "repaired", timing, added=len(added))
+                self._repair(account, marker, timing)
             return account, False
 
-        marker.touch()
+        # Decided before useradd runs: useradd itself would take over any existing home
+        # silently (it only warns, and skips the skeleton).
+        home = self._home_path(self.useradd.home_for(name))
+        found = lstat_or_none(home)
+        adopting = False
+        moved_aside: Path | None = None
+        if found is not None:
+            if self.existing_home == "adopt" and stat.S_ISDIR(found.st_mode):
+                adopting = True
+            elif self.existing_home == "move-aside":
+                moved_aside = self._move_aside(name, home, timing)
+            else:
+                self._log(name, None, "home_in_the_way", timing, logging.WARNING, home=str(home),
+                          kind=_kind(found), policy=self.existing_home)  # fmt: skip
+                raise HomeInTheWay(
+                    f"a home directory for {name!r} exists already and does not belong to a new "
+                    "account; an administrator must move it away or allow adopting it"
+                )
+
+        marker.write_text(_ADOPTING if adopting else "")
         try:
-            self.useradd.create(name)
+            warning = self.useradd.create(name)
         except NameTaken as error:
             marker.unlink()
+            self._move_back(moved_aside, home)
             self._log(name, None, "refused", timing, logging.WARNING, reason=error.stderr.strip())
-            raise RefusedName(
-                f"{name!r} clashes with an existing group or an account outside {self.passwd.path}"
-            ) from None
-        except DatabaseBusy:
+            raise RefusedName(f"{name!r} clashes with an existing group or account") from None
+        except DatabaseBusy as error:
             marker.unlink()
-            raise
+            self._move_back(moved_aside, home)
+            self._log(name, None, "busy", timing, logging.WARNING, reason=str(error))
+            raise AccountBusy(_BUSY) from None
         except UserAddError as error:
-            self._rollback(name, marker)
+            self._rollback(name, marker, remove_home=not adopting)
+            self._move_back(moved_aside, home)
             self._log(name, None, "failed", timing, logging.ERROR, reason=str(error))
-            raise AccountError(str(error)) from None
+            raise AccountError(_could_not_create(name)) from None
+        details = {"useradd_warning": warning} if warning else {}
+        if moved_aside is not None:
+            details["moved_aside"] = str(moved_aside)
 
         account = self.passwd.get(name)
         if account is None:
             marker.unlink()
-            raise AccountError(f"useradd succeeded but {name!r} is not in {self.passwd.path}")
+            self._log(name, None, "failed", timing, logging.ERROR,
+                      reason=f"useradd succeeded but the account is not in {self.passwd.path}",
+                      **details)  # fmt: skip
+            raise AccountError(_could_not_create(name))
+        home = self._home_path(account.home)
+        if adopting:
+            try:
+                adoption = self.home.adopt(home, account.uid, account.gid)
+            except OSError as error:
+                # No rollback: userdel --remove would delete the very files being adopted.
+                self._log(name, account.uid, "failed", timing, logging.ERROR, reason=str(error),
+                          home=str(home), **details)  # fmt: skip
+                raise AccountError(_will_retry(name, error)) from None
+            marker.unlink()
+            self._log(name, account.uid, "adopted", timing, home=str(home),
+                      chowned=adoption.chowned, hardlinks_skipped=adoption.hardlinked,
+                      skipped=adoption.skipped, added=len(adoption.added), **details)  # fmt: skip
+            return account, True
         try:
-            self._populate(account)
+            self.home.populate(home, account.uid, account.gid)
         except OSError as error:
-            self._rollback(name, marker)
-            self._log(name, account.uid, "rolled_back", timing, logging.ERROR, reason=str(error))
-            raise AccountError(f"could not populate the home of {name!r}: {error}") from None
+            self._rollback(name, marker, remove_home=True)
+            self._log(name, account.uid, "rolled_back", timing, logging.ERROR, reason=str(error),
+                      **details)  # fmt: skip
+            raise AccountError(
+                f"could not populate the home of {name!r}: {_reason(error)}"
+            ) from None
         marker.unlink()
-        self._log(name, account.uid, "created", timing)
+        self._log(name, account.uid, "created", timing, **details)
         return account, True
 
-    def _populate(self, account: Account) -> list[str]:
-        home = self.root / account.home.lstrip("/")
-        return self.home.populate(home, account.uid, account.gid)
+    def _repair(self, account: Account, marker: Path, timing: _Timing) -> None:
+        """Complete an account whose creation was interrupted (its marker is still there)."""
+        home = self._home_path(account.home)
+        adopting = marker.read_text().strip() == _ADOPTING
+        try:
+            if adopting:
+                adoption = self.home.adopt(home, account.uid, account.gid)
+                details = {"adopted": adoption.chowned, "hardlinks_skipped": adoption.hardlinked,
+                           "added": len(adoption.added)}  # fmt: skip
+            else:
+                details = {"added": len(self.home.populate(home, account.uid, account.gid))}
+        except OSError as error:
+            self._log(account.name, account.uid, "failed", timing, logging.ERROR,
+                      reason=str(error), home=str(home))  # fmt: skip
+            raise AccountError(_will_retry(account.name, error)) from None
+        marker.unlink()
+        self._log(account.name, account.uid, "repaired", timing, **details)
 
-    def _rollback(self, name: str, marker: Path) -> None:
-        """Remove a half-made account; if even that fails, keep the marker for a repair."""
+    def _move_aside(self, name: str, home: Path, timing: _Timing) -> Path:
+        try:
+            return self.home.move_aside(home)
+        except OSError as error:
+            self._log(name, None, "failed", timing, logging.ERROR,
+                      reason=f"could not move the existing home aside: {error}")  # fmt: skip
+            raise AccountError(
+                f"could not move the existing home of {name!r} aside: {_reason(error)}"
+            ) from None
+
+    def _move_back(self, moved: Path | None, home: Path) -> None:
+        """After a failed creation, put a home moved aside back where it was."""
+        if moved is None:
+            return
+        try:
+            undone = self.home.move_back(moved, home)
+        except OSError as error:
+            undone, reason = False, str(error)
+        else:
+            reason = "its place was taken"
+        if not undone:
+            log_event(log, "old home left moved aside", logging.WARNING, home=str(home),
+                      moved_aside=str(moved), reason=reason)  # fmt: skip
+
+    def _home_path(self, home: str) -> Path:
+        return self.root / home.lstrip("/")
+
+    def _rollback(self, name: str, marker: Path, remove_home: bool) -> None:
+        """Remove a half-made account; if that cannot be done (or must not be: the home is
+        a leftover being adopted), keep the marker so that the next call repairs it."""
         if self.passwd.get(name) is None:
             marker.unlink(missing_ok=True)
+            return
+        if not remove_home:
+            log_event(log, "half-made account kept; the next call will complete it",
+                      logging.ERROR, name=name)  # fmt: skip
             return
         try:
             self.useradd.delete(name)
@@ -171,6 +286,29 @@ class AccountStore:
         log_event(log, "account " + outcome, level, name=name, uid=uid if uid is not None else "-",
                   outcome=outcome, duration_ms=round((now - timing.started) * 1000, 1),
                   wait_ms=round((locked - timing.started) * 1000, 1), **extra)  # fmt: skip
+
+
+_BUSY = "the account database is busy; try again in a moment"
+
+
+def _could_not_create(name: str) -> str:
+    return f"could not create the account {name!r}; the service log has the details"
+
+
+def _will_retry(name: str, error: OSError) -> str:
+    reason = _reason(error)
+    return f"could not complete the home of {name!r} ({reason}); will retry on the next call"
+
+
+def _reason(error: OSError) -> str:
+    """An OSError without its file names, which are server paths."""
+    return error.strerror or type(error).__name__
+
+
+def _kind(info: os.stat_result) -> str:
+    if stat.S_ISLNK(info.st_mode):
+        return "symlink"
+    return "directory" if stat.S_ISDIR(info.st_mode) else "file"
 
 
 class _Timing(NamedTuple):

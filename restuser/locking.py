@@ -1,20 +1,26 @@
-"""An exclusive lock across processes (gunicorn workers) with a timeout."""
+"""An exclusive lock across processes (gunicorn workers) and threads, with a timeout."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
 class LockTimeout(Exception):
-    """The account database stayed locked for longer than the timeout (HTTP 503)."""
+    """The lock stayed held by someone else for longer than the timeout."""
 
 
 class FileLock:
-    """flock() on a lock file, a fresh open file description per acquisition, so threads of
-    one process exclude each other as well as separate processes.
+    """flock() on a lock file, with a fresh open file description per acquisition, so threads
+    of one process exclude each other as well as separate processes.
+
+    The descriptor belongs to one `held()` block and is never stored on the object: threads
+    share one FileLock (one store per worker), and a descriptor kept on `self` was cleared or
+    closed by whichever thread left last, leaving the lock held forever.
 
     Waiters block in flock() rather than poll, so the lock passes to the next waiter the
     moment it is released: creations are serialised, and any idle gap would cost throughput.
@@ -23,22 +29,26 @@ class FileLock:
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
-        self._fd: int | None = None
+        # Created now, so that the first acquisition does not add a file to the state dir
+        # and a missing directory shows up when the service starts, not at the first call.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
 
-    def __enter__(self) -> "FileLock":
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for the block; raise LockTimeout if it cannot be had in time."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not _wait_for_lock(fd, self.timeout):
+            if not _wait_for_lock(fd, self.timeout):  # on failure the helper owns fd now
                 raise LockTimeout(f"{self.path} stayed locked for {self.timeout:g} s") from None
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        assert self._fd is not None
-        os.close(self._fd)  # closing releases the flock
-        self._fd = None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
 
 
 def _wait_for_lock(fd: int, timeout: float) -> bool:

@@ -30,8 +30,10 @@ class Account:
 class PasswdFile:
     def __init__(self, root: Path) -> None:
         self.path = root / "etc" / "passwd"
-        self._stamp: tuple[int, int, int] | None = None
-        self._text = ""
+        # (stamp, text) as one value: threads of a worker share this object, and a stamp and
+        # a text stored separately could pair a new stamp with an older text, hiding a
+        # just-created account until the file changed again.
+        self._cached: tuple[tuple[int, int, int] | None, str] = (None, "")
 
     def get(self, name: str) -> Account | None:
         text = self._current_text()
@@ -50,10 +52,16 @@ class PasswdFile:
         return Account(fields[0], int(fields[2]), int(fields[3]), fields[5], fields[6])
 
     def _current_text(self) -> str:
-        info = os.stat(self.path)
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
-        if stamp != self._stamp:
-            with open(self.path, encoding="utf-8", errors="replace") as handle:
-                self._text = handle.read()
-            self._stamp = stamp
-        return self._text
+        stamp, text = self._cached
+        if _stamp(os.stat(self.path)) == stamp:
+            return text
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            # The stamp of the file actually read: shadow replaces passwd by renaming.
+            stamp = _stamp(os.fstat(handle.fileno()))
+            text = handle.read()
+        self._cached = (stamp, text)
+        return text
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_mtime_ns, info.st_size)

@@ -83,12 +83,13 @@ def test_existing_low_uid_account_is_refused_even_if_not_denied(make_store, pref
         store.ensure("daemon")
 
 
-def test_uids_come_from_the_configured_range(make_store):
+def test_uids_come_from_the_configured_range(make_store, caplog):
     store = make_store(uid_min=31000, uid_max=31001)
     assert store.ensure("aa")[0].uid == 31000
     assert store.ensure("bb")[0].uid == 31001
-    with pytest.raises(AccountError, match="uid"):
+    with pytest.raises(AccountError, match="service log"):
         store.ensure("cc")
+    assert "uid" in _outcome_line(caplog, "failed")["reason"]
 
 
 def test_supplementary_groups(make_store, prefix_root):
@@ -99,12 +100,13 @@ def test_supplementary_groups(make_store, prefix_root):
     assert "alice" in users_line.split(":")[3].split(",")
 
 
-def test_missing_supplementary_group_is_a_clean_failure(make_store, prefix_root):
+def test_missing_supplementary_group_is_a_clean_failure(make_store, prefix_root, caplog):
     store = make_store(groups=["no-such-group"])
     before = snapshot(prefix_root)
-    with pytest.raises(AccountError, match="group"):
+    with pytest.raises(AccountError, match="service log"):
         store.ensure("alice")
     assert snapshot(prefix_root) == before
+    assert "no-such-group" in _outcome_line(caplog, "failed")["reason"]
 
 
 def test_failed_home_population_rolls_the_account_back(store, prefix_root, monkeypatch):
@@ -159,7 +161,7 @@ def test_failed_repair_keeps_the_marker_for_the_next_call(store, prefix_root, mo
 def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root, caplog):
     store = make_store(lock_timeout=1)
     before = snapshot(prefix_root)
-    with store.lock:
+    with store.lock.held():
         outcome = []
         worker = threading.Thread(target=lambda: outcome.append(_catch(store.ensure, "alice")))
         worker.start()
@@ -189,3 +191,13 @@ def _catch(function, *args):
         return function(*args)
     except Exception as error:  # noqa: BLE001 - the test inspects it
         return error
+
+
+def _outcome_line(caplog, outcome: str) -> dict:
+    """The fields of the one log line of the attempt that ended with `outcome`."""
+    (fields,) = [
+        record.hub_fields
+        for record in caplog.records
+        if getattr(record, "hub_fields", {}).get("outcome") == outcome
+    ]
+    return fields
