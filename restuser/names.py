@@ -9,13 +9,36 @@ from dataclasses import dataclass, field
 # Lowercase POSIX portable filename characters, starting with a letter, at most 32 long.
 DEFAULT_NAME_PATTERN = r"[a-z][a-z0-9_-]{0,31}"
 
-# Names that must never become hub accounts even if no such account exists yet.
+# Names that must never become hub accounts even if no such account exists yet: a package
+# installed later creates its system user or group with adduser, which fails (or, for a
+# group, quietly makes the hub user a member) when the name is taken. Shell globs.
 DEFAULT_DENY_NAMES = (
+    # Debian base-passwd users and groups
     "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-    "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "messagebus",
-    "sshd", "polkitd", "adm", "admin", "administrator", "operator", "staff", "sudo", "wheel",
-    "shadow", "utmp", "tty", "disk", "kmem", "dialout", "docker", "jupyterhub", "jovyan",
-    "systemd-*", "hub-*", "postgres", "mysql", "redis",
+    "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "adm", "tty",
+    "disk", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio",
+    "dip", "operator", "src", "shadow", "utmp", "video", "sasl", "plugdev", "staff", "users",
+    "input", "sgx", "kvm", "render", "netdev", "crontab", "lpadmin", "ssl-cert",
+    # systemd, Debian's underscore accounts (_apt, _chrony, _rpc, ...) and Debian-* ones
+    "systemd-*", "_*", "Debian-*", "messagebus", "polkitd", "tss", "uuidd", "syslog",
+    "klog", "sshd", "ssh", "statd", "nscd", "nslcd", "sssd", "dhcpcd", "fwupd-refresh",
+    # desktop, printing, sound, hardware
+    "avahi", "avahi-autoipd", "colord", "geoclue", "pulse", "pulse-access", "rtkit", "saned",
+    "scanner", "usbmux", "bluetooth", "cups-pk-helper", "hplip", "speech-dispatcher", "gdm",
+    "lightdm", "sddm", "whoopsie", "kernoops", "i2c", "gpio", "spi", "wireshark",
+    # network and mail daemons
+    "dnsmasq", "tcpdump", "ntp", "ntpsec", "chrony", "postfix", "postdrop", "exim", "smmsp",
+    "dovecot", "dovenull", "bind", "named", "unbound", "squid", "haproxy", "openldap", "ftp",
+    "nginx", "apache", "apache2", "httpd", "www", "snmp", "clamav", "amavis", "opendkim",
+    # virtualisation and containers
+    "lxd", "incus", "incus-admin", "libvirt", "libvirt-*", "docker", "containerd", "podman",
+    "vboxusers",
+    # databases and services often installed beside a hub
+    "postgres", "mysql", "mariadb", "redis", "mongodb", "memcache", "memcached", "rabbitmq",
+    "elasticsearch", "couchdb", "influxdb", "grafana", "prometheus", "nagios", "zabbix",
+    "munin", "jenkins", "gitlab", "git", "tomcat*", "jetty", "solr", "landscape", "pollinate",
+    # administrators and this hub's own names
+    "admin", "administrator", "wheel", "jupyterhub", "jovyan", "hub-*",
 )  # fmt: skip
 
 
@@ -41,7 +64,8 @@ class NamePolicy:
     def check(self, name: str) -> str:
         """Return `name` if it may be an account name; raise BadName or RefusedName."""
         # fullmatch, not match with "$": "$" would accept a trailing newline.
-        if not isinstance(name, str) or not self._compiled.fullmatch(name):  # type: ignore[attr-defined]
+        compiled = self._compiled  # type: ignore[attr-defined]
+        if not isinstance(name, str) or not compiled.fullmatch(name):
             raise BadName(f"account names must match {self.pattern}")
         if name.startswith("-") or not name.isascii():
             raise BadName("account names must not look like an option or hold non-ASCII")
