@@ -64,3 +64,27 @@ ensure_proxy() {
         (cd "$REPO_DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     fi
 }
+
+# ensure_hub_venv MAJOR: .venv-hubMAJOR with JupyterHub MAJOR.x and jupyter-server, for the tests
+# that run the hub API client against older hubs (.venv has the newest JupyterHub). Installs only
+# when the venv is missing or was built from a different requirement list.
+ensure_hub_venv() {
+    local major=$1 venv="$REPO_DIR/.venv-hub$1" stamp
+    local wanted=("jupyterhub>=$major.0,<$((major + 1))" "jupyter-server>=2.14,<3")
+    stamp="$venv/.installed"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${wanted[*]}" ]; then
+        return 0
+    fi
+    say "creating $venv (JupyterHub $major.x)"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    local log
+    log=$(mktemp)
+    if ! "$venv/bin/python" -m pip install -q "${wanted[@]}" >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        say "pip install into $venv failed"
+        exit 1
+    fi
+    rm -f "$log"
+    printf '%s' "${wanted[*]}" >"$stamp"
+}

@@ -67,21 +67,25 @@ def start_restuser(tmp_path: Path, prefix_root: Path):
 
 @pytest.fixture
 def start_hub(tmp_path: Path):
-    """Factory: start a real JupyterHub (see tests/realparts/hub.py); stopped at teardown."""
-    from tests.realparts.hub import HubService, RealHub
+    """Factory: start a real JupyterHub for one test (tests/realparts/hub.py):
+    `start_hub(services, extra_config="", spawner="simple"|"responder", version="6"|"5"|"4")`.
+    Every hub it started is stopped at teardown."""
+    from tests.realparts.hub import HubStarter
 
-    hubs: list[RealHub] = []
+    starter = HubStarter(tmp_path)
+    yield starter
+    starter.close()
 
-    def start(services: list[HubService], extra_config: str = "") -> RealHub:
-        workdir = tmp_path / f"hub{len(hubs)}"
-        workdir.mkdir()
-        hub = RealHub(workdir, services, extra_config)
-        hubs.append(hub)
-        return hub.start()
 
-    yield start
-    for hub in hubs:
-        hub.stop()
+@pytest.fixture(scope="module")
+def start_module_hub(tmp_path_factory):
+    """Like start_hub, but the hubs live until the module's last test: for tests that share a
+    hub without disturbing each other."""
+    from tests.realparts.hub import HubStarter
+
+    starter = HubStarter(tmp_path_factory.mktemp("hubs"))
+    yield starter
+    starter.close()
 
 
 @pytest.fixture(scope="session")

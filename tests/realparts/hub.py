@@ -1,8 +1,12 @@
 """A real JupyterHub with configurable-http-proxy on loopback, for any service's tests.
 
-Free ports, its own scratch directory, service tokens with chosen scopes, real single-user
-servers (SimpleLocalProcessSpawner) and everything torn down at the end. Fails loudly with
-the hub's log when it cannot start.
+Free ports, its own scratch directory, service tokens with chosen scopes, everything torn down
+at the end; fails loudly with the hub's log when it cannot start. Two parameters:
+- `spawner`: "simple" runs a real jupyterhub-singleuser per user (SimpleLocalProcessSpawner);
+  "responder" gives every user the same shared responder process (see responder.py), so
+  thousands of real running servers in the hub cost nothing.
+- `version`: "6" (the main .venv), "5" or "4" (.venv-hub5 / .venv-hub4, which ./scripts/test
+  creates): the JupyterHub major version the hub and its single-user servers run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import re
 import secrets
 import signal
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +30,9 @@ from tests.realparts.process import ManagedProcess
 REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 VENV_BIN = Path(sys.executable).parent
+HUB_VERSIONS = {"6": VENV_BIN, "5": REPO / ".venv-hub5" / "bin", "4": REPO / ".venv-hub4" / "bin"}
+SPAWNERS = ("simple", "responder")
+PAGINATION = "application/jupyterhub-pagination+json"
 
 
 @dataclass
@@ -36,15 +45,53 @@ class HubService:
 
 
 class RealHub:
-    def __init__(self, workdir: Path, services: list[HubService], extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        services: list[HubService],
+        extra_config: str = "",
+        *,
+        spawner: str = "simple",
+        version: str = "6",
+        cleanup_servers: bool = True,
+    ) -> None:
+        if spawner not in SPAWNERS:
+            raise ValueError(f"spawner must be one of {SPAWNERS}, not {spawner!r}")
+        if version not in HUB_VERSIONS:
+            raise ValueError(f"version must be one of {sorted(HUB_VERSIONS)}, not {version!r}")
         self.workdir = workdir
         self.services = {service.name: service for service in services}
         self.extra_config = extra_config
+        self.spawner = spawner
+        self.version = version
+        self.bin = HUB_VERSIONS[version]
+        # False keeps running servers across a hub restart (the responder's survive it).
+        self.cleanup_servers = cleanup_servers
         self.proxy_port, self.proxy_api_port, self.hub_port = free_port(), free_port(), free_port()
+        self.responder_port = free_port()
         self.url = f"http://127.0.0.1:{self.proxy_port}"
         self.api_url = f"{self.url}/hub/api"
         self.log_path = workdir / "jupyterhub.log"
         self.process: ManagedProcess | None = None
+        self.responder: ManagedProcess | None = None
+        self.start_seconds = 0.0  # how long the last start took, until the API answered
+
+    def spawner_config(self) -> str:
+        if self.spawner == "responder":
+            return f"""
+c.JupyterHub.spawner_class = "tests.realparts.responder.ResponderSpawner"
+c.ResponderSpawner.responder_url = "http://127.0.0.1:{self.responder_port}"
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+"""
+        return f"""
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = {str(self.workdir / "homes" / "{username}")!r}
+c.Spawner.cmd = [{str(self.bin / "jupyterhub-singleuser")!r}]
+c.Spawner.args = ["--allow-root"]
+c.Spawner.start_timeout = 90
+c.Spawner.http_timeout = 90
+"""
 
     def config_text(self) -> str:
         services = [{"name": s.name, "api_token": s.token} for s in self.services.values()]
@@ -52,6 +99,8 @@ class RealHub:
             {"name": f"{s.name}-role", "scopes": s.scopes, "services": [s.name]}
             for s in self.services.values()
         ]
+        # allow_all appeared in JupyterHub 5; 4 lets everyone in with the dummy authenticator.
+        allow_all = "c.Authenticator.allow_all = True" if self.version != "4" else ""
         return f"""
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {self.proxy_port}
@@ -64,27 +113,34 @@ c.JupyterHub.db_url = "sqlite:///{self.workdir / "jupyterhub.sqlite"}"
 c.JupyterHub.cookie_secret_file = {str(self.workdir / "cookie_secret")!r}
 c.JupyterHub.pid_file = {str(self.workdir / "jupyterhub.pid")!r}
 c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = {str(self.workdir / "homes" / "{username}")!r}
-c.Spawner.cmd = [{str(VENV_BIN / "jupyterhub-singleuser")!r}]
-c.Spawner.args = ["--allow-root"]
-c.Spawner.start_timeout = 90
-c.Spawner.http_timeout = 90
+{allow_all}
+{self.spawner_config()}
 c.JupyterHub.services = {services!r}
 c.JupyterHub.load_roles = {roles!r}
-c.JupyterHub.cleanup_servers = True
+c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
 {self.extra_config}
 """
 
     def start(self, timeout: float = 60.0) -> "RealHub":
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run ./scripts/test, which npm-installs it")
+        if not (self.bin / "jupyterhub").exists():
+            raise RuntimeError(
+                f"{self.bin / 'jupyterhub'} is missing: run ./scripts/test, which creates the "
+                f"JupyterHub {self.version} venv"
+            )
+        if self.spawner == "responder" and self.responder is None:
+            self._start_responder()
         config = self.workdir / "jupyterhub_config.py"
         config.write_text(self.config_text())
         config.chmod(0o600)  # it holds the service tokens
-        env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-        self.process = ManagedProcess([str(VENV_BIN / "jupyterhub"), "-f", str(config)],
+        env = {
+            **os.environ,
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            # the hub imports tests.realparts.responder by name, whichever venv it runs from
+            "PYTHONPATH": str(REPO),
+        }
+        self.process = ManagedProcess([str(self.bin / "jupyterhub"), "-f", str(config)],
                                       self.log_path, env=env, cwd=self.workdir)  # fmt: skip
 
         def answers() -> bool:
@@ -93,15 +149,116 @@ c.JupyterHub.cleanup_servers = True
             except requests.RequestException:
                 return False
 
-        self.process.start(answers, timeout, "jupyterhub")
+        started = time.monotonic()
+        self.process.start(answers, timeout, f"jupyterhub {self.version}")
+        self.start_seconds = time.monotonic() - started
         return self
+
+    def _start_responder(self) -> None:
+        script = Path(__file__).with_name("responder.py")
+        self.responder = ManagedProcess(
+            [sys.executable, str(script), str(self.responder_port)],
+            self.workdir / "responder.log",
+        )
+
+        def answers() -> bool:
+            url = f"http://127.0.0.1:{self.responder_port}/"
+            return requests.get(url, timeout=2).status_code == 200
+
+        try:
+            self.responder.start(answers, 20, "shared responder")
+        except Exception:
+            self.responder = None
+            raise
+
+    def responder_url(self, path: str = "") -> str:
+        """The shared responder's own URL (its /_responder/ control routes, see responder.py)."""
+        return f"http://127.0.0.1:{self.responder_port}{path}"
+
+    def token(self, service: str) -> str:
+        return self.services[service].token
+
+    def create_users(self, names: list[str], service: str, chunk: int = 500) -> None:
+        """Create users in bulk (POST /users with a list of names: one request per `chunk`)."""
+        for start in range(0, len(names), chunk):
+            reply = self.api("POST", "/users", service,
+                             json={"usernames": names[start:start + chunk]})  # fmt: skip
+            if reply.status_code != 201:
+                raise RuntimeError(f"creating users: {reply.status_code} {reply.text[:300]}")
+
+    def start_servers(
+        self,
+        names: list[str],
+        service: str,
+        server_name: str = "",
+        concurrency: int = 16,
+        timeout: float = 300.0,
+    ) -> None:
+        """Start the servers of `names` through the API, `concurrency` requests at a time,
+        and wait until the hub says every one is ready."""
+        local = threading.local()
+        headers = {"Authorization": f"token {self.token(service)}"}
+
+        def spawn(name: str) -> None:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+                local.session.headers.update(headers)
+            suffix = f"/servers/{server_name}" if server_name else "/server"
+            reply = local.session.post(f"{self.api_url}/users/{name}{suffix}", timeout=timeout)
+            if reply.status_code not in (201, 202, 400):
+                raise RuntimeError(f"starting {name}: {reply.status_code} {reply.text[:300]}")
+            if reply.status_code == 400 and "already running" not in reply.text:
+                raise RuntimeError(f"starting {name}: {reply.status_code} {reply.text[:300]}")
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(spawn, names))
+        wanted = set(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = {
+                user["name"]
+                for user in self.list_users(service, state="ready")
+                if server_name in user.get("servers", {})
+                and user["servers"][server_name].get("ready")
+            }
+            if wanted <= ready:
+                return
+            if time.monotonic() > deadline:
+                missing = sorted(wanted - ready)
+                raise RuntimeError(
+                    f"{len(missing)} servers not ready within {timeout} s (first: "
+                    f"{missing[:5]}):\n{self.log()[-4000:]}"
+                )
+            time.sleep(0.5)
+
+    def list_users(self, service: str, **params) -> list[dict]:
+        """Every user model, following the hub's pagination."""
+        users, offset = [], 0
+        while True:
+            reply = self.api("GET", "/users", service, params={**params, "offset": offset,
+                                                                 "limit": 200})  # fmt: skip
+            reply.raise_for_status()
+            page = reply.json()
+            users.extend(page["items"])
+            following = page["_pagination"].get("next")
+            if not following:
+                return users
+            offset = following["offset"]
+
+    def save_db(self, destination: Path) -> None:
+        """Copy the hub's database (stop the hub first): restore it with restore_db() to start
+        again with the same users and, with cleanup_servers=False, the same running servers."""
+        destination.write_bytes((self.workdir / "jupyterhub.sqlite").read_bytes())
+
+    def restore_db(self, source: Path) -> None:
+        (self.workdir / "jupyterhub.sqlite").write_bytes(source.read_bytes())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     def api(self, method: str, path: str, service: str, **kwargs) -> requests.Response:
         """Call the hub REST API as `service` (its token, with the pagination media type)."""
-        headers = {"Accept": "application/jupyterhub-pagination+json", **kwargs.pop("headers", {})}
+        headers = {"Accept": PAGINATION, **kwargs.pop("headers", {})}
         return self.request(method, f"/hub/api{path}", service, headers=headers, **kwargs)
 
     def request(self, method: str, path: str, service: str, **kwargs) -> requests.Response:
@@ -147,9 +304,12 @@ c.JupyterHub.cleanup_servers = True
         )
 
     def stop(self) -> None:
+        """Stop the hub, its proxy and its single-user servers (the responder stays up until
+        close(), so a restarted hub finds its servers again)."""
         if self.process is None:
             return
         self.process.stop()
+        self.process = None
         # Single-user servers and the proxy run in their own sessions; the hub stops them on
         # a clean shutdown, and this catches any left over from an unclean one.
         for pid in _processes_with_env(f"JUPYTERHUB_API_URL=http://127.0.0.1:{self.hub_port}/"):
@@ -157,6 +317,13 @@ c.JupyterHub.cleanup_servers = True
         pid_file = self.workdir / "proxy.pid"
         if pid_file.exists() and pid_file.read_text().strip().isdigit():
             _kill(int(pid_file.read_text()))
+
+    def close(self) -> None:
+        """Stop everything, the shared responder included."""
+        self.stop()
+        if self.responder is not None:
+            self.responder.stop()
+            self.responder = None
 
 
 def _processes_with_env(needle: str) -> list[int]:
@@ -180,3 +347,29 @@ def _kill(pid: int) -> None:
 
 def _spawn_failed(log: str, username: str) -> bool:
     return f"Unhandled error starting {username}" in log or f"{username}'s server failed" in log
+
+
+class HubStarter:
+    """Starts real hubs in fresh directories under `parent`; close() stops every one of them.
+
+    Call it as `start(services, extra_config="", spawner="simple", version="6", ...)`.
+    """
+
+    def __init__(self, parent: Path) -> None:
+        self.parent = parent
+        self.hubs: list[RealHub] = []
+
+    def __call__(self, services: list[HubService], extra_config: str = "", **options) -> RealHub:
+        workdir = self.parent / f"hub{len(self.hubs)}"
+        workdir.mkdir()
+        hub = RealHub(workdir, services, extra_config, **options)
+        self.hubs.append(hub)
+        try:
+            return hub.start()
+        except Exception:
+            hub.close()
+            raise
+
+    def close(self) -> None:
+        for hub in self.hubs:
+            hub.close()

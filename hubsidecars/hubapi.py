@@ -1,0 +1,427 @@
+"""The JupyterHub REST API client shared by the culler and the stats collector.
+
+Speaks to JupyterHub 4, 5 and 6 with a service token: always asks for paginated replies
+(`Accept: application/jupyterhub-pagination+json`) and still takes a plain list; retries
+connection errors, timeouts and 5xx replies with exponential backoff; turns a 403 into an error
+naming the scope the hub asks for; returns plain frozen dataclasses. One client may be shared by
+threads (the culler stops servers concurrently): requests.Session's connection pool is
+thread-safe for this use and the request counter is locked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from hubsidecars.logs import log_event
+
+PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+TOKEN_CREDENTIAL = "hub-api-token"
+TOKEN_ENV_VAR = "JUPYTERHUB_API_TOKEN"
+# The hub caps a page at 200 items, whatever limit is asked for.
+MAX_PAGE_SIZE = 200
+_HUB_HEADER = "X-JupyterHub-Version"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_SCOPES_IN_MESSAGE = re.compile(r"requires any of \[([^\]]*)\]")
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^)'\"]*")
+
+log = logging.getLogger("hubsidecars.hubapi")
+
+
+class HubError(Exception):
+    """The hub answered with an error the caller has to handle (or could not be asked)."""
+
+    def __init__(self, message: str, *, status: int | None = None, method: str = "",
+                 path: str = "", hub_message: str = "") -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.method = method
+        self.path = path
+        self.hub_message = hub_message
+
+
+class HubUnavailable(HubError):
+    """No usable answer after every retry: connection refused or reset, timeout, or 5xx."""
+
+
+class MissingScope(HubError):
+    """403 because the token lacks a scope; `scopes` are the ones the hub says would do."""
+
+    def __init__(self, message: str, *, scopes: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.scopes = scopes
+
+
+class TokenRejected(HubError):
+    """The hub does not know the token (401, or 403 "Missing or invalid credentials")."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """One (default or named) server of a user, as the hub sees it.
+
+    A field the token's scopes hide is None and its name is in `hidden` (e.g. `started` and
+    `last_activity` need read:servers / read:users:activity).
+    """
+
+    user: str
+    name: str
+    url: str | None
+    started: datetime | None
+    last_activity: datetime | None
+    pending: str | None
+    ready: bool | None
+    progress_url: str | None = None
+    hidden: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class User:
+    """A hub user; `servers` maps server name ("" for the default) to its running or pending
+    server. A field the token's scopes hide is None (or empty) and its name is in `hidden`:
+    `created` needs read:users, `servers` read:servers, `groups` read:users or read:groups."""
+
+    name: str
+    admin: bool | None
+    groups: tuple[str, ...]
+    created: datetime | None
+    last_activity: datetime | None
+    servers: Mapping[str, Server] = field(default_factory=dict)
+    hidden: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    users: tuple[str, ...]
+    hidden: frozenset[str] = frozenset()
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """The hub's ISO 8601 UTC timestamps ("...Z", or with an offset) as aware datetimes."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:  # the hub means UTC even when it leaves the zone out
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def server_from_model(user: str, name: str, model: Mapping[str, Any]) -> Server:
+    fields = ("url", "started", "last_activity", "pending", "ready")
+    return Server(
+        user=user,
+        name=name,
+        url=model.get("url"),
+        started=parse_time(model.get("started")),
+        last_activity=parse_time(model.get("last_activity")),
+        pending=model.get("pending"),
+        ready=model.get("ready"),
+        progress_url=model.get("progress_url"),
+        hidden=frozenset(key for key in fields if key not in model),
+    )
+
+
+def user_from_model(model: Mapping[str, Any]) -> User:
+    name = model["name"]
+    servers = model.get("servers") or {}
+    fields = ("admin", "groups", "created", "last_activity", "servers")
+    return User(
+        name=name,
+        admin=model.get("admin"),
+        groups=tuple(model.get("groups") or ()),
+        created=parse_time(model.get("created")),
+        last_activity=parse_time(model.get("last_activity")),
+        servers={key: server_from_model(name, key, value) for key, value in servers.items()},
+        hidden=frozenset(key for key in fields if key not in model),
+    )
+
+
+def group_from_model(model: Mapping[str, Any]) -> Group:
+    return Group(
+        name=model["name"],
+        users=tuple(model.get("users") or ()),
+        hidden=frozenset({"users"} - set(model)),
+    )
+
+
+def load_token(token_file: str | None = None, environ: dict[str, str] | None = None) -> str:
+    """The service token: `token_file`, else $CREDENTIALS_DIRECTORY/hub-api-token, else
+    $JUPYTERHUB_API_TOKEN (removed from the environment once read). Raises ConfigError when
+    there is none."""
+    from hubsidecars.config import ConfigError
+    from hubsidecars.secrets import read_secret
+
+    token = read_secret(token_file, TOKEN_CREDENTIAL, environ=environ, env_var=TOKEN_ENV_VAR)
+    if not token:
+        raise ConfigError(
+            f"no hub API token: give a token file, a systemd credential named "
+            f"{TOKEN_CREDENTIAL}, or {TOKEN_ENV_VAR}"
+        )
+    return token
+
+
+class HubClient:
+    """A JupyterHub REST API client for one service token.
+
+    `api_url` is the hub API URL (e.g. http://127.0.0.1:8000/hub/api), `public_url` the origin
+    through which users' servers are reached (default: the origin of `api_url`). `timeout` is
+    seconds per attempt (connect and read); a failed attempt is retried `retries` times, after
+    `backoff`, 2*`backoff`, 4*`backoff`... seconds (capped at `backoff_max`). `verify` is True,
+    False or a CA bundle path; `client_cert`/`client_key` for a hub that wants client TLS.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        verify: bool | str = True,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        public_url: str | None = None,
+        pool_size: int = 32,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token:
+            raise ValueError("the hub API token is empty")
+        self.api_url = api_url.rstrip("/")
+        if public_url is None:
+            parts = urlsplit(self.api_url)
+            public_url = f"{parts.scheme}://{parts.netloc}"
+        self.public_url = public_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        self._sleep = sleep
+        self._token = token
+        self._count_lock = threading.Lock()
+        self._requests_made = 0
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        session.verify = verify
+        if client_cert:
+            session.cert = (client_cert, client_key) if client_key else client_cert
+        self.session = session
+
+    def __repr__(self) -> str:  # never the token
+        return f"HubClient({self.api_url!r})"
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        with self._count_lock:
+            return self._requests_made
+
+    # -- generic ---------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                json: Any = None, accept: str = "application/json") -> requests.Response:  # fmt: skip
+        """Send `method` to the hub API `path` (e.g. "/users/ada"); return the 2xx/3xx/404
+        response. Raises HubUnavailable, TokenRejected, MissingScope or HubError."""
+        return self._send(method, self.api_url + path, path, params=params, json=json,
+                          accept=accept)  # fmt: skip
+
+    def get_json(self, path: str, **params: Any) -> Any:
+        """GET a hub API path and return its JSON, or None on 404."""
+        reply = self.request("GET", path, params=params or None)
+        return None if reply.status_code == 404 else reply.json()
+
+    def iter_pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
+        """Every item of a paginated hub collection (users, groups, ...), page after page.
+
+        Follows `_pagination.next` until the hub says there is none: with state=ready the hub
+        filters after the query, so a short page does not mean the end. Takes a plain list too
+        (one page, as the hub sends it without pagination support)."""
+        query = dict(params or {})
+        offset = 0
+        while True:
+            reply = self.request("GET", path, params={**query, "offset": offset,
+                                 "limit": self.page_size}, accept=PAGINATION_MEDIA_TYPE)  # fmt: skip
+            if reply.status_code == 404:
+                raise HubError(f"GET {path}: not found (404)", status=404, method="GET", path=path)
+            page = reply.json()
+            if isinstance(page, list):
+                yield from page
+                return
+            yield from page.get("items", [])
+            following = (page.get("_pagination") or {}).get("next")
+            if not following:
+                return
+            next_offset = int(following["offset"])
+            if next_offset <= offset:  # a hub must move forward; never loop forever
+                raise HubError(f"GET {path}: pagination did not advance past offset {offset}")
+            offset = next_offset
+
+    # -- users and servers -----------------------------------------------------------------
+
+    def iter_users(self, state: str | None = None) -> Iterator[User]:
+        """Every user (state "ready", "active" or "inactive" filters by their servers).
+        Needs list:users; read:servers for servers, read:users:activity for activity."""
+        params = {"state": state} if state else {}
+        for model in self.iter_pages("/users", params):
+            yield user_from_model(model)
+
+    def get_user(self, name: str) -> User | None:
+        """One user, fresh from the hub; None when there is no such user."""
+        model = self.get_json(f"/users/{quote(name, safe='')}")
+        return None if model is None else user_from_model(model)
+
+    def iter_groups(self) -> Iterator[Group]:
+        """Every group (list:groups; member names need read:groups)."""
+        for model in self.iter_pages("/groups"):
+            yield group_from_model(model)
+
+    def stop_server(self, user: str, server_name: str = "", remove: bool = False) -> str:
+        """Ask the hub to stop a server. Returns "stopped" (204: stopped, or was not running),
+        "stopping" (202: the stop goes on in the background; poll get_user to follow it) or
+        "absent" (no such user or named server). `remove` also deletes a named server.
+        Needs delete:servers."""
+        path = f"/users/{quote(user, safe='')}/server"
+        if server_name:
+            path = f"/users/{quote(user, safe='')}/servers/{quote(server_name, safe='')}"
+        body = {"remove": True} if remove else None
+        try:
+            reply = self.request("DELETE", path, json=body)
+        except HubUnavailable as error:
+            # JupyterHub 4 answers 500 instead of 404 for a user that does not exist.
+            if error.status == 500 and self.get_user(user) is None:
+                return "absent"
+            raise
+        if reply.status_code == 404:
+            return "absent"
+        return "stopping" if reply.status_code == 202 else "stopped"
+
+    def delete_user(self, name: str) -> bool:
+        """Delete a user (the hub stops their servers first). False when there was no such
+        user. Needs delete:users."""
+        reply = self.request("DELETE", f"/users/{quote(name, safe='')}")
+        return reply.status_code != 404
+
+    def user_server_json(self, server: Server, path: str) -> Any:
+        """GET `path` (e.g. "api/kernels") from a user's server through the proxy, with the
+        same token (its role needs access:servers). None on 404."""
+        base = server.url or f"/user/{quote(server.user, safe='')}/"
+        if server.name and not server.url:
+            base += f"{quote(server.name, safe='')}/"
+        url = f"{self.public_url}{base}{path.lstrip('/')}"
+        reply = self._send("GET", url, url[len(self.public_url):], from_hub=False)
+        return None if reply.status_code == 404 else reply.json()
+
+    # -- the hub itself --------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The hub's version (GET /hub/api/ needs no scope)."""
+        return self.get_json("/")["version"]
+
+    def hub_info(self) -> dict:
+        """GET /info: version, python, spawner and authenticator classes (read:hub)."""
+        return self.get_json("/info")
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, path: str, *, params=None, json=None,
+              accept: str = "application/json", from_hub: bool = True) -> requests.Response:  # fmt: skip
+        headers = {"Authorization": f"token {self._token}", "Accept": accept}
+        attempt = 0
+        while True:
+            attempt += 1
+            with self._count_lock:
+                self._requests_made += 1
+            try:
+                reply = self.session.request(method, url, params=params, json=json,
+                                             headers=headers, timeout=self.timeout)  # fmt: skip
+            except requests.RequestException as error:
+                failure, status, retryable = _describe(error), None, _may_retry(method, error)
+            else:
+                status = reply.status_code
+                # Every hub reply carries X-JupyterHub-Version; a 404 without it comes from the
+                # proxy while a restarting hub has not added its route yet.
+                not_the_hub = status == 404 and from_hub and _HUB_HEADER not in reply.headers
+                if status < 500 and not not_the_hub:
+                    return _checked(reply, method, path)
+                failure = f"{status} {_hub_message(reply)}".strip()
+                if not_the_hub:
+                    failure = f"404 from the proxy, not the hub ({failure})"
+                retryable = True
+            if not retryable or attempt > self.retries:
+                raise HubUnavailable(
+                    f"{method} {path}: hub unavailable after {attempt} attempt(s): {failure}",
+                    status=status, method=method, path=path,
+                )  # fmt: skip
+            delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+            log_event(log, "hub request failed, retrying", logging.WARNING, method=method,
+                      path=path, attempt=attempt, retry_in_s=round(delay, 3),
+                      error=failure)  # fmt: skip
+            self._sleep(delay)
+
+
+def _checked(reply: requests.Response, method: str, path: str) -> requests.Response:
+    """Return a 2xx/3xx/404 reply; turn other 4xx into the matching error."""
+    status = reply.status_code
+    if status < 400 or status == 404:
+        return reply
+    message = _hub_message(reply)
+    where = f"{method} {path}"
+    if status == 401 or (status == 403 and "invalid credentials" in message.lower()):
+        raise TokenRejected(f"{where}: the hub rejected the API token ({status}: {message})",
+                            status=status, method=method, path=path, hub_message=message)  # fmt: skip
+    if status == 403:
+        found = _SCOPES_IN_MESSAGE.search(message)
+        scopes = tuple(s.strip() for s in found.group(1).split(",") if s.strip()) if found else ()
+        wanted = " or ".join(scopes) if scopes else "a scope it did not name"
+        raise MissingScope(f"{where}: the API token lacks {wanted} (403: {message})",
+                           scopes=scopes, status=status, method=method, path=path,
+                           hub_message=message)  # fmt: skip
+    raise HubError(f"{where}: {status} {message}".rstrip(), status=status, method=method,
+                   path=path, hub_message=message)  # fmt: skip
+
+
+def _hub_message(reply: requests.Response) -> str:
+    try:
+        body = reply.json()
+    except ValueError:
+        return reply.text[:200].strip()
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return reply.reason or ""
+
+
+def _may_retry(method: str, error: requests.RequestException) -> bool:
+    """Idempotent requests are retried on any transport failure; others only when the
+    connection was never made, so a POST the hub may have acted on is not sent twice."""
+    if method.upper() in _IDEMPOTENT:
+        return isinstance(error, (requests.ConnectionError, requests.Timeout))
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    if isinstance(error, requests.ConnectionError):
+        reason = getattr(error.args[0], "reason", None) if error.args else None
+        return type(reason).__name__ == "NewConnectionError"
+    return False
+
+
+def _describe(error: requests.RequestException) -> str:
+    """A short reason ("ReadTimeout", "ConnectionError: [Errno 111] Connection refused"):
+    requests' own text repeats the URL and object addresses."""
+    errno = _ERRNO.search(str(error))
+    return f"{type(error).__name__}: {errno.group(0)}" if errno else type(error).__name__
