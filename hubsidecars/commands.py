@@ -175,7 +175,8 @@ def run_command(
             # SIGINT to the terminal's foreground group (us), and must not kill useradd halfway
             # through rewriting /etc/passwd. It also lets a timeout kill the child's whole group.
             start_new_session=True,
-            text=True,
+            # The child's messages are in the C locale; file names in them may be any bytes.
+            encoding="utf-8",
             errors="replace",
         )
     except OSError as error:
@@ -202,7 +203,9 @@ def run_command(
                      stderr_tail=error.stderr_tail)  # fmt: skip
         raise error
     if logger.isEnabledFor(logging.DEBUG):  # spare the formatting on hot paths (useradd)
-        extra = {"stderr_tail": mask(stderr_tail(stderr), secrets)} if stderr.strip() else {}
+        extra = {"meaning": tool.meaning(exit_code)} if exit_code else {}
+        if stderr.strip():
+            extra["stderr_tail"] = mask(stderr_tail(stderr), secrets)
         _log_outcome(logger, logging.DEBUG, "command finished", tool, shown, started,
                      exit_code=exit_code, **extra)  # fmt: skip
     return CommandResult(tool, shown, exit_code, stdout, stderr, duration_ms)
@@ -219,6 +222,7 @@ def _communicate(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
             _, stderr = process.communicate(timeout=_REAP_TIMEOUT)
         except subprocess.TimeoutExpired:
             # Something that left the group (a daemonised gpg-agent) still holds our pipes.
+            process.wait()
             stderr = ""
         raise subprocess.TimeoutExpired(process.args, timeout, stderr=stderr) from None
     except BaseException:
@@ -228,7 +232,7 @@ def _communicate(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
         grace = max(0.0, min(INTERRUPT_GRACE, deadline - time.monotonic()))
         try:
             process.communicate(timeout=grace)
-        except BaseException:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt, SystemExit):  # or a second Ctrl-C
             _kill_group(process)
             process.wait()
         raise
@@ -261,4 +265,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-

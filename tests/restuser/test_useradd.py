@@ -24,7 +24,8 @@ def names_in(prefix_root: Path, table: str) -> list[str]:
 def test_create_makes_the_account_and_returns_no_warnings(prefix_root):
     assert adapter(prefix_root).create("alice") == ""
     assert "alice" in names_in(prefix_root, "passwd") and "alice" in names_in(prefix_root, "group")
-    assert (prefix_root / "home" / "alice" / ".profile").read_bytes() == (SKEL / ".profile").read_bytes()
+    profile = prefix_root / "home" / "alice" / ".profile"
+    assert profile.read_bytes() == (SKEL / ".profile").read_bytes()
 
 
 def test_existing_name_is_name_taken_with_the_meaning(prefix_root):
