@@ -231,7 +231,8 @@ def setting(
 
 @dataclass(frozen=True)
 class Option:
-    """One setting as the layers see it: TOML key `name`, flag --name-with-dashes, env PREFIX_NAME."""
+    """One setting as the layers see it: TOML key `name`, flag --name-with-dashes, environment
+    variable PREFIX_NAME."""
 
     name: str
     kind: Kind
@@ -252,6 +253,12 @@ class Option:
     def env_var(self, prefix: str) -> str:
         return f"{prefix}_{self.name.upper()}"
 
+    def described(self) -> str:
+        """The help text, naming the choices unless it already explains each one."""
+        if self.choices and not all(choice in self.help for choice in self.choices):
+            return f"{self.help}; one of {', '.join(self.choices)}"
+        return self.help
+
     def convert(self, value: Any, where: str) -> Any:
         """Parse and check one value; `where` (flag, env var or file: key) starts the error."""
         try:
@@ -261,7 +268,8 @@ class Option:
         if self.choices:
             matches = [choice for choice in self.choices if choice.lower() == str(result).lower()]
             if not matches:
-                raise ConfigError(f"{where}: must be one of {', '.join(self.choices)}, got {value!r}")
+                choices = ", ".join(self.choices)
+                raise ConfigError(f"{where}: must be one of {choices}, got {value!r}")
             result = matches[0]
         show = self.kind.show
         if self.minimum is not None and result < self.minimum:
@@ -280,8 +288,10 @@ def options(settings_class: type) -> list[Option]:
         if meta is None:
             raise TypeError(f"{settings_class.__name__}.{field.name} is not made with setting()")
         kind, choices = (meta.kind, ()) if meta.kind else _kind_of(hints[field.name])
-        found.append(Option(field.name, kind, field.default, meta.help, choices, meta.minimum,
-                            meta.maximum, meta.metavar, meta.heading, meta.in_example, meta.flag))  # fmt: skip
+        found.append(
+            Option(field.name, kind, field.default, meta.help, choices, meta.minimum,
+                   meta.maximum, meta.metavar, meta.heading, meta.in_example, meta.flag)
+        )  # fmt: skip
     return found
 
 
@@ -327,20 +337,19 @@ def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefi
     for option in options(settings_class):
         if not option.flag:
             continue
-        described = option.help
-        if option.choices:
-            described += f"; one of {', '.join(option.choices)}"
-        described += f" (env {option.env_var(env_prefix)}; default: {option.kind.show(option.default)})"
+        default = option.kind.show(option.default)
+        described = f"{option.described()} (env {option.env_var(env_prefix)}; default: {default})"
+        described = described.replace("%", "%%")  # argparse formats help with %
         if option.kind is BOOL:
             parser.add_argument(option.cli_flag, dest=option.name, action=_BoolFlag,
-                                default=argparse.SUPPRESS, help=described.replace("%", "%%"))  # fmt: skip
+                                default=argparse.SUPPRESS, help=described)  # fmt: skip
             continue
         parser.add_argument(
             option.cli_flag,
             dest=option.name,
             metavar=option.metavar or _metavar(option),
             default=argparse.SUPPRESS,
-            help=described.replace("%", "%%"),
+            help=described,
         )
 
 
@@ -406,9 +415,7 @@ def render_example(settings_class: type, header: str) -> str:
     for option in options(settings_class):
         if option.heading:
             lines += ["", *("#" + line for line in _comment(option.heading))]
-        described = option.help
-        if option.choices:
-            described += f"; one of {', '.join(option.choices)}"
+        described = option.described()
         lines += ["", *_comment(described[:1].upper() + described[1:] + ".")]
         lines += _key_lines(option)
     return "\n".join(lines) + "\n"
@@ -425,7 +432,8 @@ def _key_lines(option: Option) -> list[str]:
         return [line]
     # A long array goes one line per few items, every line commented like the key.
     items = [_toml_str(item) + "," for item in option.default]
-    body = textwrap.wrap(" ".join(items), _WIDTH - len(marker) - 4)
+    body = textwrap.wrap(" ".join(items), _WIDTH - len(marker) - 4,
+                         break_on_hyphens=False, break_long_words=False)  # fmt: skip
     return [f"{marker}{option.name} = ["] + [f"{marker}    {row}" for row in body] + [f"{marker}]"]
 
 

@@ -188,3 +188,18 @@ def test_a_field_without_setting_is_a_declaration_error():
 
     with pytest.raises(TypeError, match="not made with setting"):
         options(Broken)
+
+
+def test_a_long_list_wraps_without_splitting_a_name(tmp_path):
+    long_names = tuple(f"name-with-hyphens-{number}" for number in range(12))
+
+    @dataclass(frozen=True, kw_only=True)
+    class Listing:
+        names: tuple[str, ...] = setting(long_names, "a long list")
+
+    example = render_example(Listing, "header")
+    assert all(len(line) <= 100 for line in example.splitlines())
+    lines = example.splitlines()
+    start = lines.index("# names = [")
+    array = "\n".join(line.removeprefix("#") for line in lines[start:])
+    assert lines[-1] == "# ]" and tomllib.loads(array)["names"] == list(long_names)
