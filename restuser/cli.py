@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from hubsidecars import suite_version
-from hubsidecars.config import ConfigError, add_options, load_settings
+from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
 from hubsidecars.logs import log_event, setup_logging
 from restuser import settings as restuser_settings
 from restuser.app import create_app
@@ -26,7 +26,7 @@ log = logging.getLogger("restuser")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SettingsParser(
         prog="hub-restuser",
         description="Make sure system accounts exist for JupyterHub users, over a small REST API.",
     )
@@ -38,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the restuser API. Every option can also be set in the TOML file "
         "given with --config or in the environment variable shown.",
     )
-    add_options(serve, restuser_settings.OPTIONS, restuser_settings.ENV_PREFIX)
+    add_options(serve, restuser_settings.RestuserSettings, restuser_settings.ENV_PREFIX)
+    commands.add_parser(
+        "example-config",
+        help="print the example configuration file, every setting with its default",
+        description="Print units/restuser.toml.example, generated from the settings' "
+        "declarations: hub-restuser example-config > /etc/hub-sidecars/restuser.toml",
+    )
     init = commands.add_parser(
         "init-prefix",
         help="create a scratch root for --prefix holding this host's system accounts",
@@ -52,19 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(cli_values: dict) -> int:
     settings = restuser_settings.validate(
-        load_settings(restuser_settings.OPTIONS, restuser_settings.ENV_PREFIX, cli_values)
+        load_settings(restuser_settings.RestuserSettings, restuser_settings.ENV_PREFIX, cli_values)
     )
-    setup_logging(settings["log_format"], settings["log_level"])
+    setup_logging(settings.log_format, settings.log_level)
     token = restuser_settings.read_token(settings)
-    listener = systemd_listener(os.environ) or parse_bind(settings["bind"])
-    check_listener(listener, token, settings["allow_remote"])
+    listener = systemd_listener(os.environ) or parse_bind(settings.bind)
+    check_listener(listener, token, settings.allow_remote)
 
     store = restuser_settings.build_store(settings)
     for problem in store.problems():
         log_event(log, "cannot create accounts until fixed; /healthz answers 503", logging.WARNING,
                   problem=problem)  # fmt: skip
-    log_event(log, "starting", listen=listener.address, prefix=settings["prefix"] or "/",
-              skel=settings["skel"], workers=settings["workers"], token="yes" if token else "no")  # fmt: skip
+    log_event(log, "starting", listen=listener.address, prefix=settings.prefix or "/",
+              skel=settings.skel, workers=settings.workers, token="yes" if token else "no")  # fmt: skip
 
     def app_factory():
         return create_app(restuser_settings.build_store(settings), token)
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home"
             )
+            return 0
+        if command == "example-config":
+            print(restuser_settings.example_config(), end="")
             return 0
         return serve(args)
     except ConfigError as error:

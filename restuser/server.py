@@ -133,15 +133,15 @@ class GunicornServer(BaseApplication):
         return self.app_factory()
 
 
-def gunicorn_options(listener: Listener, settings: dict[str, Any]) -> dict[str, Any]:
+def gunicorn_options(listener: Listener, settings: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "workers": settings["workers"],
-        "threads": settings["threads"],
-        "worker_class": "gthread" if settings["threads"] > 1 else "sync",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread" if settings.threads > 1 else "sync",
         "proc_name": "hub-restuser",
         "logger_class": _JournalFriendlyLogger,
-        "accesslog": "-" if settings["access_log"] else None,
-        "loglevel": settings["log_level"],
+        "accesslog": "-" if settings.access_log else None,
+        "loglevel": settings.log_level,
         # gunicorn >= 25 opens a control socket by default; we have no use for it and it
         # fails under ProtectSystem=strict.
         "control_socket_disable": True,
@@ -155,8 +155,8 @@ def gunicorn_options(listener: Listener, settings: dict[str, Any]) -> dict[str, 
     if listener.kind == "unix":
         os.makedirs(os.path.dirname(listener.path), mode=0o755, exist_ok=True)
         # The socket is born with at most the configured mode: no window with wider access.
-        options["umask"] = 0o777 & ~settings["socket_mode"]
+        options["umask"] = 0o777 & ~settings.socket_mode
         options["when_ready"] = _secure_unix_socket(
-            listener.path, settings["socket_mode"], settings["socket_group"]
+            listener.path, settings.socket_mode, settings.socket_group
         )
     return options

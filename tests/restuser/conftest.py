@@ -9,10 +9,12 @@ from restuser import settings as restuser_settings
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
 
 
-def store_settings(prefix_root: Path, **overrides) -> dict:
+def store_settings(prefix_root: Path, **overrides) -> restuser_settings.RestuserSettings:
+    """Validated settings for a store under `prefix_root`; overrides are parsed like flags."""
     values = {"prefix": str(prefix_root), "skel": str(SKEL), "uid_min": UID_MIN, "uid_max": UID_MAX}
     values.update(overrides)
-    settings = load_settings(restuser_settings.OPTIONS, "UNUSED_PREFIX", values, environ={})
+    settings_class = restuser_settings.RestuserSettings
+    settings = load_settings(settings_class, "UNUSED_PREFIX", values, environ={})
     return restuser_settings.validate(settings)
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from hubsidecars.config import load_settings
+from hubsidecars.config import load_settings, options
 from restuser import settings as restuser_settings
 from restuser.cli import main
-from tests.realparts.restuser import SKEL, restuser_command
+from restuser.settings import RestuserSettings
+from tests.realparts.net import Endpoint, free_port
+from tests.realparts.restuser import REPO, SKEL, restuser_command
 
 
 def run(*args, env=None, timeout=20):
@@ -21,23 +24,30 @@ def run(*args, env=None, timeout=20):
 def test_help_lists_every_option_with_its_environment_variable():
     result = run("serve", "--help")
     assert result.returncode == 0
-    for option in restuser_settings.OPTIONS:
-        assert option.cli_flag in result.stdout
+    text = " ".join(result.stdout.split())
+    for option in options(RestuserSettings):
+        assert option.cli_flag in text
         assert option.env_var("HUB_RESTUSER") in result.stdout.replace("\n", "").replace(" ", "")
+    assert "--allow-remote, --no-allow-remote" in text
+    assert "--existing-home {refuse,adopt,move-aside}" in text and "default: 10s)" in text
 
 
 def test_precedence_default_file_env_cli(tmp_path):
     config = tmp_path / "restuser.toml"
     config.write_text(
         'shell = "/bin/sh"\nuid_min = 5000\nsocket_mode = 0o600\ngroups = ["a", "b"]\n'
+        'lock_timeout = "1m"\nexisting_home = "adopt"\naccess_log = true\n'
     )
-    env = {"HUB_RESTUSER_CONFIG": str(config), "HUB_RESTUSER_UID_MIN": "6000"}
-    settings = load_settings(restuser_settings.OPTIONS, "HUB_RESTUSER", {"uid_max": "7000"}, env)
-    assert settings["shell"] == "/bin/sh"  # file
-    assert settings["uid_min"] == 6000  # env beats file
-    assert settings["uid_max"] == 7000  # command line
-    assert settings["socket_mode"] == 0o600 and settings["groups"] == ["a", "b"]
-    assert settings["home_mode"] == 0o700  # default
+    env = {"HUB_RESTUSER_CONFIG": str(config), "HUB_RESTUSER_UID_MIN": "6000",
+           "HUB_RESTUSER_EXISTING_HOME": "move-aside", "HUB_RESTUSER_ACCESS_LOG": "no"}  # fmt: skip
+    cli = {"uid_max": "7000", "lock_timeout": "90"}
+    settings = load_settings(RestuserSettings, "HUB_RESTUSER", cli, env)
+    assert settings.shell == "/bin/sh"  # file
+    assert settings.uid_min == 6000 and settings.existing_home == "move-aside"  # env beats file
+    assert settings.access_log is False
+    assert settings.uid_max == 7000 and settings.lock_timeout == 90  # command line
+    assert settings.socket_mode == 0o600 and settings.groups == ("a", "b")
+    assert settings.home_mode == 0o700 and settings.workers == 4  # defaults
 
 
 @pytest.mark.parametrize(
@@ -51,10 +61,15 @@ def test_precedence_default_file_env_cli(tmp_path):
         (["--bind", "localhost"], "bind must be"),
         (["--bind", "127.0.0.1:8123"], "without a token"),
         (["--config", "/nonexistent.toml"], "cannot read config"),
-        (["--log-format", "xml"], "log_format"),
+        (["--log-format", "xml"], "--log-format: must be one of kv, json"),
+        (["--existing-home", "delete"], "--existing-home: must be one of refuse, adopt"),
+        (["--lock-timeout", "soon"], "--lock-timeout: not a duration"),
+        (["--lock-timeout", "0.5"], "--lock-timeout: must be at least 1s"),
+        (["--workers", "0"], "--workers: must be at least 1, got 0"),
+        (["--threads", "1000"], "--threads: must be at most 64"),
         (["--state-dir", "/proc/no-such-dir"], "cannot create state directory"),
         (["--socket-group", "no-such-group"], "socket_group"),
-        (["--log-level", "loud"], "log_level"),
+        (["--log-level", "loud"], "--log-level: must be one of debug, info, warning, error"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(args, reason, prefix_root):
@@ -73,26 +88,70 @@ def test_unknown_key_in_config_file(tmp_path, prefix_root):
     assert result.returncode == 2 and "unknown setting 'shel'" in result.stderr
 
 
-def test_tcp_needs_loopback_unless_allowed(token_file, prefix_root):
-    base = [
-        "serve",
-        "--skel",
-        str(SKEL),
-        "--prefix",
-        str(prefix_root),
-        "--token-file",
-        str(token_file),
-    ]
-    result = run(*base, "--bind", "0.0.0.0:8124")
-    assert result.returncode == 2 and "non-loopback" in result.stderr
+def test_tcp_needs_loopback_unless_allowed(token_file, prefix_root, start_restuser):
+    base = ["serve", "--skel", str(SKEL), "--prefix", str(prefix_root),
+            "--token-file", str(token_file)]  # fmt: skip
+    port = free_port()
+    for refused in ([], ["--allow-remote=false"], ["--allow-remote", "--no-allow-remote"]):
+        result = run(*base, "--bind", f"0.0.0.0:{port}", *refused)
+        assert result.returncode == 2 and "non-loopback" in result.stderr, refused
+
+    # Allowed, it really serves on every address, token still required.
+    service = start_restuser(
+        endpoint=Endpoint(port=port), bind=f"0.0.0.0:{port}",
+        extra_args=["--token-file", str(token_file), "--allow-remote"],
+    )  # fmt: skip
+    assert service.endpoint.request("GET", "/users/alice").status == 401
+    token = token_file.read_text().strip()
+    reply = service.endpoint.request("POST", "/users/alice", {"Authorization": f"Bearer {token}"})
+    assert reply.status == 201
+
+
+def test_a_bad_boolean_in_the_environment_is_named(token_file, prefix_root):
+    env = {**os.environ, "HUB_RESTUSER_ALLOW_REMOTE": "perhaps"}
+    result = run("serve", "--skel", str(SKEL), "--prefix", str(prefix_root),
+                 "--token-file", str(token_file), "--bind", "0.0.0.0:8126", env=env)  # fmt: skip
+    assert result.returncode == 2 and "HUB_RESTUSER_ALLOW_REMOTE: not a boolean" in result.stderr
+
+
+def tcp_with_token(token_file, prefix_root):
+    return run("serve", "--skel", str(SKEL), "--prefix", str(prefix_root),
+               "--token-file", str(token_file), "--bind", "127.0.0.1:8125")  # fmt: skip
 
 
 def test_world_readable_token_file_is_refused(token_file, prefix_root):
     token_file.chmod(0o644)
-    result = run("serve", "--skel", str(SKEL), "--prefix", str(prefix_root),
-                 "--token-file", str(token_file), "--bind", "127.0.0.1:8125")  # fmt: skip
+    result = tcp_with_token(token_file, prefix_root)
     assert result.returncode == 2 and "readable by every user" in result.stderr
     assert token_file.read_text().strip() not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda path: path.chmod(0o620), "is writable by other users (mode 0620)"),
+        (lambda path: path.chmod(0o602), "is writable by other users (mode 0602)"),
+        (lambda path: os.chown(path, 4321, 4321), "belongs to uid 4321, neither root nor"),
+        (lambda path: path.write_text("short-token\n"), "holds a secret of 11 characters"),
+    ],
+    ids=["group-writable", "world-writable", "foreign-owner", "short"],
+)
+def test_unsafe_token_file_is_refused_with_one_line(token_file, prefix_root, change, reason):
+    change(token_file)
+    result = tcp_with_token(token_file, prefix_root)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and reason in lines[0], result.stderr
+    assert token_file.read_text().strip() not in result.stderr
+
+
+def test_example_config_is_the_committed_example():
+    result = run("example-config")
+    assert result.returncode == 0, result.stderr
+    committed = (REPO / "units/restuser.toml.example").read_text()
+    assert result.stdout == committed, (
+        "units/restuser.toml.example differs from the declarations in restuser/settings.py; "
+        "regenerate it: .venv/bin/hub-restuser example-config > units/restuser.toml.example"
+    )
 
 
 def test_init_prefix_copies_only_system_accounts(tmp_path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from hubsidecars.config import load_settings
-from restuser import settings as restuser_settings
+from hubsidecars.config import load_settings, options
+from restuser.settings import RestuserSettings, example_config
 from tests.realparts.restuser import REPO, restuser_command
 
 UNITS = REPO / "units"
@@ -65,12 +66,50 @@ def test_verify_catches_a_misspelt_unit(unit_root):
 
 def test_socket_unit_matches_the_service_defaults():
     socket_unit = (UNITS / "hub-restuser.socket").read_text()
-    defaults = {option.name: option.default for option in restuser_settings.OPTIONS}
-    assert f"ListenStream={defaults['bind'].removeprefix('unix:')}" in socket_unit
-    assert f"SocketMode={defaults['socket_mode']:04o}" in socket_unit
+    defaults = RestuserSettings()
+    assert f"ListenStream={defaults.bind.removeprefix('unix:')}" in socket_unit
+    assert f"SocketMode={defaults.socket_mode:04o}" in socket_unit
 
 
-def test_example_config_loads(tmp_path):
-    settings = load_settings(restuser_settings.OPTIONS, "HUB_RESTUSER",
-                             {"config": str(UNITS / "restuser.toml.example")}, environ={})  # fmt: skip
-    assert settings["skel"] == "/etc/hub-sidecars/skel"
+def load_example(path: Path) -> RestuserSettings:
+    return load_settings(RestuserSettings, "HUB_RESTUSER", {"config": str(path)}, environ={})
+
+
+def uncomment_keys(example: str) -> str:
+    """The example with every commented-out key made a setting (arrays may span lines)."""
+    keys = {option.name for option in options(RestuserSettings)}
+    lines, in_array = [], False
+    for line in example.splitlines():
+        key = line.removeprefix("# ").split(" = ")[0]
+        if line.startswith("# ") and (key in keys or in_array):
+            line = line.removeprefix("# ") if not in_array else line.removeprefix("#")
+            in_array = line.rstrip().endswith("[") or (in_array and line.strip() != "]")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_committed_example_is_generated_from_the_declarations():
+    assert (UNITS / "restuser.toml.example").read_text() == example_config(), (
+        "units/restuser.toml.example differs from restuser/settings.py; regenerate it with "
+        ".venv/bin/hub-restuser example-config > units/restuser.toml.example"
+    )
+
+
+def test_example_config_loads_as_exactly_the_defaults(tmp_path):
+    assert load_example(UNITS / "restuser.toml.example") == RestuserSettings()
+
+
+def test_every_setting_is_in_the_example_and_its_shown_default_is_the_default(tmp_path):
+    every_key = uncomment_keys((UNITS / "restuser.toml.example").read_text())
+    written = tomllib.loads(every_key)
+    assert sorted(written) == sorted(option.name for option in options(RestuserSettings))
+    (tmp_path / "all.toml").write_text(every_key)
+    assert load_example(tmp_path / "all.toml") == RestuserSettings()
+    assert written["lock_timeout"] == "10s" and written["socket_mode"] == 0o660
+
+
+def test_a_changed_default_in_the_example_is_noticed(tmp_path):
+    # The check above can fail: a shown default that differs from the real one is caught.
+    changed = uncomment_keys(example_config()).replace('"10s"', '"11s"')
+    (tmp_path / "changed.toml").write_text(changed)
+    assert load_example(tmp_path / "changed.toml") != RestuserSettings()
