@@ -1,0 +1,135 @@
+"""The periodic runner under a real systemd (PID 1 in a container): a Type=notify unit with
+WatchdogSec= running tests/realparts/periodic_daemon.py with the installed suite's python."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.realsystemd
+
+DAEMON = Path(__file__).parents[1] / "realparts" / "periodic_daemon.py"
+PYTHON = "/opt/hub-sidecars/bin/python"
+UNIT = """\
+[Unit]
+Description=periodic runner test daemon {name}
+
+[Service]
+Type=notify
+ExecStart={python} /opt/daemon-test/periodic_daemon.py --record /run/{name}.record {args}
+WatchdogSec={watchdog}
+TimeoutStopSec=30
+"""
+
+
+@pytest.fixture(scope="module")
+def container(systemd_container):
+    """The suite installed as scripts/install does it, the test daemon beside it, and PID 1
+    logging at debug so that the journal shows each notification systemd receives."""
+    c = systemd_container
+    result = c.run("/src/scripts/install", "--wheels", "/wheels", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    c.write_file("/opt/daemon-test/periodic_daemon.py", DAEMON.read_text())
+    c.run("systemd-analyze", "log-level", "debug")
+    return c
+
+
+@pytest.fixture
+def daemon_unit(container):
+    """Factory: install NAME.service running the test daemon with ARGS; stopped at teardown."""
+    names: list[str] = []
+
+    def install(name: str, args: str, watchdog: str = "10s") -> str:
+        unit = f"{name}.service"
+        text = UNIT.format(name=name, python=PYTHON, args=args, watchdog=watchdog)
+        container.write_file(f"/etc/systemd/system/{unit}", text)
+        container.run("systemctl", "daemon-reload")
+        names.append(unit)
+        return unit
+
+    yield install
+    for unit in names:
+        container.run("systemctl", "stop", unit, check=False)
+        container.run("systemctl", "reset-failed", unit, check=False)
+
+
+def show(c, unit: str) -> dict[str, str]:
+    props = "ActiveState,SubState,StatusText,Result,NRestarts"
+    out = c.run("systemctl", "show", unit, "-p", props).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_the_unit_is_active_only_after_ready_then_shows_each_pass_summary(container, daemon_unit):
+    c = container
+    unit = daemon_unit("ready-test", "--startup-delay 2 --interval 0.5")
+    started = time.monotonic()
+    c.run("systemctl", "start", "--no-block", unit)
+    states = []
+    while (state := show(c, unit))["ActiveState"] != "active":
+        assert state["ActiveState"] == "activating", (state, c.journal(unit))
+        states.append(state["SubState"])
+        assert time.monotonic() - started < 20, c.journal(unit)
+        time.sleep(0.1)
+    # The daemon sleeps 2 s before its runner starts; systemd waited for READY=1 meanwhile.
+    assert time.monotonic() - started >= 1.9
+    assert states and set(states) == {"start"}
+    assert show(c, unit)["SubState"] == "running"
+    status = wait_until(
+        lambda: (text := show(c, unit)["StatusText"]).startswith("pass ") and text,
+        10, "a pass summary as StatusText",
+    )  # fmt: skip
+    assert status.endswith(" ok"), status
+    journal = c.journal(unit)
+    assert 'msg="pass done" pass_number=1' in journal
+    # PID 1 at debug level logs each notification it accepts from the main process.
+    ready = journal.index("(READY=1, STATUS=started; first pass now, then every 0.5 s)")
+    assert ready < journal.index("(STATUS=pass 1 ok)"), journal
+
+
+def test_systemctl_stop_during_a_pass_ends_the_daemon_cleanly(container, daemon_unit):
+    c = container
+    unit = daemon_unit("stop-test", "--interval 0.5 --pass-seconds 1.5")
+    c.run("systemctl", "start", unit)
+    c.run("sh", "-c", "until grep -q '^start 2 ' /run/stop-test.record; do sleep 0.1; done",
+          timeout=20)  # fmt: skip
+    asked = time.monotonic()
+    c.run("systemctl", "stop", unit)
+    took = time.monotonic() - asked
+    state = show(c, unit)
+    journal = c.journal(unit)
+    assert took < 5, f"systemctl stop took {took:.1f} s"
+    assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state
+    # systemd forgets ExecMainStatus once the unit is gone; its own journal lines stay.
+    assert "Main process exited, code=exited, status=0/SUCCESS" in journal, journal
+    assert "msg=stopping signal=SIGTERM pass_running=True" in journal, journal
+    assert "(STOPPING=1, STATUS=stopping; pass running)" in journal, journal
+    record = c.run("cat", "/run/stop-test.record").stdout.split("\n")
+    assert record[-2].startswith("end 2 "), "the running pass was not allowed to finish"
+
+
+def test_the_watchdog_kills_a_daemon_whose_scheduler_is_wedged(container, daemon_unit):
+    c = container
+    healthy = daemon_unit("healthy-test", "--interval 0.5", watchdog="2s")
+    wedged = daemon_unit("wedged-test", "--interval 0.5 --wedge-after 2", watchdog="2s")
+    c.run("systemctl", "start", healthy, wedged)
+    wait_until(lambda: show(c, wedged)["Result"] == "watchdog", 15, "the watchdog to fire")
+    journal = c.journal(wedged)
+    assert "Watchdog timeout" in journal, journal
+    record = c.run("cat", "/run/wedged-test.record").stdout
+    assert "end 2 " in record and "start 3 " not in record
+    # The healthy one, pinging from its live scheduler, outlived the same 2 s watchdog.
+    time.sleep(2.5)
+    state = show(c, healthy)
+    assert (state["ActiveState"], state["Result"], state["NRestarts"]) == ("active", "success", "0")
+    assert "WATCHDOG=1" in c.journal(healthy)
