@@ -119,24 +119,20 @@ def wheelhouse(tmp_path_factory) -> Path:
     return target
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def systemd_container(systemd_image, wheelhouse):
-    """A booted systemd container with this checkout's files in /src and wheels in /wheels."""
-    import subprocess
+    """A booted systemd container with this checkout's files in /src and wheels in /wheels.
 
+    One boot per test module: tests sharing it must leave units as they found them (reset
+    what they change) and use names of their own.
+    """
     from tests.realparts.restuser import REPO
     from tests.realparts.systemd import SystemdContainer
 
     container = SystemdContainer(systemd_image).start()
     try:
-        container.run("mkdir", "-p", "/src", "/wheels")
-        tar = subprocess.Popen(["tar", "-C", str(REPO), "-c", "scripts", "units", "skel", "docs"],
-                               stdout=subprocess.PIPE)  # fmt: skip
-        subprocess.run(["docker", "exec", "-i", container.name, "tar", "-C", "/src", "-x"],
-                       stdin=tar.stdout, check=True)  # fmt: skip
-        tar.wait()
-        for wheel in wheelhouse.iterdir():
-            container.copy_in(wheel, "/wheels/")
+        container.put_tree(REPO, ["scripts", "units", "skel", "docs"], "/src")
+        container.put_tree(wheelhouse, ["."], "/wheels")
         yield container
     finally:
         container.stop()

@@ -95,6 +95,20 @@ class SystemdContainer:
     def copy_in(self, source: Path, target: str) -> None:
         docker("cp", str(source), f"{self.name}:{target}")
 
+    def put_tree(self, source: Path, names: list[str], target: str) -> None:
+        """Copy `names` (relative to `source`) under `target` through one tar stream."""
+        self.run("mkdir", "-p", target)
+        tar = subprocess.Popen(["tar", "-C", str(source), "-c", *names], stdout=subprocess.PIPE)
+        untar = subprocess.run(["docker", "exec", "-i", self.name, "tar", "-C", target, "-x"],
+                               stdin=tar.stdout, capture_output=True, text=True)  # fmt: skip
+        tar.stdout.close()
+        if tar.wait() != 0 or untar.returncode != 0:
+            raise RuntimeError(f"copying {names} from {source} to {target} failed: {untar.stderr}")
+
+    def write_file(self, path: str, text: str, mode: str = "0644") -> None:
+        script = 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"'
+        docker("exec", "-i", self.name, "sh", "-c", script, "write_file", path, mode, input=text)
+
     def journal(self, unit: str) -> str:
         return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, check=False).stdout
 
