@@ -191,7 +191,7 @@ def test_a_field_without_setting_is_a_declaration_error():
 
 
 def test_a_long_list_wraps_without_splitting_a_name(tmp_path):
-    long_names = tuple(f"name-with-hyphens-{number}" for number in range(12))
+    long_names = tuple(f"pk-helper-{'x' * (number % 9)}-{number}" for number in range(24))
 
     @dataclass(frozen=True, kw_only=True)
     class Listing:
