@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Mapping
+from collections.abc import Mapping
 
 from hubsidecars.logs import log_event
 
@@ -34,7 +34,7 @@ class Notifier:
         environ: Mapping[str, str] | None = None,
         pid: int | None = None,
         logger: logging.Logger | None = None,
-    ) -> "Notifier":
+    ) -> Notifier:
         """Read NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID as systemd sets them.
 
         The watchdog is ours only when WATCHDOG_PID is unset or names this process: a child

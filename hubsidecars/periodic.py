@@ -15,9 +15,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -83,7 +84,7 @@ class PeriodicRunner:
         quiet = logging.getLogger(_SCHEDULER_LOGGER)
         if not self.logger.isEnabledFor(logging.DEBUG):
             quiet.setLevel(logging.WARNING)
-        self.scheduler = scheduler or BackgroundScheduler(timezone=timezone.utc, logger=quiet)
+        self.scheduler = scheduler or BackgroundScheduler(timezone=UTC, logger=quiet)
         self.passes = 0
         self.failures = 0
         self._stop = threading.Event()
@@ -122,10 +123,11 @@ class PeriodicRunner:
 
     def _schedule_jobs(self) -> None:
         self.scheduler.add_executor(_DaemonThreadExecutor(_SCHEDULER_LOGGER), _EXECUTOR)
-        common = dict(executor=_EXECUTOR, max_instances=1, coalesce=True, replace_existing=True)
+        common = {"executor": _EXECUTOR, "max_instances": 1, "coalesce": True,
+                  "replace_existing": True}  # fmt: skip
         self.scheduler.add_job(
             self._run_pass, "interval", seconds=self.interval, id="pass", name=self.name,
-            next_run_time=datetime.now(timezone.utc), misfire_grace_time=self.misfire_grace,
+            next_run_time=datetime.now(UTC), misfire_grace_time=self.misfire_grace,
             **common,
         )  # fmt: skip
         ping_every = self.notifier.watchdog_interval

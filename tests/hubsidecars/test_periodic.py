@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -35,7 +36,7 @@ class Daemon:
         argv = [sys.executable, str(SCRIPT), "--record", str(self.record), *args]
         self.managed = ManagedProcess(argv, workdir / "daemon.log", env=env)
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         self.managed.start(lambda: self.seen("start", 1), 30, "periodic daemon")
         return self
 
@@ -103,7 +104,7 @@ def test_a_pass_slower_than_the_interval_never_overlaps_and_missed_ticks_do_not_
     assert d.wait()[0] == 0, d.log()
     table = {n: row for n, row in passes(d).items() if "end" in row}
     numbers = sorted(table)
-    for earlier, later in zip(numbers, numbers[1:]):
+    for earlier, later in itertools.pairwise(numbers):
         assert table[later]["start"] >= table[earlier]["end"], f"overlap: {table}"
     # Every pass starts on a tick of the first pass's schedule (0, 0.8, 1.6, ...): ticks that
     # fell during a pass were dropped, not queued to run back to back (at 0.6, 1.2, ...).
@@ -182,7 +183,7 @@ def run_once(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, l
     record = tmp_path / "once.txt"
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--once", "--record", str(record), *args],
-        capture_output=True, text=True, timeout=30, env=clean_env(),
+        capture_output=True, text=True, timeout=30, env=clean_env(), check=False,
     )  # fmt: skip
     return result, record.read_text().split("\n")[:-1]
 
@@ -263,7 +264,7 @@ def test_systemd_hears_ready_each_summary_watchdog_pings_and_stopping(start_daem
     pings = notify_socket.with_line("WATCHDOG=1")
     # Half of WATCHDOG_USEC: every 0.15 s while it ran (over a second).
     assert len(pings) >= 5, messages
-    assert max(b - a for a, b in zip(pings, pings[1:])) < 0.15 + SLACK
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 0.15 + SLACK
     (stopping,) = notify_socket.with_line("STOPPING=1")
     assert all(ping < stopping for ping in pings), "pinged after STOPPING=1"
     assert not any(m.startswith("READY=1") for m in messages[1:])

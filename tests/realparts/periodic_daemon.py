@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import timezone
+from datetime import UTC
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--once", action="store_true")
     args = parser.parse_args()
     setup_logging(level=args.log_level)
-    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    scheduler = BackgroundScheduler(timezone=UTC)
     passes = 0
 
     def record(event: str, number: int) -> None:
