@@ -14,9 +14,10 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -110,9 +111,9 @@ def parse_time(value: str | None) -> datetime | None:
     """The hub's ISO 8601 UTC timestamps ("...Z", or with an offset) as aware datetimes."""
     if not value:
         return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:  # the hub means UTC even when it leaves the zone out
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -325,7 +326,7 @@ class HubClient:
         if server.name and not server.url:
             base += f"{quote(server.name, safe='')}/"
         url = f"{self.public_url}{base}{path.lstrip('/')}"
-        reply = self._send("GET", url, url[len(self.public_url):], from_hub=False)
+        reply = self._send("GET", url, url[len(self.public_url) :], from_hub=False)
         return None if reply.status_code == 404 else reply.json()
 
     # -- the hub itself --------------------------------------------------------------------

@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -40,8 +40,7 @@ c.ResponderSpawner.stop_delays = {{{SLOW_STOPPER!r}: 3}}
 
 def services() -> list[HubService]:
     return [
-        HubService("admin", ["admin:users", "admin:servers", "access:servers",
-                             "admin:groups"]),  # fmt: skip
+        HubService("admin", ["admin:users", "admin:servers", "access:servers", "admin:groups"]),
         # what a culler minimally has: no read:users, so no `created`
         HubService("watcher", ["list:users", "read:users:activity", "read:servers"]),
         HubService("nobody", ["read:hub"]),
@@ -86,12 +85,12 @@ def test_state_filters_list_only_users_with_running_servers(hub):
     assert sorted(user.name for user in ready) == RUNNING
     assert sorted(user.name for user in api.iter_users(state="active")) == RUNNING
     inactive = {user.name for user in api.iter_users(state="inactive")}
-    assert inactive == set(USERS[len(RUNNING):]) | {SLOW_STOPPER}
+    assert inactive == set(USERS[len(RUNNING) :]) | {SLOW_STOPPER}
 
     server = ready[0].servers[""]
     assert (server.user, server.name, server.url) == (ready[0].name, "", f"/user/{ready[0].name}/")
     assert server.ready is True and server.pending is None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert now - timedelta(minutes=10) < server.started <= now
     assert server.last_activity.tzinfo is not None and server.hidden == frozenset()
 
@@ -286,8 +285,26 @@ def test_token_from_file_credential_or_environment(tmp_path):
 
 def test_timestamps_of_every_hub_version_are_aware():
     assert parse_time("2024-05-01T10:00:00.123456Z") == datetime(
-        2024, 5, 1, 10, 0, 0, 123456, tzinfo=timezone.utc
+        2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC
     )
     assert parse_time("2024-05-01T10:00:00+00:00").tzinfo is not None
-    assert parse_time("2024-05-01T10:00:00").tzinfo == timezone.utc
+    assert parse_time("2024-05-01T10:00:00").tzinfo == UTC
     assert parse_time(None) is None
+
+
+@pytest.mark.parametrize("version", ["6", "5", "4"])
+def test_reaches_a_real_single_user_server_of_each_hub_version(start_hub, version):
+    """What the culler asks a user's server (api/kernels, api/status), from a real
+    jupyterhub-singleuser of the same JupyterHub version, through the proxy."""
+    hub = start_hub([HubService("admin", ["admin:users", "admin:servers", "access:servers"])],
+                    spawner="simple", version=version)  # fmt: skip
+    hub.create_users(["ada"], "admin")
+    hub.start_servers(["ada"], "admin", timeout=90)
+    api = client(hub)
+    server = api.get_user("ada").servers[""]
+    assert server.ready and server.url == "/user/ada/"
+    assert api.user_server_json(server, "api/kernels") == []
+    status = api.user_server_json(server, "api/status")
+    assert status["kernels"] == 0 and parse_time(status["last_activity"]).tzinfo is not None
+    assert api.user_server_json(server, "api/no-such-route") is None
+    assert api.stop_server("ada") == "stopped"

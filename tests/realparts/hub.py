@@ -121,7 +121,7 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
 {self.extra_config}
 """
 
-    def start(self, timeout: float = 60.0) -> "RealHub":
+    def start(self, timeout: float = 60.0) -> RealHub:
         if not PROXY.exists():
             raise RuntimeError(f"{PROXY} is missing: run ./scripts/test, which npm-installs it")
         if not (self.bin / "jupyterhub").exists():
@@ -178,13 +178,20 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
     def token(self, service: str) -> str:
         return self.services[service].token
 
-    def create_users(self, names: list[str], service: str, chunk: int = 500) -> None:
-        """Create users in bulk (POST /users with a list of names: one request per `chunk`)."""
-        for start in range(0, len(names), chunk):
-            reply = self.api("POST", "/users", service,
-                             json={"usernames": names[start:start + chunk]})  # fmt: skip
+    def create_users(
+        self, names: list[str], service: str, chunk: int = 100, concurrency: int = 4
+    ) -> None:
+        """Create users in bulk: POST /users with `chunk` names per request, `concurrency`
+        requests at a time."""
+
+        def create(batch: list[str]) -> None:
+            reply = self.api("POST", "/users", service, json={"usernames": batch})
             if reply.status_code != 201:
                 raise RuntimeError(f"creating users: {reply.status_code} {reply.text[:300]}")
+
+        batches = [names[start : start + chunk] for start in range(0, len(names), chunk)]
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(create, batches))
 
     def start_servers(
         self,
@@ -212,6 +219,13 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
 
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(spawn, names))
+        self.wait_ready(names, service, server_name, timeout)
+
+    def wait_ready(
+        self, names: list[str], service: str, server_name: str = "", timeout: float = 300.0
+    ) -> None:
+        """Wait until the hub says the servers of `names` are ready (after start_servers, or
+        after a restart: the hub re-checks its servers for a while after it answers)."""
         wanted = set(names)
         deadline = time.monotonic() + timeout
         while True:
@@ -223,6 +237,10 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
             }
             if wanted <= ready:
                 return
+            log = self.log()
+            failed = sorted(name for name in wanted - ready if _spawn_failed(log, name))
+            if failed:
+                raise RuntimeError(f"spawn of {failed[:5]} failed:\n{log[-4000:]}")
             if time.monotonic() > deadline:
                 missing = sorted(wanted - ready)
                 raise RuntimeError(

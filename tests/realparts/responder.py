@@ -20,7 +20,7 @@ import json
 import re
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:  # the responder process does not need JupyterHub; the hub process does
@@ -34,9 +34,7 @@ if Spawner is not None:
     class ResponderSpawner(Spawner):
         """A server that is 'running' as soon as it starts: its URL is the shared responder."""
 
-        responder_url = Unicode(
-            "", config=True, help="Base URL of the shared responder process"
-        )
+        responder_url = Unicode("", config=True, help="Base URL of the shared responder process")
         stop_delays = Dict(
             config=True, help="Seconds stop() takes, per user name (to make the hub answer 202)"
         )
@@ -125,7 +123,7 @@ class _Responses:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _handler(responses: _Responses):
@@ -144,7 +142,7 @@ def _handler(responses: _Responses):
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _reply
 
-        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        def log_message(self, format, *args):
             pass  # thousands of wait_up probes would flood the log
 
     return Handler
