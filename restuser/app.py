@@ -1,88 +1,75 @@
-"""The HTTP layer: Falcon resources that translate between HTTP and AccountStore."""
+"""The HTTP layer: Falcon (ASGI) resources that translate between HTTP and AccountStore.
+
+Creating an account waits on a lock and runs useradd: it runs on a small thread pool, so
+that lookups and health checks (answered on the event loop in microseconds) never queue
+behind creations.
+"""
 
 from __future__ import annotations
 
-import hmac
-import logging
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import falcon
 
-from hubsidecars.logs import log_event
-from restuser.accounts import AccountBusy, AccountError, AccountStore
+from hubsidecars.web import JsonApp, http_error
+from restuser import accounts
+from restuser.accounts import AccountStore
 from restuser.names import BadName, RefusedName
 from restuser.openapi import openapi_document
-from restuser.passwd import Account
-
-log = logging.getLogger("restuser.app")
 
 # Reachable without the token: liveness checks and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 
 
-def _error(status: str, description: str, **kwargs) -> falcon.HTTPError:
-    return falcon.HTTPError(status, title=status, description=description, **kwargs)
-
-
-def _account_or_error(store: AccountStore, name: str, ensure: bool) -> tuple[Account | None, bool]:
-    try:
-        if ensure:
-            return store.ensure(name)
-        return store.lookup(name), False
-    except BadName as error:
-        raise _error(falcon.HTTP_400, str(error)) from None
-    except RefusedName as error:
-        raise _error(falcon.HTTP_403, str(error)) from None
-    except AccountBusy as error:
-        raise _error(falcon.HTTP_503, f"the account database stayed locked: {error}",
-                     headers={"Retry-After": "1"}) from None  # fmt: skip
-    except AccountError as error:
-        raise _error(falcon.HTTP_500, str(error)) from None
-
-
 class UserResource:
-    def __init__(self, store: AccountStore) -> None:
+    def __init__(self, store: AccountStore, creators: ThreadPoolExecutor) -> None:
         self.store = store
+        self.creators = creators
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        account, _ = _account_or_error(self.store, name, ensure=False)
+    async def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        account = self.store.lookup(name)
         if account is None:
-            raise _error(falcon.HTTP_404, f"no account named {name!r}")
+            raise http_error(falcon.HTTP_404, f"no account named {name!r}")
         resp.media = account.to_json(created=False)
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        account, created = _account_or_error(self.store, name, ensure=True)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        account, created = await self.ensure(name)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.media = account.to_json(created=created)
 
+    async def ensure(self, name: str):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.creators, self.store.ensure, name)
 
-class CompatUserResource:
+
+class CompatUserResource(UserResource):
     """minrk/restuser's `POST /{name}`: always 200 with the pwd-style keys it answered."""
 
-    def __init__(self, store: AccountStore) -> None:
-        self.store = store
+    on_get = None  # type: ignore[assignment]  # the original API had no lookup route
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        account, created = _account_or_error(self.store, name, ensure=True)
+    async def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        account, created = await self.ensure(name)
         resp.media = {**account.to_json(created=created), "dir": account.home}
 
 
 class SlashInNameResource:
     """A name holding "/" (sent as %2F, decoded by the server) lands here instead of a 404."""
 
-    def _refuse(self, req: falcon.Request, resp: falcon.Response, **_: str) -> None:
-        raise _error(falcon.HTTP_400, "account names must not contain '/'")
+    async def on_get(self, req: falcon.Request, resp: falcon.Response, **_: str) -> None:
+        raise http_error(falcon.HTTP_400, "account names must not contain '/'")
 
-    on_get = on_post = _refuse
+    on_post = on_get
 
 
 class HealthResource:
     def __init__(self, store: AccountStore) -> None:
         self.store = store
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         problems = self.store.problems()
         if problems:
-            raise _error(falcon.HTTP_503, "; ".join(problems))
+            raise http_error(falcon.HTTP_503, "; ".join(problems))
         resp.media = {"status": "ok"}
 
 
@@ -90,45 +77,36 @@ class OpenAPIResource:
     def __init__(self, name_pattern: str) -> None:
         self.document = openapi_document(name_pattern)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self.document
 
 
-class BearerTokenMiddleware:
-    def __init__(self, token: str) -> None:
-        self.expected = f"Bearer {token}".encode()
+def _answer(status: str, retry_after: bool = False):
+    """An error handler turning a domain exception into `status` with its (client-safe)
+    message; the details are in the service log."""
+    headers = {"Retry-After": "1"} if retry_after else None
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if req.path in PUBLIC_PATHS:
-            return
-        offered = (req.get_header("Authorization") or "").encode("utf-8", "replace")
-        if not hmac.compare_digest(offered, self.expected):
-            raise _error(falcon.HTTP_401, "a valid 'Authorization: Bearer TOKEN' header is required",
-                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    async def handle(req, resp, error, params) -> None:
+        raise http_error(status, str(error), headers=headers)
+
+    return handle
 
 
-def _json_errors(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    """Every error is JSON {"title", "description"}, whatever the client's Accept header says."""
-    resp.content_type = falcon.MEDIA_JSON
-    resp.media = {"title": error.title, "description": error.description or error.title}
-
-
-def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: dict) -> None:
-    log_event(
-        log, "unexpected error", logging.ERROR, exc_info=error, method=req.method, path=req.path
-    )
-    raise _error(falcon.HTTP_500, "unexpected error; see the service log")
-
-
-def create_app(store: AccountStore, token: str | None = None) -> falcon.App:
-    middleware = [BearerTokenMiddleware(token)] if token else []
-    app = falcon.App(middleware=middleware)
-    app.set_error_serializer(_json_errors)
-    app.add_error_handler(Exception, _unexpected)
+def create_app(
+    store: AccountStore, token: str | None = None, creator_threads: int = 4
+) -> falcon.App:
+    app = JsonApp(token, PUBLIC_PATHS)
+    app.add_error_handler(BadName, _answer(falcon.HTTP_400))
+    app.add_error_handler(RefusedName, _answer(falcon.HTTP_403))
+    app.add_error_handler(accounts.HomeInTheWay, _answer(falcon.HTTP_409))
+    app.add_error_handler(accounts.AccountIncomplete, _answer(falcon.HTTP_503, retry_after=True))
+    app.add_error_handler(accounts.AccountBusy, _answer(falcon.HTTP_503, retry_after=True))
+    app.add_error_handler(accounts.AccountError, _answer(falcon.HTTP_500))
+    creators = ThreadPoolExecutor(creator_threads, thread_name_prefix="create")
     app.add_route("/healthz", HealthResource(store))
     app.add_route("/openapi.json", OpenAPIResource(store.policy.pattern))
-    app.add_route("/users/{name}", UserResource(store))
+    app.add_route("/users/{name}", UserResource(store, creators))
     app.add_route("/users/{name}/{rest:path}", SlashInNameResource())
-    app.add_route("/{name}", CompatUserResource(store))
+    app.add_route("/{name}", CompatUserResource(store, creators))
     app.add_route("/{name}/{rest:path}", SlashInNameResource())
     return app

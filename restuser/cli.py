@@ -14,13 +14,8 @@ from hubsidecars.logs import log_event, setup_logging
 from restuser import settings as restuser_settings
 from restuser.app import create_app
 from restuser.prefix import init_prefix
-from restuser.server import (
-    GunicornServer,
-    check_listener,
-    gunicorn_options,
-    parse_bind,
-    systemd_listener,
-)
+from hubsidecars.listeners import check_listeners, describe, parse_bind, systemd_listeners
+from hubsidecars.serving import GunicornServer, server_options
 
 log = logging.getLogger("restuser")
 
@@ -62,20 +57,27 @@ def serve(cli_values: dict) -> int:
     )
     setup_logging(settings.log_format, settings.log_level)
     token = restuser_settings.read_token(settings)
-    listener = systemd_listener(os.environ) or parse_bind(settings.bind)
-    check_listener(listener, token, settings.allow_remote)
+    listeners = systemd_listeners(os.environ) or [parse_bind(settings.bind)]
+    check_listeners(listeners, token, settings.allow_remote,
+                    f"give --token-file or a '{restuser_settings.TOKEN_CREDENTIAL}' systemd credential")  # fmt: skip
 
     store = restuser_settings.build_store(settings)
     for problem in store.problems():
         log_event(log, "cannot create accounts until fixed; /healthz answers 503", logging.WARNING,
                   problem=problem)  # fmt: skip
-    log_event(log, "starting", listen=listener.address, prefix=settings.prefix or "/",
+    log_event(log, "starting", listen=describe(listeners), prefix=settings.prefix or "/",
               skel=settings.skel, workers=settings.workers, token="yes" if token else "no")  # fmt: skip
 
     def app_factory():
-        return create_app(restuser_settings.build_store(settings), token)
+        store = restuser_settings.build_store(settings)
+        return create_app(store, token, creator_threads=settings.threads)
 
-    GunicornServer(app_factory, gunicorn_options(listener, settings)).run()
+    options = server_options(
+        listeners, proc_name="hub-restuser", workers=settings.workers,
+        log_level=settings.log_level, access_log=settings.access_log,
+        socket_mode=settings.socket_mode, socket_group=settings.socket_group, logger=log,
+    )  # fmt: skip
+    GunicornServer(app_factory, options).run()
     return 0
 
 

@@ -104,8 +104,8 @@ class RestuserSettings:
     )
     workers: int = setting(4, "gunicorn worker processes", metavar="N", min=1, max=64)
     threads: int = setting(
-        1, "threads per worker (more than 1 selects the gthread worker)", metavar="N",
-        min=1, max=64,
+        4, "threads per worker that create accounts (lookups and health checks never wait "
+        "for them; creations queue on the account lock anyway)", metavar="N", min=1, max=64,
     )  # fmt: skip
     access_log: bool = setting(False, "log every request")
     log_format: Literal["kv", "json"] = setting("kv", "log line format")

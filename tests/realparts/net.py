@@ -21,8 +21,10 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
+        # A blocking connect waits while the listen backlog is full; with a timeout set,
+        # Python's unix-socket connect fails at once with EAGAIN instead.
         self.sock.connect(self.socket_path)
+        self.sock.settimeout(self.timeout)
 
 
 @dataclass
@@ -72,3 +74,19 @@ class Endpoint:
             return Reply(response.status, dict(response.getheaders()), response.read())
         finally:
             conn.close()
+
+
+def open_slow_connections(endpoint: Endpoint, count: int) -> list[socket.socket]:
+    """`count` connections that never finish a request: half send nothing at all, half stop
+    in the middle of the headers (the client a slow-loris attack or a stuck hub would be)."""
+    opened = []
+    for index in range(count):
+        if endpoint.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(endpoint.unix)
+        else:
+            sock = socket.create_connection((endpoint.host, endpoint.port))
+        if index % 2:
+            sock.sendall(b"GET /users/alice HTTP/1.1\r\nHost: restuser\r\nX-Slow: ")
+        opened.append(sock)
+    return opened

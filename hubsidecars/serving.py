@@ -1,0 +1,165 @@
+"""Serve a Falcon ASGI app under gunicorn's asyncio worker, the way every sidecar API does.
+
+Why the asyncio ("asgi") worker: with sync or threaded workers each connection holds a worker
+or a thread until its request has been read, so a handful of idle or half-sent connections
+(any local process can open them, before any token check) stall the service. On an event
+loop an idle connection costs a few kilobytes and no thread; slow work (account creation
+waiting on a lock, useradd) runs on a thread pool so that health checks and lookups never
+queue behind it.
+
+On top of gunicorn's worker:
+- errors gunicorn answers itself (bad request line, URI or headers too large) are JSON
+  `{"title", "description"}` like every other error of ours, not text/plain;
+- SIGINT (Ctrl-C in a terminal) is a graceful stop like SIGTERM: requests in flight finish,
+  so no account is left half-made;
+- gunicorn's log lines go through our handler (one event per line, key=value or JSON);
+- unix sockets are born with the configured mode, then given their group.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import signal
+from typing import Any, Callable, Sequence
+
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.asgi.protocol import ASGIProtocol
+from gunicorn.workers import gasgi
+
+from hubsidecars.listeners import Listener
+from hubsidecars.logs import log_event
+from hubsidecars.web import error_body
+
+
+class JsonErrorProtocol(ASGIProtocol):
+    """gunicorn's HTTP/1 protocol, answering its own errors (400, 414, 431, ...) in JSON."""
+
+    def _send_error_response(self, status, message, extra_headers=()):
+        reason = _reason(status)
+        body = json.dumps(error_body(f"{status} {reason}", message)).encode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers)
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+        )
+        self._safe_write(head.encode("latin-1"))
+        self._safe_write(body)
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class ServiceWorker(gasgi.ASGIWorker):
+    """gunicorn's asyncio worker with JSON server errors and a graceful SIGINT."""
+
+    def init_process(self) -> None:
+        # The worker builds its protocol by this module-level name; replacing it here (in
+        # the worker process only) is the one hook gunicorn offers for its error answers.
+        gasgi.ASGIProtocol = JsonErrorProtocol
+        super().init_process()
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        self.loop.add_signal_handler(signal.SIGINT, self.handle_exit_signal)
+
+
+class GracefulArbiter(Arbiter):
+    def handle_int(self) -> None:
+        """SIGINT stops gracefully, as SIGTERM does (gunicorn's default is an immediate stop)."""
+        self.handle_term()
+
+
+class _JournalFriendlyLogger(glogging.Logger):
+    """gunicorn's loggers, re-routed through the root handler so every line has our format."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers[:] = []
+            logger.propagate = True
+
+
+class GunicornServer(BaseApplication):
+    """Runs `app_factory()` (called once in each worker) with the given gunicorn options."""
+
+    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
+        self.app_factory = app_factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.app_factory()
+
+    def run(self) -> None:
+        GracefulArbiter(self).run()
+
+
+def server_options(
+    listeners: Sequence[Listener],
+    *,
+    proc_name: str,
+    workers: int,
+    log_level: str,
+    access_log: bool = False,
+    socket_mode: int = 0o660,
+    socket_group: str = "",
+    logger: Any = None,
+) -> dict[str, Any]:
+    """gunicorn settings for serving on `listeners` (systemd's, or ones gunicorn binds)."""
+    options: dict[str, Any] = {
+        "workers": workers,
+        "worker_class": ServiceWorker,
+        "proc_name": proc_name,
+        "logger_class": _JournalFriendlyLogger,
+        "accesslog": "-" if access_log else None,
+        "loglevel": log_level,
+        # gunicorn >= 25 opens a control socket by default; we have no use for it and it
+        # fails under ProtectSystem=strict.
+        "control_socket_disable": True,
+        # Up to gunicorn's maximum, so that long hostile paths reach the app and get a JSON 400.
+        "limit_request_line": 8190,
+        # The event loop is never blocked by our own work (that runs on threads), so a worker
+        # silent for this long is really stuck.
+        "timeout": 30,
+        "graceful_timeout": 30,
+    }
+    if any(listener.from_systemd for listener in listeners):
+        return options  # systemd owns the sockets, their mode and group
+    options["bind"] = [listener.address for listener in listeners]
+    unix = [listener for listener in listeners if listener.kind == "unix"]
+    if unix:
+        for listener in unix:
+            os.makedirs(os.path.dirname(listener.path), mode=0o755, exist_ok=True)
+        # Sockets are born with at most the configured mode: no window with wider access.
+        options["umask"] = 0o777 & ~socket_mode
+        options["when_ready"] = _secure_unix_sockets(unix, socket_mode, socket_group, logger)
+    return options
+
+
+def _secure_unix_sockets(
+    listeners: Sequence[Listener], mode: int, group: str, logger: Any
+) -> Callable[[Any], None]:
+    def when_ready(server: Any) -> None:
+        for listener in listeners:
+            if group:
+                os.chown(listener.path, -1, grp.getgrnam(group).gr_gid)
+            os.chmod(listener.path, mode)
+            if logger is not None:
+                log_event(logger, "listening", socket=listener.path, mode=f"{mode:04o}",
+                          group=group or "-")  # fmt: skip
+
+    return when_ready
