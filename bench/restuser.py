@@ -6,6 +6,9 @@
 2. Lookups of existing accounts with 16 concurrent connections (wrk, on the same 2 cores),
    against a bare gunicorn app with the same workers answering a constant JSON body.
    Goals: >= 3000 requests/s, p99 <= 10 ms.
+3. Slow clients: latency of an authorised lookup over TCP while 0, 50 and 500 connections
+   sit idle or half-sent (opened before any token check, as any local process could).
+   Goal: p99 under 50 ms with 500 open; the ratio to the 0-connection run is printed.
 
 Run as root: python bench/restuser.py [--accounts 500] [--seconds 10]. Installs wrk (apt) if
 it is missing. Prints one line per figure.
@@ -31,7 +34,7 @@ sys.path[0] = str(REPO)
 
 from restuser.prefix import init_prefix  # noqa: E402
 from restuser.useradd import UserAdd  # noqa: E402
-from tests.realparts.net import Endpoint, free_port  # noqa: E402
+from tests.realparts.net import Endpoint, free_port, open_slow_connections  # noqa: E402
 from tests.realparts.process import ManagedProcess  # noqa: E402
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN, RestuserProcess  # noqa: E402
 
@@ -189,11 +192,56 @@ def lookups(scratch: Path, seconds: int, rounds: int) -> None:
     print(f"lookups ratio to bare gunicorn {ratio:.2f}; goals: >= 3000 requests/s, p99 <= 10 ms")
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def slow_clients(scratch: Path, requests: int, counts: tuple[int, ...] = (0, 50, 500)) -> None:
+    """Latency of authorised lookups, one at a time, with `count` slow connections open."""
+    token = os.urandom(16).hex()
+    token_file = scratch / "slow-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    headers = {"Authorization": f"Bearer {token}"}
+    service = RestuserProcess(scratch / "service", Endpoint(port=free_port()),
+                              scratch / "slow.log",
+                              ["--workers", "4", "--token-file", str(token_file)],
+                              ).start(headers=headers)  # fmt: skip
+    figures = {}
+    try:
+        for count in counts:
+            slow = open_slow_connections(service.endpoint, count)
+            try:
+                latencies = []
+                for _ in range(requests):
+                    started = time.perf_counter()
+                    reply = service.endpoint.request("GET", "/users/s0x001", headers, timeout=130)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    if reply.status != 200:
+                        raise SystemExit(f"slow-clients run: lookup answered {reply.status}")
+            finally:
+                for sock in slow:
+                    sock.close()
+            figures[count] = (percentile(latencies, 0.5), percentile(latencies, 0.99),
+                              max(latencies))  # fmt: skip
+    finally:
+        service.stop()
+    base_p99 = figures[counts[0]][1]
+    print("slow clients (authorised lookups over TCP, one at a time, "
+          f"{requests} per run): " + "; ".join(
+              f"{count} open: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms "
+              f"(p99 x{p99 / base_p99:.1f})" for count, (p50, p99, worst) in figures.items())
+          + f"; goal p99 < 50 ms with {counts[-1]} open")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per comparison")
     parser.add_argument("--seconds", type=int, default=5, help="length of each lookup run")
+    parser.add_argument("--slow-requests", type=int, default=300,
+                        help="lookups measured per slow-clients run")
     parser.add_argument("--keep", metavar="DIR", help="keep the service logs in DIR")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -201,6 +249,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="restuser-bench-") as tmp:
         creation(Path(tmp), args.accounts, args.rounds)
         lookups(Path(tmp), args.seconds, rounds=3)
+        slow_clients(Path(tmp), args.slow_requests)
         if args.keep:
             for log in Path(tmp).glob("*.log"):
                 shutil.copy(log, args.keep)
