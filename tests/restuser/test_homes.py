@@ -1,0 +1,282 @@
+"""Existing homes and symlinks, against real useradd in --prefix roots.
+
+A home that exists before its account (a deleted user's files, an NFS home) is refused,
+adopted or moved aside as configured, and no step ever follows a symlink out of a home:
+the service runs as root, and a symlink in a home is under its owner's control.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from restuser.accounts import AccountError, AccountIncomplete, AccountStore, HomeInTheWay
+from restuser.home import HomeBuilder
+from tests.realparts.accountdb import snapshot
+from tests.realparts.restuser import SKEL
+
+OLD_UID = 12345  # the owner of a leftover home: a deleted account's uid
+
+
+@pytest.fixture(autouse=True)
+def _info_lines(caplog):
+    caplog.set_level(logging.INFO, logger="restuser.accounts")
+
+
+@pytest.fixture
+def store_with(make_store):
+    """Factory: a store with the given existing_home policy (same collaborators as make_store)."""
+
+    def make(existing_home: str) -> AccountStore:
+        base = make_store()
+        return AccountStore(base.policy, base.useradd, base.home, base.state_dir,
+                            existing_home=existing_home)  # fmt: skip
+
+    return make
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    """A root-owned directory outside the prefix root that a symlink in a home points at."""
+    path = tmp_path / "victim"
+    path.mkdir(mode=0o755)
+    (path / "secret.txt").write_text("root's own file\n")
+    os.chmod(path / "secret.txt", 0o640)
+    return path
+
+
+def tree(top: Path) -> dict:
+    """Everything under `top` (itself included), never following a symlink: type, owner,
+    mode, mtime and content (a symlink's target) of each entry."""
+    listing = {}
+    paths = [top]
+    for dirpath, dirnames, filenames in os.walk(top):
+        paths += [Path(dirpath) / name for name in dirnames + filenames]
+    for path in paths:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            content = os.readlink(path)
+        elif stat.S_ISREG(info.st_mode):
+            content = path.read_bytes()
+        else:
+            content = None
+        listing[str(path.relative_to(top))] = (stat.S_IFMT(info.st_mode), info.st_uid,
+                                               info.st_gid, stat.S_IMODE(info.st_mode),
+                                               info.st_mtime_ns, content)  # fmt: skip
+    return listing
+
+
+def make_leftover(home: Path, outside: Path | None = None) -> None:
+    """A deleted user's home, owned by OLD_UID, mode 0755; with `outside`, also a file there
+    hard-linked into the home."""
+    (home / "thesis" / "chapter1").mkdir(parents=True)
+    (home / "thesis" / "chapter1" / "draft.tex").write_text("\\section{Intro}\n")
+    (home / "notes.txt").write_text("my notes\n")
+    (home / "Welcome.ipynb").write_text("my own notebook, not the skeleton's\n")
+    os.mkfifo(home / "pipe")
+    os.symlink("notes.txt", home / "latest")
+    for path in [home, *home.rglob("*")]:
+        os.lchown(path, OLD_UID, OLD_UID)
+    os.chmod(home, 0o755)
+    if outside is not None:
+        outside.write_text("a file that lives outside the home\n")
+        os.chown(outside, OLD_UID, OLD_UID)
+        os.link(outside, home / "shared.txt")
+
+
+def outcome_line(caplog, outcome: str) -> dict:
+    (fields,) = [
+        record.hub_fields
+        for record in caplog.records
+        if getattr(record, "hub_fields", {}).get("outcome") == outcome
+    ]
+    return fields
+
+
+def test_leftover_home_is_refused_by_default_and_nothing_changes(store, prefix_root, caplog):
+    home = prefix_root / "home/alice"
+    make_leftover(home)
+    accounts_before, tree_before = snapshot(prefix_root), tree(prefix_root)
+
+    with pytest.raises(HomeInTheWay) as refused:
+        store.ensure("alice")
+
+    assert "/" not in str(refused.value) and "alice" in str(refused.value)
+    assert snapshot(prefix_root) == accounts_before  # no account, no group: byte for byte
+    assert tree(prefix_root) == tree_before  # owners, modes, contents, no marker left behind
+    assert store.lookup("alice") is None
+    line = outcome_line(caplog, "home_in_the_way")
+    assert line["home"] == str(home) and line["policy"] == "refuse"
+
+
+def test_adopt_gives_the_whole_tree_to_the_new_account(store_with, prefix_root, tmp_path, caplog):
+    home = prefix_root / "home/alice"
+    outside = tmp_path / "outside.txt"
+    make_leftover(home, outside)
+    store = store_with("adopt")
+
+    account, created = store.ensure("alice")
+
+    assert created
+    info = home.lstat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+        account.uid, account.gid, 0o700)  # fmt: skip
+    for path in home.rglob("*"):
+        landed = path.lstat()
+        if path.name == "shared.txt":
+            continue
+        assert (landed.st_uid, landed.st_gid) == (account.uid, account.gid), path
+    # The hard-linked file is the same file as one outside the home: left to its owner.
+    assert (home / "shared.txt").stat().st_uid == outside.stat().st_uid == OLD_UID
+    assert (home / "latest").is_symlink()
+    # The user's files are kept; missing skeleton entries are filled in.
+    assert (home / "Welcome.ipynb").read_text() == "my own notebook, not the skeleton's\n"
+    assert (home / ".profile").read_bytes() == (SKEL / ".profile").read_bytes()
+    assert (home / ".jupyter/jupyter_server_config.json").stat().st_uid == account.uid
+    line = outcome_line(caplog, "adopted")
+    assert line["hardlinks_skipped"] == 1 and line["chowned"] >= 7 and line["added"] == 3
+    assert "already exists" in line["useradd_warning"]
+    assert store.lookup("alice") == account
+
+
+def test_adopt_does_not_follow_a_symlinked_folder_of_the_leftover_home(
+    store_with, prefix_root, victim
+):
+    home = prefix_root / "home/carol"
+    make_leftover(home)
+    os.symlink(victim, home / ".jupyter")  # where the skeleton has a folder
+    os.lchown(home / ".jupyter", OLD_UID, OLD_UID)
+    victim_before = tree(victim)
+
+    account, created = store_with("adopt").ensure("carol")
+
+    assert created
+    assert tree(victim) == victim_before  # no new file, same owners, modes and contents
+    assert (home / ".jupyter").is_symlink() and (home / ".jupyter").lstat().st_uid == account.uid
+
+
+def test_move_aside_keeps_the_old_home_and_creates_a_fresh_one(
+    store_with, prefix_root, caplog
+):
+    home = prefix_root / "home/alice"
+    make_leftover(home)
+    old_tree = tree(home)
+
+    account, created = store_with("move-aside").ensure("alice")
+
+    assert created
+    (moved,) = [path for path in (prefix_root / "home").iterdir() if path.name != "alice"]
+    assert moved.name.startswith("alice.orphaned-") and moved.name.endswith("Z")
+    assert tree(moved) == old_tree  # untouched, still the old owner's
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == sorted(
+        str(p.relative_to(SKEL)) for p in SKEL.rglob("*"))  # fmt: skip
+    assert (home / "Welcome.ipynb").read_bytes() == (SKEL / "Welcome.ipynb").read_bytes()
+    assert home.stat().st_uid == account.uid
+    line = outcome_line(caplog, "created")
+    assert line["moved_aside"] == str(moved)
+
+
+@pytest.mark.parametrize("policy", ["refuse", "adopt", "move-aside"])
+def test_a_home_that_is_a_symlink_is_never_followed(store_with, prefix_root, victim, policy):
+    home = prefix_root / "home/bob"
+    os.symlink(victim, home)
+    victim_before = tree(victim)
+    accounts_before = snapshot(prefix_root)
+    store = store_with(policy)
+
+    if policy == "move-aside":
+        account, created = store.ensure("bob")
+        assert created and not home.is_symlink() and home.stat().st_uid == account.uid
+        (moved,) = (prefix_root / "home").glob("bob.orphaned-*")
+        assert moved.is_symlink() and os.readlink(moved) == str(victim)
+    else:
+        with pytest.raises(HomeInTheWay):
+            store.ensure("bob")
+        assert snapshot(prefix_root) == accounts_before
+        assert os.readlink(home) == str(victim)
+    assert tree(victim) == victim_before
+
+
+def test_a_symlink_planted_before_a_repair_is_not_followed(store, prefix_root, victim):
+    """A half-made account (its marker left) whose user replaced a folder with a symlink."""
+    account, _ = store.ensure("alice")
+    home = prefix_root / "home/alice"
+    shutil.rmtree(home / ".jupyter")
+    os.symlink(victim, home / ".jupyter")
+    (home / ".profile").unlink()
+    (store.pending_dir / "alice").touch()
+    victim_before = tree(victim)
+
+    assert store.ensure("alice") == (account, False)
+
+    assert tree(victim) == victim_before
+    assert (home / ".jupyter").is_symlink()
+    assert (home / ".profile").lstat().st_uid == account.uid  # the repair itself happened
+    assert not (store.pending_dir / "alice").exists()
+
+
+def test_a_home_replaced_by_a_symlink_before_a_repair_is_refused(store, prefix_root, victim):
+    store.ensure("alice")
+    home = prefix_root / "home/alice"
+    shutil.rmtree(home)
+    os.symlink(victim, home)
+    (store.pending_dir / "alice").touch()
+    victim_before = tree(victim)
+
+    with pytest.raises(AccountError) as failed:
+        store.ensure("alice")
+
+    assert str(prefix_root) not in str(failed.value) and "/" not in str(failed.value)
+    assert tree(victim) == victim_before
+    assert (store.pending_dir / "alice").exists()  # still incomplete, never presented as ready
+    with pytest.raises(AccountIncomplete):
+        store.lookup("alice")
+
+
+def test_a_failed_adoption_keeps_the_files_and_is_completed_by_the_next_call(
+    store_with, prefix_root, monkeypatch
+):
+    """userdel --remove must never run on a home being adopted: it would delete its files."""
+    home = prefix_root / "home/alice"
+    make_leftover(home)
+    files_before = {path: path.read_bytes() for path in home.rglob("*") if path.is_file()}
+    store = store_with("adopt")
+    real_adopt = HomeBuilder.adopt
+
+    def root_squashed(self, home, uid, gid):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(home))
+
+    monkeypatch.setattr(HomeBuilder, "adopt", root_squashed)
+    with pytest.raises(AccountError, match="Operation not permitted") as failed:
+        store.ensure("alice")
+    assert str(prefix_root) not in str(failed.value)
+    assert {path: path.read_bytes() for path in home.rglob("*") if path.is_file()} == files_before
+    with pytest.raises(AccountIncomplete):
+        store.lookup("alice")
+
+    monkeypatch.setattr(HomeBuilder, "adopt", real_adopt)
+    account, created = store.ensure("alice")
+    assert not created
+    assert (home / "thesis/chapter1/draft.tex").stat().st_uid == account.uid
+    assert store.lookup("alice") == account
+
+
+def test_adopt_refuses_a_home_that_is_a_file(store_with, prefix_root):
+    store = store_with("adopt")
+    (prefix_root / "home/dave").write_text("not a directory\n")
+    before = tree(prefix_root)
+    with pytest.raises(HomeInTheWay):
+        store.ensure("dave")
+    assert tree(prefix_root) == before
+
+
+def test_unknown_policy_is_refused(make_store):
+    base = make_store()
+    with pytest.raises(ValueError, match="existing_home"):
+        AccountStore(base.policy, base.useradd, base.home, base.state_dir, existing_home="merge")
