@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from restuser.accounts import AccountBusy, AccountError
+from restuser.accounts import AccountBusy, AccountError, AccountIncomplete, HomeInTheWay
 from restuser.home import HomeBuilder
 from restuser.names import BadName, RefusedName
 from tests.realparts.accountdb import snapshot
@@ -175,6 +177,94 @@ def test_held_lock_gives_busy_and_changes_nothing(make_store, prefix_root, caplo
     assert busy["wait_ms"] == busy["duration_ms"] >= 1000
     assert snapshot(prefix_root) == before
     assert store.ensure("alice")[1] is True
+
+
+def test_lookup_never_presents_a_half_made_account_as_ready(store):
+    """A GET while the marker of an interrupted creation is there: incomplete, not 200."""
+    account, _ = store.ensure("alice")
+    (store.pending_dir / "alice").touch()
+    with pytest.raises(AccountIncomplete) as incomplete:
+        store.lookup("alice")
+    assert "POST" in str(incomplete.value)
+    assert store.ensure("alice") == (account, False)  # the POST completes it
+    assert store.lookup("alice") == account
+
+
+def hold_passwd_lock(prefix_root: Path) -> Path:
+    """Take shadow's own lock on etc/passwd, as a running useradd would: the lock file holds
+    the pid of a live process (ours), without a newline, so useradd says 'cannot lock'."""
+    lock = prefix_root / "etc/passwd.lock"
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
+def test_useradd_busy_reports_the_real_wait(store, prefix_root, caplog):
+    """The service lock was free (no wait): the time went to useradd, which met its own lock
+    (shadow retries it for about 15 s before giving up)."""
+    lock = hold_passwd_lock(prefix_root)
+    before = snapshot(prefix_root)
+    with pytest.raises(AccountBusy) as busy:
+        store.ensure("alice")
+    line = _outcome_line(caplog, "busy")
+    assert "cannot lock" in line["reason"]
+    assert line["wait_ms"] < line["duration_ms"] and line["wait_ms"] < 500
+    assert "/" not in str(busy.value) and "cannot lock" not in str(busy.value)
+    assert snapshot(prefix_root) == before and not list(store.pending_dir.iterdir())
+    lock.unlink()
+    assert store.ensure("alice")[1] is True
+
+
+def test_messages_to_clients_hold_no_paths_and_no_useradd_output(
+    make_store, prefix_root, monkeypatch, caplog
+):
+    """Each exception the HTTP layer shows; the details are in the attempt's log line.
+    (AccountBusy from useradd's own lock: in test_useradd_busy_reports_the_real_wait.)"""
+    caplog.set_level(logging.INFO, logger="restuser.accounts")
+    raised = {}
+
+    def catch(label, function, *args):
+        error = _catch(function, *args)
+        assert isinstance(error, Exception), label
+        raised[label] = error
+
+    store = make_store(lock_timeout=1)
+    (prefix_root / "home/leftover").mkdir()
+    catch("home in the way", store.ensure, "leftover")
+    with store.lock.held():
+        waiter = threading.Thread(target=lambda: catch("lock timeout", store.ensure, "bob"))
+        waiter.start()
+        waiter.join()
+    subprocess.run(["groupadd", "--prefix", str(prefix_root), "clash"], check=True)
+    catch("group clash", store.ensure, "clash")
+    catch("useradd failed", make_store(groups=["no-such-group"]).ensure, "dave")
+
+    def disk_full(self, home, uid, gid):
+        raise OSError(28, "No space left on device", str(home / ".profile"))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(HomeBuilder, "populate", disk_full)
+        catch("populate failed", store.ensure, "erin")
+    store.ensure("frank")
+    (store.pending_dir / "frank").touch()
+    catch("incomplete", store.lookup, "frank")
+
+    assert {label: type(error).__name__ for label, error in raised.items()} == {
+        "home in the way": "HomeInTheWay", "lock timeout": "AccountBusy",
+        "group clash": "RefusedName",
+        "useradd failed": "AccountError", "populate failed": "AccountError",
+        "incomplete": "AccountIncomplete",
+    }  # fmt: skip
+    for label, error in raised.items():
+        message = str(error)
+        assert "/" not in message and "useradd:" not in message, (label, message)
+        assert "\n" not in message, label
+    details = " ".join(str(value) for record in caplog.records
+                       for value in getattr(record, "hub_fields", {}).values())  # fmt: skip
+    assert str(prefix_root / "home/leftover") in details
+    assert "accounts.lock" in details  # the lock file that stayed locked
+    assert "useradd: group clash exists" in details
+    assert "no-such-group" in details
+    assert str(prefix_root / "home/erin/.profile") in details
 
 
 def test_health_reports_what_blocks_creation(make_store, prefix_root, tmp_path):
