@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.realparts.accountdb import accounts
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
+from tests.restuser.test_locking import can_lock_from_another_process
 
 NAMES = [f"student{index:02d}" for index in range(50)]
 
@@ -42,3 +43,34 @@ def test_100_parallel_posts_for_50_names(start_restuser, prefix_root):
             assert (landed.st_uid, landed.st_gid) == (uid, gid), (name, entry)
     log = service.log()
     assert log.count("outcome=created") == 50 and "level=error" not in log
+
+
+def test_sixteen_threads_share_one_store(make_store, prefix_root):
+    """Threads of one worker share its store (gthread, the asyncio worker's thread pool):
+    distinct and duplicate names at once, every call answers, every account is complete."""
+    store = make_store()
+    names = [f"pupil{index:02d}" for index in range(24)]
+    calls = names * 2  # each name twice: one creates it, the other finds it
+    barrier = threading.Barrier(16)  # 48 calls: three waves of 16 started together
+
+    def ensure(name):
+        barrier.wait(timeout=30)
+        return name, store.ensure(name)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(ensure, calls))
+
+    created_flags = {}
+    for name, (account, created) in results:
+        created_flags.setdefault(name, []).append(created)
+    assert all(sorted(flags) == [False, True] for flags in created_flags.values()), created_flags
+    created = accounts(prefix_root, UID_MIN, UID_MAX)
+    assert sorted(created) == sorted(names)
+    skel_entries = [path.relative_to(SKEL) for path in SKEL.rglob("*")]
+    for name, (uid, gid, home) in created.items():
+        assert store.lookup(name).uid == uid  # complete: no marker left
+        for entry in skel_entries:
+            landed = (prefix_root / home.lstrip("/") / entry).lstat()
+            assert (landed.st_uid, landed.st_gid) == (uid, gid), (name, entry)
+    assert not list(store.pending_dir.iterdir())
+    assert can_lock_from_another_process(store.lock.path)
