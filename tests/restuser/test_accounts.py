@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from restuser.accounts import AccountBusy, AccountError, AccountIncomplete, HomeInTheWay
+from restuser.accounts import AccountBusy, AccountError, AccountIncomplete
 from restuser.home import HomeBuilder
 from restuser.names import BadName, RefusedName
 from tests.realparts.accountdb import snapshot

@@ -31,12 +31,12 @@ def _info_lines(caplog):
 
 @pytest.fixture
 def store_with(make_store):
-    """Factory: a store with the given existing_home policy (same collaborators as make_store)."""
+    """Factory: a store with the given existing_home setting."""
 
     def make(existing_home: str) -> AccountStore:
-        base = make_store()
-        return AccountStore(base.policy, base.useradd, base.home, base.state_dir,
-                            existing_home=existing_home)  # fmt: skip
+        store = make_store(existing_home=existing_home)
+        assert store.existing_home == existing_home
+        return store
 
     return make
 
@@ -161,9 +161,7 @@ def test_adopt_does_not_follow_a_symlinked_folder_of_the_leftover_home(
     assert (home / ".jupyter").is_symlink() and (home / ".jupyter").lstat().st_uid == account.uid
 
 
-def test_move_aside_keeps_the_old_home_and_creates_a_fresh_one(
-    store_with, prefix_root, caplog
-):
+def test_move_aside_keeps_the_old_home_and_creates_a_fresh_one(store_with, prefix_root, caplog):
     home = prefix_root / "home/alice"
     make_leftover(home)
     old_tree = tree(home)
