@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -381,6 +382,7 @@ def load_settings(
                 raise ConfigError(f"{config_path}: unknown setting {key!r}")
             values[key] = by_name[key].convert(value, f"{config_path}: {key}")
 
+    _refuse_unknown_env(declared, env_prefix, environ)
     for option in declared:
         env_name = option.env_var(env_prefix)
         if env_name in environ:
@@ -390,6 +392,20 @@ def load_settings(
         if name in by_name:
             values[name] = by_name[name].convert(value, by_name[name].cli_flag)
     return settings_class(**values)
+
+
+def _refuse_unknown_env(
+    declared: list[Option], env_prefix: str, environ: Mapping[str, str]
+) -> None:
+    """A variable PREFIX_SOMETHING that names no setting is a typo (HUB_RESTUSER_UID_MN),
+    which would otherwise be ignored without a word: refuse it, as an unknown TOML key."""
+    known = {option.env_var(env_prefix) for option in declared} | {f"{env_prefix}_CONFIG"}
+    unknown = sorted(name for name in environ if name.startswith(env_prefix + "_")
+                     and name not in known)  # fmt: skip
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"environment variable {unknown[0]} names no setting{hint}")
 
 
 def _read_toml(path: str) -> dict[str, Any]:

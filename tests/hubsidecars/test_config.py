@@ -150,6 +150,21 @@ def test_file_errors_name_file_and_key(tmp_path):
         load("--config", str(config))
 
 
+def test_an_unknown_variable_with_the_prefix_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(env={"HUB_DEMO_CONCURENCY": "2", "HUB_DEMO_ONCE": "yes"})
+    assert str(caught.value) == (
+        "environment variable HUB_DEMO_CONCURENCY names no setting "
+        "(did you mean HUB_DEMO_CONCURRENCY?)"
+    )
+    config = tmp_path / "demo.toml"
+    config.write_text("concurrency = 3\n")
+    # PREFIX_CONFIG, other services' variables and the bare prefix are not settings typos.
+    settings = load(env={"HUB_DEMO_CONFIG": str(config), "HUB_DEMOTWO_X": "1", "HUB_DEMO": "1",
+                         "HUB_OTHER_CONCURRENCY": "0"})  # fmt: skip
+    assert settings.concurrency == 3
+
+
 def test_choices_match_case_insensitively_and_store_the_declared_spelling():
     assert load("--log-format", "JSON").log_format == "json"
 

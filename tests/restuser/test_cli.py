@@ -114,6 +114,14 @@ def test_a_bad_boolean_in_the_environment_is_named(token_file, prefix_root):
     assert result.returncode == 2 and "HUB_RESTUSER_ALLOW_REMOTE: not a boolean" in result.stderr
 
 
+def test_a_misspelt_environment_variable_is_refused(prefix_root):
+    env = {**os.environ, "HUB_RESTUSER_UID_MN": "5000"}
+    result = run("serve", "--skel", str(SKEL), "--prefix", str(prefix_root), env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "HUB_RESTUSER_UID_MN names no setting (did you mean HUB_RESTUSER_UID_MIN?)" in lines[0]
+
+
 def tcp_with_token(token_file, prefix_root):
     return run("serve", "--skel", str(SKEL), "--prefix", str(prefix_root),
                "--token-file", str(token_file), "--bind", "127.0.0.1:8125")  # fmt: skip
