@@ -18,6 +18,8 @@ from restuser.useradd import UserAdd
 ENV_PREFIX = "HUB_RESTUSER"
 TOKEN_CREDENTIAL = "restuser-token"
 DEFAULT_STATE_DIR = "/var/lib/hub-sidecars/restuser"
+# RFC 6750's b64token (token68): what may follow "Bearer " in an Authorization header.
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 LAST_UID = 2**32 - 2  # 2**32 - 1 is (uid_t) -1, "no user" to the kernel
 
 EXAMPLE_HEADER = f"""\
@@ -152,7 +154,18 @@ def validate(settings: RestuserSettings) -> RestuserSettings:
 
 
 def read_token(settings: RestuserSettings) -> str | None:
-    return read_secret(settings.token_file or None, TOKEN_CREDENTIAL)
+    """The bearer token, or None; refused (ConfigError) unless a client can send it in an
+    Authorization header as it is: one line of RFC 6750 token68 characters."""
+    token = read_secret(settings.token_file or None, TOKEN_CREDENTIAL)
+    if token is None or _TOKEN68.fullmatch(token):
+        return token
+    where = settings.token_file or f"systemd credential {TOKEN_CREDENTIAL}"
+    found = "more than one line" if "\n" in token or "\r" in token else "other characters"
+    # The message never quotes the token or the offending character: it goes to the journal.
+    raise ConfigError(
+        f"the token in {where} has {found}; it must be one line of letters, digits and "
+        "- . _ ~ + / (with = only at the end), e.g. from: openssl rand -hex 32"
+    )
 
 
 def state_dir(settings: RestuserSettings) -> Path:

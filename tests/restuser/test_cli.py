@@ -152,6 +152,37 @@ def test_unsafe_token_file_is_refused_with_one_line(token_file, prefix_root, cha
     assert token_file.read_text().strip() not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("first-line-of-token-1234\nsecond-line-5678\n", "has more than one line"),
+        ("crlf-token-0123456789abcdef\r\nmore\r\n", "has more than one line"),
+        ("token-with-\u00e9-non-ascii-0123456789\n", "has other characters"),
+        ("token-with-a-\x07-control-0123456789\n", "has other characters"),
+        ("token with spaces 0123456789\n", "has other characters"),
+        ("token=with-inner-equals-0123456789\n", "has other characters"),
+    ],
+    ids=["two-lines", "crlf", "non-ascii", "control", "space", "inner-equals"],
+)
+def test_a_token_that_cannot_be_sent_in_a_header_is_refused(token_file, prefix_root, content,
+                                                             reason):  # fmt: skip
+    token_file.write_text(content, encoding="utf-8")
+    result = tcp_with_token(token_file, prefix_root)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert reason in lines[0] and "one line of letters, digits" in lines[0]
+    for part in content.split():
+        assert part.strip() not in lines[0] or len(part.strip()) < 6, part
+
+
+def test_a_token68_token_with_padding_is_accepted(token_file, prefix_root, start_restuser):
+    token = "AbC.d_e~f+g/h-0123456789=="
+    token_file.write_text(token + "\n")
+    service = start_restuser(tcp=True, extra_args=["--token-file", str(token_file)])
+    reply = service.endpoint.request("POST", "/users/alice", {"Authorization": f"Bearer {token}"})
+    assert reply.status == 201
+
+
 def test_example_config_is_the_committed_example():
     result = run("example-config")
     assert result.returncode == 0, result.stderr
