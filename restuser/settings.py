@@ -122,22 +122,22 @@ def example_config() -> str:
 def validate(settings: RestuserSettings) -> RestuserSettings:
     """Check what the declarations cannot (several settings together, the file system, the
     group database) before starting; raise ConfigError with a one-line reason."""
-    pattern = settings.home_pattern
-    if not pattern.startswith("/") or "{name}" not in pattern:
-        raise ConfigError(
-            f"home_pattern must be an absolute path holding {{name}}, got {pattern!r}"
-        )
+    _check_home_pattern(settings.home_pattern)
     try:
-        pattern.format(name="x")
-        re.compile(settings.name_pattern)
-    except (KeyError, IndexError, ValueError, re.error) as error:
-        raise ConfigError(f"bad home_pattern or name_pattern: {error}") from None
+        names = re.compile(settings.name_pattern)
+    except re.error as error:
+        raise ConfigError(f"bad name_pattern: {error}") from None
+    if names.fullmatch(".") or names.fullmatch(".."):
+        raise ConfigError("name_pattern must not accept the names '.' and '..'")
     if settings.uid_min > settings.uid_max:
         raise ConfigError(
             f"need uid_min <= uid_max, got {settings.uid_min} > {settings.uid_max}"
         )
-    if not settings.shell.startswith("/"):
-        raise ConfigError("shell must be an absolute path")
+    _check_modes(settings)
+    for key in ("shell", "skel", "prefix", "state_dir"):
+        value = getattr(settings, key)
+        if value and not value.startswith("/"):
+            raise ConfigError(f"{key} must be an absolute path, got {value!r}")
     if not Path(settings.skel).is_dir():
         raise ConfigError(f"skeleton directory {settings.skel} does not exist")
     prefix = settings.prefix
@@ -150,7 +150,55 @@ def validate(settings: RestuserSettings) -> RestuserSettings:
             grp.getgrnam(settings.socket_group)
         except KeyError:
             raise ConfigError(f"socket_group {settings.socket_group!r} does not exist") from None
+    _check_groups(settings.groups, Path(prefix or "/") / "etc" / "group")
     return settings
+
+
+def _check_home_pattern(pattern: str) -> None:
+    """An absolute path whose components are plain names, one of them exactly {name}: no
+    '..' can lead a home (and, with adopt, its chown) outside the homes' directory."""
+    parts = pattern.split("/")
+    if not pattern.startswith("/") or parts[1:].count("{name}") != 1:
+        raise ConfigError(
+            f"home_pattern must be an absolute path with {{name}} as one whole component "
+            f"(like /home/{{name}}), got {pattern!r}"
+        )
+    if any(part in ("", ".", "..") for part in parts[1:]):
+        raise ConfigError(
+            f"home_pattern must not hold '.', '..' or empty components ('//', a trailing '/'), "
+            f"got {pattern!r}"
+        )
+    if any("{" in part or "}" in part for part in parts[1:] if part != "{name}"):
+        raise ConfigError(f"home_pattern may hold no braces but {{name}}, got {pattern!r}")
+
+
+def _check_modes(settings: RestuserSettings) -> None:
+    socket_mode, home_mode = settings.socket_mode, settings.home_mode
+    if socket_mode & 0o7007:
+        raise ConfigError(
+            f"socket_mode {socket_mode:04o} gives other users access (anyone who can connect "
+            "can create accounts) or has setuid/setgid/sticky bits; use 0660 or 0600"
+        )
+    if home_mode & 0o6022:
+        raise ConfigError(
+            f"home_mode {home_mode:04o} lets others write into the homes or has setuid/setgid "
+            "bits; use 0700, 0750 or 0755"
+        )
+
+
+def _check_groups(groups: tuple[str, ...], group_file: Path) -> None:
+    """The supplementary groups must exist where useradd looks for them (the prefix root's
+    etc/group), or every creation would fail with 500."""
+    if not groups:
+        return
+    try:
+        with open(group_file, encoding="utf-8", errors="replace") as handle:
+            existing = {line.split(":", 1)[0] for line in handle}
+    except OSError as error:
+        raise ConfigError(f"cannot read {group_file}: {error.strerror}") from None
+    missing = [group for group in groups if group not in existing]
+    if missing:
+        raise ConfigError(f"groups: no group {missing[0]!r} in {group_file}")
 
 
 def read_token(settings: RestuserSettings) -> str | None:

@@ -102,8 +102,17 @@ def test_supplementary_groups(make_store, prefix_root):
     assert "alice" in users_line.split(":")[3].split(",")
 
 
+def store_whose_group_was_deleted(make_store, prefix_root, group: str):
+    """A store configured with a supplementary group that an admin deleted after start (a
+    group missing at start is refused by validate: see test_cli)."""
+    subprocess.run(["groupadd", "--prefix", str(prefix_root), group], check=True)
+    store = make_store(groups=[group])
+    subprocess.run(["groupdel", "--prefix", str(prefix_root), group], check=True)
+    return store
+
+
 def test_missing_supplementary_group_is_a_clean_failure(make_store, prefix_root, caplog):
-    store = make_store(groups=["no-such-group"])
+    store = store_whose_group_was_deleted(make_store, prefix_root, "no-such-group")
     before = snapshot(prefix_root)
     with pytest.raises(AccountError, match="service log"):
         store.ensure("alice")
@@ -236,7 +245,8 @@ def test_messages_to_clients_hold_no_paths_and_no_useradd_output(
         waiter.join()
     subprocess.run(["groupadd", "--prefix", str(prefix_root), "clash"], check=True)
     catch("group clash", store.ensure, "clash")
-    catch("useradd failed", make_store(groups=["no-such-group"]).ensure, "dave")
+    gone = store_whose_group_was_deleted(make_store, prefix_root, "no-such-group")
+    catch("useradd failed", gone.ensure, "dave")
 
     def disk_full(self, home, uid, gid):
         raise OSError(28, "No space left on device", str(home / ".profile"))
