@@ -38,8 +38,17 @@ _EXISTS = 9
 _NO_GROUP = 6
 _UID_TROUBLE = 4
 _DB_WRITE = (1, 10)  # "can't update password/group file", typically a lock held by someone else
+# shadow's words for a lock file held by a live process ("lock FILE already used by PID N"),
+# or a lock file another locker linked at the same moment ("FILE: lock file already used").
+# Any other "cannot lock" (the lock file could not be written: disk full, read-only, EPERM)
+# does not go away by retrying.
+_HELD = ("already used by PID", "lock file already used")
 # userdel exits 12 when only the mail spool or home removal had trouble; the account is gone.
 _USERDEL_OK = (0, 12)
+
+
+def _held_by_another(stderr: str) -> bool:
+    return "cannot lock" in stderr and any(words in stderr for words in _HELD)
 
 
 class UserAddError(Exception):
@@ -61,7 +70,8 @@ class NameTaken(UserAddError):
 
 
 class DatabaseBusy(UserAddError):
-    """useradd could not lock or rewrite the account files; worth retrying later."""
+    """The account files are locked by another process (useradd met its lock); worth
+    retrying later."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,7 @@ class UserAdd:
         except CommandFailed as failed:
             if failed.exit_code == _EXISTS:
                 raise NameTaken.from_failure(failed) from None
-            if failed.exit_code in _DB_WRITE and "lock" in failed.stderr:
+            if failed.exit_code in _DB_WRITE and _held_by_another(failed.stderr):
                 raise DatabaseBusy.from_failure(failed) from None
             hint = ""
             if failed.exit_code == _NO_GROUP and self.groups:

@@ -9,6 +9,7 @@ import pytest
 
 from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
+from tests.realparts.tmpfs import fill, tmpfs_prefix_root
 
 
 def adapter(prefix_root: Path, **overrides) -> UserAdd:
@@ -91,3 +92,14 @@ def test_a_useradd_that_overruns_its_timeout_is_a_useradd_error(prefix_root):
         adapter(prefix_root, timeout=0.0001).create("frank")
     assert caught.value.exit_code == -1
     assert str(caught.value).startswith("useradd did not finish within 0.0001 s")
+
+
+def test_a_lock_file_that_cannot_be_written_on_a_full_disk_is_a_failure_not_busy(tmp_path):
+    """shadow says 'cannot lock' also when it cannot write its lock file: retrying is useless
+    while the disk is full, so it is a failure (500), not DatabaseBusy (503 'try again')."""
+    with tmpfs_prefix_root(tmp_path / "full") as root:
+        fill(root)
+        with pytest.raises(UserAddError) as caught:
+            adapter(root).create("gina")
+    assert type(caught.value) is UserAddError
+    assert "No space left on device" in str(caught.value) and "cannot lock" in str(caught.value)
