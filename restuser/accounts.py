@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -99,21 +100,41 @@ class AccountStore:
             self._log(name, None, "busy", never_locked, logging.WARNING, reason=str(error))
             raise AccountBusy(_BUSY) from None
 
-    def problems(self) -> list[str]:
-        """Why this service could not create users right now (empty when it can)."""
+    def problems(self) -> list[Problem]:
+        """Why this service could not create users right now (empty when it can). Each
+        problem's `public` text holds no server paths (/healthz answers it to anyone); its
+        `detail`, for the log, does."""
         found = []
         if os.geteuid() != 0:
-            found.append("not running as root: useradd will fail")
+            found.append(Problem("not running as root: useradd will fail",
+                                 f"running as uid {os.geteuid()}"))  # fmt: skip
         if shutil.which("useradd", path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
-            found.append("useradd not found")
-        for path in ("etc/passwd", "etc/group", "etc/shadow"):
-            if not os.access(self.root / path, os.W_OK):
-                found.append(f"{self.root / path} is not writable")
+            found.append(Problem("useradd not found",
+                                 "no useradd in /usr/sbin:/usr/bin:/sbin:/bin"))  # fmt: skip
+        unwritable = [str(self.root / path) for path in ("etc/passwd", "etc/group", "etc/shadow")
+                      if not os.access(self.root / path, os.W_OK)]  # fmt: skip
+        if unwritable:
+            found.append(Problem("the account database is not writable",
+                                 f"not writable: {', '.join(unwritable)}"))  # fmt: skip
         if not self.home.skel.is_dir():
-            found.append(f"skeleton {self.home.skel} is missing")
+            found.append(Problem("the skeleton directory is missing",
+                                 f"skeleton {self.home.skel} is missing"))  # fmt: skip
         if not os.access(self.pending_dir, os.W_OK):
-            found.append(f"state directory {self.state_dir} is not writable")
+            found.append(Problem("the state directory is not writable",
+                                 f"state directory {self.state_dir} is not writable"))  # fmt: skip
+        for what, path in (("account database", self.root / "etc"), ("homes", self._homes_dir())):
+            shortage = _space_shortage(path)
+            if shortage:
+                found.append(Problem(f"the file system of the {what} is (almost) full",
+                                     f"{path}: {shortage}"))  # fmt: skip
         return found
+
+    def _homes_dir(self) -> Path:
+        """The nearest existing directory above where new homes go."""
+        path = self._home_path(self.useradd.home_for("{name}")).parent
+        while not path.is_dir() and path != path.parent:
+            path = path.parent
+        return path
 
     def _existing(self, name: str) -> Account | None:
         self.policy.check(name)
@@ -303,6 +324,42 @@ def _will_retry(name: str, error: OSError) -> str:
 def _reason(error: OSError) -> str:
     """An OSError without its file names, which are server paths."""
     return error.strerror or type(error).__name__
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that keeps the service from creating accounts."""
+
+    public: str  # for anyone (the 503 of /healthz): no paths
+    detail: str  # for the log: with paths and numbers
+
+
+# Less free than this (bytes, inodes) and useradd or the home copy fail midway, and a full
+# disk is no reason for a client to retry: /healthz says 503. 1% of the file system, but never
+# more than is needed to create a few accounts, nor less than a minimum.
+MIN_FREE_BYTES, ENOUGH_FREE_BYTES = 1 << 20, 64 << 20
+MIN_FREE_INODES, ENOUGH_FREE_INODES = 64, 10_000
+MIN_FREE_FRACTION = 0.01
+
+
+def _space_shortage(path: Path) -> str:
+    """Why the file system holding `path` is too full to create accounts, or ""."""
+    try:
+        fs = os.statvfs(path)
+    except OSError as error:
+        return f"cannot check free space: {error.strerror}"
+    # root (which useradd runs as) may also use the blocks reserved for it.
+    free_blocks = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
+    free, size = free_blocks * fs.f_frsize, fs.f_blocks * fs.f_frsize
+    if size and free < _threshold(size, MIN_FREE_BYTES, ENOUGH_FREE_BYTES):
+        return f"{free} bytes free of {size}"
+    if fs.f_files and fs.f_ffree < _threshold(fs.f_files, MIN_FREE_INODES, ENOUGH_FREE_INODES):
+        return f"{fs.f_ffree} inodes free of {fs.f_files}"
+    return ""
+
+
+def _threshold(total: int, least: int, enough: int) -> float:
+    return max(least, min(MIN_FREE_FRACTION * total, enough))
 
 
 def _kind(info: os.stat_result) -> str:

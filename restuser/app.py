@@ -69,7 +69,7 @@ class HealthResource:
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         problems = self.store.problems()
         if problems:
-            raise http_error(falcon.HTTP_503, "; ".join(problems))
+            raise http_error(falcon.HTTP_503, "; ".join(problem.public for problem in problems))
         resp.media = {"status": "ok"}
 
 

@@ -64,7 +64,7 @@ def serve(cli_values: dict) -> int:
     store = restuser_settings.build_store(settings)
     for problem in store.problems():
         log_event(log, "cannot create accounts until fixed; /healthz answers 503", logging.WARNING,
-                  problem=problem)  # fmt: skip
+                  problem=problem.public, detail=problem.detail)  # fmt: skip
     log_event(log, "starting", listen=describe(listeners), prefix=settings.prefix or "/",
               skel=settings.skel, workers=settings.workers, token="yes" if token else "no")  # fmt: skip
 

@@ -9,13 +9,18 @@ import subprocess
 import threading
 from pathlib import Path
 
+import falcon.testing
 import pytest
 
+from restuser import settings as restuser_settings
 from restuser.accounts import AccountBusy, AccountError, AccountIncomplete
+from restuser.app import create_app
 from restuser.home import HomeBuilder
 from restuser.names import BadName, RefusedName
 from tests.realparts.accountdb import snapshot
 from tests.realparts.restuser import SKEL, UID_MIN
+from tests.realparts.tmpfs import fill, tmpfs_prefix_root
+from tests.restuser.conftest import store_settings
 
 SKEL_FILES = sorted(str(path.relative_to(SKEL)) for path in SKEL.rglob("*"))
 
@@ -277,13 +282,43 @@ def test_messages_to_clients_hold_no_paths_and_no_useradd_output(
     assert str(prefix_root / "home/erin/.profile") in details
 
 
-def test_health_reports_what_blocks_creation(make_store, prefix_root, tmp_path):
+def test_health_reports_what_blocks_creation_without_paths(make_store, prefix_root, tmp_path):
+    """/healthz answers the public texts to anyone on TCP: no server paths there; the service
+    logs the details, with paths, at start."""
     assert make_store().problems() == []
     empty = tmp_path / "empty-skel"
     empty.mkdir()
     store = make_store(skel=str(empty))
     empty.rmdir()
-    assert any("skeleton" in problem for problem in store.problems())
+    (problem,) = store.problems()
+    assert problem.public == "the skeleton directory is missing"
+    assert problem.detail == f"skeleton {empty} is missing"
+
+    with tmpfs_prefix_root(tmp_path / "ro") as root:
+        store = restuser_settings.build_store(store_settings(root))
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        problems = store.problems()
+    assert [problem.public for problem in problems] == [
+        "the account database is not writable", "the state directory is not writable"]
+    assert str(root / "etc/shadow") in problems[0].detail
+    assert str(store.state_dir) in problems[1].detail
+
+
+def test_health_reports_a_full_file_system_without_paths(tmp_path):
+    with tmpfs_prefix_root(tmp_path / "small") as root:
+        store = restuser_settings.build_store(store_settings(root))
+        assert store.problems() == []
+        fill(root, leave=512 * 1024)
+        problems = store.problems()
+        reply = falcon.testing.TestClient(create_app(store)).simulate_get("/healthz")
+    assert reply.status_code == 503 and "/" not in reply.json["description"]
+    assert "account database is (almost) full" in reply.json["description"]
+    assert [problem.public for problem in problems] == [
+        "the file system of the account database is (almost) full",
+        "the file system of the homes is (almost) full",
+    ]
+    assert problems[0].detail.startswith(f"{root / 'etc'}: ")
+    assert "bytes free of" in problems[0].detail
 
 
 def _catch(function, *args):
