@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from hubsidecars.logs import log_event
-from restuser.home import HomeBuilder, lstat_or_none
+from restuser.home import HomeBuilder, TooDeep, UnsafeHome, lstat_or_none
 from restuser.locking import FileLock, LockTimeout
 from restuser.names import NamePolicy, RefusedName
 from restuser.passwd import Account, PasswdFile
@@ -160,6 +160,7 @@ class AccountStore:
         moved_aside: Path | None = None
         if found is not None:
             if self.existing_home == "adopt" and stat.S_ISDIR(found.st_mode):
+                self._check_adoptable(name, home, timing)
                 adopting = True
             elif self.existing_home == "move-aside":
                 moved_aside = self._move_aside(name, home, timing)
@@ -212,10 +213,12 @@ class AccountStore:
             marker.unlink()
             self._log(name, account.uid, "adopted", timing, home=str(home),
                       chowned=adoption.chowned, hardlinks_skipped=adoption.hardlinked,
-                      skipped=adoption.skipped, added=len(adoption.added), **details)  # fmt: skip
+                      skipped=adoption.skipped, devices_skipped=adoption.devices,
+                      added=len(adoption.added), **details)  # fmt: skip
             return account, True
         try:
             self.home.populate(home, account.uid, account.gid)
+            rewritten = self.home.recopy_differing(home, account.uid, account.gid)
         except OSError as error:
             self._rollback(name, marker, remove_home=True)
             self._log(name, account.uid, "rolled_back", timing, logging.ERROR, reason=str(error),
@@ -223,6 +226,8 @@ class AccountStore:
             raise AccountError(
                 f"could not populate the home of {name!r}: {_reason(error)}"
             ) from None
+        if rewritten:  # useradd's copy was short (a full disk) and it still exited 0
+            details["rewritten"] = ",".join(rewritten)
         marker.unlink()
         self._log(name, account.uid, "created", timing, **details)
         return account, True
@@ -235,15 +240,35 @@ class AccountStore:
             if adopting:
                 adoption = self.home.adopt(home, account.uid, account.gid)
                 details = {"adopted": adoption.chowned, "hardlinks_skipped": adoption.hardlinked,
+                           "devices_skipped": adoption.devices,
                            "added": len(adoption.added)}  # fmt: skip
             else:
-                details = {"added": len(self.home.populate(home, account.uid, account.gid))}
+                # Never handed out (the marker says so): no user file to keep yet.
+                added = self.home.populate(home, account.uid, account.gid)
+                rewritten = self.home.recopy_differing(home, account.uid, account.gid)
+                details = {"added": len(added), "rewritten": len(rewritten)}
         except OSError as error:
             self._log(account.name, account.uid, "failed", timing, logging.ERROR,
                       reason=str(error), home=str(home))  # fmt: skip
             raise AccountError(_will_retry(account.name, error)) from None
         marker.unlink()
         self._log(account.name, account.uid, "repaired", timing, **details)
+
+    def _check_adoptable(self, name: str, home: Path, timing: _Timing) -> None:
+        """Refuse (409, nothing changed) a leftover home that adopt() would not take."""
+        try:
+            self.home.check_adoptable(home)
+        except (TooDeep, UnsafeHome) as error:
+            self._log(name, None, "home_in_the_way", timing, logging.WARNING, home=str(home),
+                      policy=self.existing_home, reason=str(error))  # fmt: skip
+            raise HomeInTheWay(
+                f"a home directory for {name!r} exists already and cannot be adopted "
+                f"({_reason(error)}); an administrator must move it away"
+            ) from None
+        except OSError as error:
+            self._log(name, None, "failed", timing, logging.ERROR, home=str(home),
+                      reason=f"could not examine the existing home: {error}")  # fmt: skip
+            raise AccountError(_could_not_create(name)) from None
 
     def _move_aside(self, name: str, home: Path, timing: _Timing) -> Path:
         try:
@@ -275,13 +300,18 @@ class AccountStore:
     def _rollback(self, name: str, marker: Path, remove_home: bool) -> None:
         """Remove a half-made account; if that cannot be done (or must not be: the home is
         a leftover being adopted), keep the marker so that the next call repairs it."""
-        if self.passwd.get(name) is None:
+        account = self.passwd.get(name)
+        if account is None:
             marker.unlink(missing_ok=True)
             return
         if not remove_home:
             log_event(log, "half-made account kept; the next call will complete it",
                       logging.ERROR, name=name)  # fmt: skip
             return
+        # The fresh home first: on a full disk, userdel cannot even write its lock file
+        # until the space the partial copies took is free again. rmtree works through
+        # descriptors here and never follows a symlink.
+        shutil.rmtree(self._home_path(account.home), ignore_errors=True)
         try:
             self.useradd.delete(name)
         except UserAddError as error:

@@ -24,8 +24,16 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
+# Deeper leftover trees are not adopted (the walk holds one descriptor per level).
+MAX_ADOPT_DEPTH = 200
+
+
 class UnsafeHome(OSError):
     """The home is a symbolic link or not a directory: nothing was done inside it."""
+
+
+class TooDeep(OSError):
+    """The leftover home nests directories deeper than MAX_ADOPT_DEPTH: not adopted."""
 
 
 @dataclass
@@ -34,7 +42,10 @@ class Adoption:
 
     chowned: int = 0  # entries now owned by the new account
     hardlinked: int = 0  # files with other hard links, possibly outside the home: left alone
-    skipped: int = 0  # other file systems mounted inside, entries that changed during the walk
+    skipped: int = 0  # other file systems mounted inside, entries that changed during the walk,
+    # device nodes and sockets (also counted in `devices`)
+    devices: int = 0  # block/char devices and sockets: keep their owner (a device node owned
+    # by the user would give them the device, e.g. /dev/loop0)
     added: list[str] = field(default_factory=list)  # skeleton entries that were missing
 
 
@@ -71,6 +82,7 @@ class HomeBuilder:
         """
         fd, _ = _open_home(home, create=False)
         try:
+            _refuse_too_deep(fd, home)  # before anything is changed
             adoption = Adoption()
             _chown_tree(fd, uid, gid, adoption)
             self._fill(fd, self.skel, "", uid, gid, adoption.added)
@@ -78,6 +90,27 @@ class HomeBuilder:
         finally:
             os.close(fd)
         return adoption
+
+    def check_adoptable(self, home: Path) -> None:
+        """Raise TooDeep (or UnsafeHome) if adopt() would refuse `home`; changes nothing."""
+        fd, _ = _open_home(home, create=False)
+        try:
+            _refuse_too_deep(fd, home)
+        finally:
+            os.close(fd)
+
+    def recopy_differing(self, home: Path, uid: int, gid: int) -> list[str]:
+        """In a home just created and not yet handed out, rewrite every regular skeleton file
+        whose copy has another size or type (useradd truncates copies silently on a full
+        disk, and exits 0); return the rewritten names. Never for a home with user files:
+        they would be overwritten."""
+        fd, _ = _open_home(home, create=False)
+        rewritten: list[str] = []
+        try:
+            _recopy(fd, self.skel, "", uid, gid, rewritten)
+        finally:
+            os.close(fd)
+        return rewritten
 
     def move_aside(self, home: Path) -> Path:
         """Rename `home` (whatever it is: a symlink is moved, not followed) to a new sibling
@@ -243,11 +276,16 @@ def _walk_and_chown(stack: list, device: int, uid: int, gid: int, adoption: Adop
             if info.st_dev != device:
                 adoption.skipped += 1
                 continue
+            if len(stack) > MAX_ADOPT_DEPTH:  # grown since _refuse_too_deep looked
+                raise TooDeep(errno.ELOOP, f"deeper than {MAX_ADOPT_DEPTH} levels")
             sub = _open_same(name, fd, _DIR_FLAGS, info, adoption)
             if sub is not None:
                 stack.append((sub, iter(())))  # on the stack first: closed if anything fails
                 stack[-1] = (sub, iter(os.listdir(sub)))
                 _chown_fd(sub, uid, gid, adoption)
+        elif _is_device(info.st_mode):
+            adoption.devices += 1
+            adoption.skipped += 1
         elif info.st_nlink > 1:
             adoption.hardlinked += 1
         elif stat.S_ISREG(info.st_mode):
@@ -287,3 +325,77 @@ def _open_same(name: str, dir_fd: int, flags: int, info: os.stat_result, adoptio
 def _chown_fd(fd: int, uid: int, gid: int, adoption: Adoption) -> None:
     os.fchown(fd, uid, gid)
     adoption.chowned += 1
+
+
+def _is_device(mode: int) -> bool:
+    return stat.S_ISBLK(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def _refuse_too_deep(top: int, home: Path) -> None:
+    """Raise TooDeep if directories nest more than MAX_ADOPT_DEPTH levels below `top` (on
+    its file system, never through a symlink); holds one descriptor per level."""
+    device = os.fstat(top).st_dev
+    stack = [(top, iter(os.listdir(top)))]
+    try:
+        while stack:
+            fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if fd != top:
+                    os.close(fd)
+                continue
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(info.st_mode) or info.st_dev != device:
+                continue
+            if len(stack) > MAX_ADOPT_DEPTH:
+                raise TooDeep(errno.ELOOP, f"nests directories deeper than {MAX_ADOPT_DEPTH} "
+                              "levels", str(home))  # fmt: skip
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                    continue
+                raise
+            stack.append((sub, iter(())))  # on the stack first: closed if listdir fails
+            stack[-1] = (sub, iter(os.listdir(sub)))
+    finally:
+        for fd, _ in stack[1:]:
+            os.close(fd)
+
+
+def _recopy(fd: int, source: Path, prefix: str, uid: int, gid: int, rewritten: list) -> None:
+    """Rewrite the regular files of skeleton directory `source` whose copy in directory `fd`
+    differs in size or type; descend into directories that are directories on both sides."""
+    with os.scandir(source) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        source_info = entry.stat(follow_symlinks=False)
+        try:
+            target = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # populate() adds what is missing
+        if stat.S_ISREG(source_info.st_mode):
+            if stat.S_ISREG(target.st_mode) and target.st_size == source_info.st_size:
+                continue
+            if stat.S_ISDIR(target.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "a directory where the skeleton has a "
+                                        "file", prefix + entry.name)  # fmt: skip
+            # unlink + O_EXCL create: never writes through whatever is under that name.
+            os.unlink(entry.name, dir_fd=fd)
+            _copy_entry(entry, source_info, fd, uid, gid)
+            rewritten.append(prefix + entry.name)
+        elif stat.S_ISDIR(source_info.st_mode) and stat.S_ISDIR(target.st_mode):
+            try:
+                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                    continue
+                raise
+            try:
+                _recopy(sub, Path(entry.path), prefix + entry.name + "/", uid, gid, rewritten)
+            finally:
+                os.close(sub)

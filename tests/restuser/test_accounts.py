@@ -140,6 +140,37 @@ def test_failed_home_population_rolls_the_account_back(store, prefix_root, monke
     assert not list(store.pending_dir.iterdir())
 
 
+def test_a_full_disk_never_gives_a_truncated_skeleton_file(tmp_path):
+    """useradd exits 0 after a short copy on a full disk; each account is either complete,
+    byte for byte, or not there at all (500, rolled back)."""
+    skel = tmp_path / "skel"
+    (skel / ".config").mkdir(parents=True)
+    (skel / "big.bin").write_bytes(os.urandom(700 * 1024))
+    (skel / ".config" / "small.txt").write_text("small\n")
+    created, failed = [], []
+    with tmpfs_prefix_root(tmp_path / "small") as root:
+        store = restuser_settings.build_store(
+            store_settings(root, skel=str(skel), state_dir=str(tmp_path / "state"))
+        )
+        for number in range(6):
+            name = f"full{number}"
+            try:
+                store.ensure(name)
+            except AccountError as error:
+                failed.append((name, str(error)))
+                continue
+            created.append(name)
+            for relative in ("big.bin", ".config/small.txt"):
+                copy = root / "home" / name / relative
+                assert copy.read_bytes() == (skel / relative).read_bytes(), (name, relative)
+        names = [line.split(":")[0] for line in (root / "etc/passwd").read_text().splitlines()]
+        homes = sorted(os.listdir(root / "home"))
+    assert created and failed, (created, failed)
+    assert all(name not in names for name, _ in failed)
+    assert homes == sorted(created)  # nothing left of the failed ones
+    assert not list((tmp_path / "state/pending").iterdir())
+
+
 def test_half_made_account_is_repaired_on_the_next_call(store, prefix_root):
     """A worker killed after useradd but before the home was complete leaves its marker."""
     account, _ = store.ensure("alice")

@@ -11,7 +11,10 @@ import errno
 import logging
 import os
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,10 @@ import pytest
 from restuser.accounts import AccountError, AccountIncomplete, AccountStore, HomeInTheWay
 from restuser.home import HomeBuilder
 from tests.realparts.accountdb import snapshot
-from tests.realparts.restuser import SKEL
+from tests.realparts.restuser import REPO, SKEL
 
 OLD_UID = 12345  # the owner of a leftover home: a deleted account's uid
+ADOPT_DEPTH_LIMIT = 200  # documented in docs/restuser.md (restuser.home.MAX_ADOPT_DEPTH)
 
 
 @pytest.fixture(autouse=True)
@@ -278,3 +282,102 @@ def test_unknown_policy_is_refused(make_store):
     base = make_store()
     with pytest.raises(ValueError, match="existing_home"):
         AccountStore(base.policy, base.useradd, base.home, base.state_dir, existing_home="merge")
+
+
+def test_adopt_leaves_device_nodes_and_sockets_to_their_owner(store_with, prefix_root, caplog):
+    """A device node handed to the new user would give them the device (here /dev/loop0)."""
+    home = prefix_root / "home/alice"
+    make_leftover(home)
+    os.mknod(home / "blockdev", 0o660 | stat.S_IFBLK, os.makedev(7, 0))
+    os.mknod(home / "thesis/chardev", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(home / "agent.sock"))
+    os.lchown(home / "thesis/chardev", OLD_UID, OLD_UID)  # the old owner's: stays theirs
+
+    account, created = store_with("adopt").ensure("alice")
+
+    assert created
+    assert (home / "blockdev").lstat().st_uid == 0 and (home / "agent.sock").lstat().st_uid == 0
+    assert (home / "thesis/chardev").lstat().st_uid == OLD_UID
+    assert (home / "notes.txt").lstat().st_uid == account.uid  # the rest was adopted
+    line = outcome_line(caplog, "adopted")
+    assert line["devices_skipped"] == 3 and line["skipped"] >= 3
+
+
+def make_chain(top: Path, depth: int) -> None:
+    """`depth` nested directories d/d/d/... below `top`, made through descriptors (the path
+    would be too long for the kernel), all owned by OLD_UID."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            os.chown("d", OLD_UID, OLD_UID, dir_fd=fd)
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+    finally:
+        os.close(fd)
+
+
+def chain_owners(top: Path) -> list[int]:
+    owners = []
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while "d" in os.listdir(fd):
+            sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            owners.append(os.fstat(fd).st_uid)
+    finally:
+        os.close(fd)
+    return owners
+
+
+ENSURE_IN_CHILD = """
+import sys
+from restuser import settings
+from tests.restuser.conftest import store_settings
+store = settings.build_store(store_settings(sys.argv[1], existing_home="adopt"))
+try:
+    store.ensure("alice")
+except Exception as error:
+    print(type(error).__name__, error)
+else:
+    print("adopted")
+"""
+
+
+def test_a_leftover_tree_too_deep_to_adopt_is_refused_before_anything_changes(prefix_root):
+    """2000 nested directories, 256 descriptors: the old walk ran out of descriptors after
+    chowning ~250 levels and left the account half-made (every later call failed)."""
+    home = prefix_root / "home/alice"
+    home.mkdir()
+    os.chown(home, OLD_UID, OLD_UID)
+    make_chain(home, 2000)
+    accounts_before = snapshot(prefix_root)
+
+    child = subprocess.run(
+        ["prlimit", "--nofile=256:256", sys.executable, "-c", ENSURE_IN_CHILD, str(prefix_root)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("HomeInTheWay ") and "deeper than 200 levels" in child.stdout
+    assert snapshot(prefix_root) == accounts_before
+    assert set(chain_owners(home)) == {OLD_UID} and len(chain_owners(home)) == 2000
+    assert home.stat().st_uid == OLD_UID
+
+
+def test_a_leftover_tree_at_the_depth_limit_is_adopted_with_few_descriptors(prefix_root):
+    home = prefix_root / "home/alice"
+    home.mkdir()
+    make_chain(home, ADOPT_DEPTH_LIMIT)
+
+    child = subprocess.run(
+        ["prlimit", "--nofile=256:256", sys.executable, "-c", ENSURE_IN_CHILD, str(prefix_root)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert child.stdout.strip() == "adopted", child.stdout + child.stderr
+    uid = home.stat().st_uid
+    assert uid != OLD_UID and set(chain_owners(home)) == {uid}
