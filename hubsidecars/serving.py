@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import grp
 import json
+import logging
 import os
+import resource
 import signal
 from typing import Any, Callable, Sequence
 
@@ -34,9 +36,56 @@ from hubsidecars.listeners import Listener
 from hubsidecars.logs import log_event
 from hubsidecars.web import error_body
 
+DEFAULT_HEADER_TIMEOUT = 10.0
+
 
 class JsonErrorProtocol(ASGIProtocol):
-    """gunicorn's HTTP/1 protocol, answering its own errors (400, 414, 431, ...) in JSON."""
+    """gunicorn's HTTP/1 protocol, answering its own errors (400, 414, 431, ...) in JSON, and
+    bounding what a client that never finishes its request can hold:
+
+    - the request headers must arrive within the server's `header_timeout` (after the first
+      request, gunicorn's keep-alive timeout bounds the wait for the next one);
+    - beyond the worker's connection limit, a new connection evicts the oldest one still
+      waiting for its headers, so a flood of idle connections cannot lock out real clients
+      (and the worker never runs out of file descriptors).
+    """
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        worker = self.worker
+        self._header_timer = worker.loop.call_later(
+            getattr(worker.app, "header_timeout", DEFAULT_HEADER_TIMEOUT), self._headers_too_slow
+        )
+        waiting = worker.waiting_for_headers
+        waiting[self] = None
+        if worker.nr_conns > worker.max_connections:
+            oldest = next(iter(waiting))
+            if oldest is self:  # every other connection is busy with a real request
+                self._send_error_response(503, "too many connections; try again in a moment")
+            oldest._close_transport()
+            oldest._stop_waiting_for_headers()
+
+    def _on_headers_complete(self):
+        self._stop_waiting_for_headers()
+        return super()._on_headers_complete()
+
+    def connection_lost(self, exc):
+        self._stop_waiting_for_headers()
+        super().connection_lost(exc)
+
+    def _stop_waiting_for_headers(self):
+        if getattr(self, "_header_timer", None) is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self.worker.waiting_for_headers.pop(self, None)
+
+    def _headers_too_slow(self):
+        self._header_timer = None
+        self._send_error_response(408, "the request did not arrive in time")
+        self._close_transport()
+        self._stop_waiting_for_headers()
+        if self._request_ready is not None:
+            self._request_ready.set()  # let the connection's task see that it is closed
 
     def _send_error_response(self, status, message, extra_headers=()):
         reason = _reason(status)
@@ -66,11 +115,41 @@ class ServiceWorker(gasgi.ASGIWorker):
         # The worker builds its protocol by this module-level name; replacing it here (in
         # the worker process only) is the one hook gunicorn offers for its error answers.
         gasgi.ASGIProtocol = JsonErrorProtocol
+        # Connections that have not sent their headers yet, oldest first.
+        self.waiting_for_headers: dict[JsonErrorProtocol, None] = {}
+        # Keep clear of the descriptor limit: the event loop accepts up to 100 connections
+        # at a time before any of them can evict another, and the worker has files of its
+        # own. A burst can still hit the limit for a moment; asyncio then stops accepting
+        # for a second and says so (in one line, see _AcceptPausedFilter).
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = max(16, min(self.cfg.worker_connections, soft_limit - 200))
+        logging.getLogger("asyncio").addFilter(_AcceptPausedFilter())
         super().init_process()
 
     def init_signals(self) -> None:
         super().init_signals()
         self.loop.add_signal_handler(signal.SIGINT, self.handle_exit_signal)
+
+
+class _AcceptPausedFilter(logging.Filter):
+    """asyncio logs a full traceback for every accept() that runs out of descriptors (up to
+    100 in a row); one line a second says all there is to say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_shown = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "out of system resource" not in str(record.msg):
+            return True
+        if record.created - self.last_shown < 1.0:
+            return False
+        self.last_shown = record.created
+        record.msg = "accept() ran out of file descriptors; accepting again in 1 s"
+        record.args = ()
+        record.exc_info = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 class GracefulArbiter(Arbiter):
@@ -92,9 +171,15 @@ class _JournalFriendlyLogger(glogging.Logger):
 class GunicornServer(BaseApplication):
     """Runs `app_factory()` (called once in each worker) with the given gunicorn options."""
 
-    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        app_factory: Callable[[], Any],
+        options: dict[str, Any],
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    ) -> None:
         self.app_factory = app_factory
         self.options = options
+        self.header_timeout = header_timeout
         super().__init__()
 
     def load_config(self) -> None:
@@ -105,7 +190,16 @@ class GunicornServer(BaseApplication):
         return self.app_factory()
 
     def run(self) -> None:
+        raise_descriptor_limit()
         GracefulArbiter(self).run()
+
+
+def raise_descriptor_limit() -> None:
+    """Raise the soft limit on open files to the hard one (often 1024 against 524288): every
+    connection costs a descriptor, and the workers inherit the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def server_options(

@@ -64,7 +64,7 @@ def serve(cli_values: dict) -> int:
     store = restuser_settings.build_store(settings)
     for problem in store.problems():
         log_event(log, "cannot create accounts until fixed; /healthz answers 503", logging.WARNING,
-                  problem=problem.public, detail=problem.detail)  # fmt: skip
+                  problem=problem)  # fmt: skip
     log_event(log, "starting", listen=describe(listeners), prefix=settings.prefix or "/",
               skel=settings.skel, workers=settings.workers, token="yes" if token else "no")  # fmt: skip
 
@@ -77,7 +77,7 @@ def serve(cli_values: dict) -> int:
         log_level=settings.log_level, access_log=settings.access_log,
         socket_mode=settings.socket_mode, socket_group=settings.socket_group, logger=log,
     )  # fmt: skip
-    GunicornServer(app_factory, options).run()
+    GunicornServer(app_factory, options, header_timeout=settings.header_timeout).run()
     return 0
 
 

@@ -109,6 +109,10 @@ class RestuserSettings:
         4, "threads per worker that create accounts (lookups and health checks never wait "
         "for them; creations queue on the account lock anyway)", metavar="N", min=1, max=64,
     )  # fmt: skip
+    header_timeout: Duration = setting(
+        10.0, "how long a client may take to send its request headers before the connection "
+        "is closed (idle and half-sent connections cannot pile up)", min=1, max=300,
+    )  # fmt: skip
     access_log: bool = setting(False, "log every request")
     log_format: Literal["kv", "json"] = setting("kv", "log line format")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
