@@ -347,11 +347,24 @@ else:
 """
 
 
-def test_a_leftover_tree_too_deep_to_adopt_is_refused_before_anything_changes(prefix_root):
+@pytest.fixture
+def deep_trees():
+    """Removes the given trees at teardown with rm, which copes with any depth (pytest's
+    clean-up of tmp_path recurses once per level and fails on 2000)."""
+    trees: list[Path] = []
+    yield trees
+    for top in trees:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(top)], check=True)
+
+
+def test_a_leftover_tree_too_deep_to_adopt_is_refused_before_anything_changes(
+    prefix_root, deep_trees
+):
     """2000 nested directories, 256 descriptors: the old walk ran out of descriptors after
     chowning ~250 levels and left the account half-made (every later call failed)."""
     home = prefix_root / "home/alice"
     home.mkdir()
+    deep_trees.append(home)
     os.chown(home, OLD_UID, OLD_UID)
     make_chain(home, 2000)
     accounts_before = snapshot(prefix_root)
