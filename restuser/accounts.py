@@ -172,7 +172,13 @@ class AccountStore:
                     "account; an administrator must move it away or allow adopting it"
                 )
 
-        marker.write_text(_ADOPTING if adopting else "")
+        try:
+            marker.write_text(_ADOPTING if adopting else "")
+        except OSError as error:
+            self._move_back(moved_aside, home)
+            self._log(name, None, "failed", timing, logging.ERROR,
+                      reason=f"cannot write the pending marker: {error}")  # fmt: skip
+            raise AccountError(_could_not_create(name)) from None
         try:
             warning = self.useradd.create(name)
         except NameTaken as error:

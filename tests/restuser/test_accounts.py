@@ -367,3 +367,13 @@ def _outcome_line(caplog, outcome: str) -> dict:
         if getattr(record, "hub_fields", {}).get("outcome") == outcome
     ]
     return fields
+
+
+def test_a_marker_that_cannot_be_written_fails_cleanly(store, prefix_root):
+    """Without its pending marker a creation could not be repaired after a crash: it must not
+    start at all, and the caller gets a clean error instead of an unexpected one."""
+    (store.pending_dir / "gina").mkdir()  # junk where the marker file must go
+    before = snapshot(prefix_root)
+    with pytest.raises(AccountError):
+        store.ensure("gina")
+    assert snapshot(prefix_root) == before
