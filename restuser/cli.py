@@ -10,12 +10,12 @@ from pathlib import Path
 
 from hubsidecars import suite_version
 from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.listeners import check_listeners, describe, parse_bind, systemd_listeners
 from hubsidecars.logs import log_event, setup_logging
+from hubsidecars.serving import GunicornServer, server_options
 from restuser import settings as restuser_settings
 from restuser.app import create_app
 from restuser.prefix import init_prefix
-from hubsidecars.listeners import check_listeners, describe, parse_bind, systemd_listeners
-from hubsidecars.serving import GunicornServer, server_options
 
 log = logging.getLogger("restuser")
 

@@ -107,7 +107,7 @@ def test_environment_is_used_only_when_named_and_last():
 
 
 def test_a_file_wins_over_the_environment_which_is_dropped_anyway(tmp_path):
-    secret = write_secret(tmp_path / "token", "f" * 20)
+    write_secret(tmp_path / "token", "f" * 20)
     environ = {"JUPYTERHUB_API_TOKEN": TOKEN, "CREDENTIALS_DIRECTORY": str(tmp_path)}
     assert read_secret(None, "token", environ=environ, env_var="JUPYTERHUB_API_TOKEN") == "f" * 20
     assert "JUPYTERHUB_API_TOKEN" not in environ

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from hubsidecars.config import load_settings, options
-from restuser import settings as restuser_settings
 from restuser.cli import main
 from restuser.settings import RestuserSettings
 from tests.realparts.net import Endpoint, free_port
