@@ -4,7 +4,8 @@
    sequential `useradd` loop (same argv the service uses) on the same kind of prefix root.
    Goal: ratio >= 0.9 (the service adds almost nothing to useradd itself).
 2. Lookups of existing accounts with 16 concurrent connections (wrk, on the same 2 cores),
-   against a bare gunicorn app with the same workers answering a constant JSON body.
+   the service with its default settings (one asyncio worker), against a bare gunicorn app
+   with 4 sync workers answering a constant JSON body.
    Goals: >= 3000 requests/s, p99 <= 10 ms.
 3. Slow clients: latency of an authorised lookup over TCP while 0, 50 and 500 connections
    sit idle or half-sent (opened before any token check, as any local process could).
@@ -71,7 +72,7 @@ def creation(scratch: Path, accounts: int, rounds: int) -> None:
     init_prefix(scratch / "service")
     useradd = UserAdd(skel=SKEL, uid_min=UID_MIN, uid_max=UID_MAX, prefix=scratch / "baseline")
     service = RestuserProcess(scratch / "service", Endpoint(unix=str(scratch / "create.sock")),
-                              scratch / "create.log", ["--workers", "4"]).start()  # fmt: skip
+                              scratch / "create.log").start()  # fmt: skip
     per_round = accounts // rounds
     bare_total = api_total = 0.0
     round_ratios = []
@@ -164,7 +165,7 @@ def lookups(scratch: Path, seconds: int, rounds: int) -> None:
     token_file.chmod(0o600)
     port, bare_port = free_port(), free_port()
     service = RestuserProcess(scratch / "service", Endpoint(port=port), scratch / "lookup.log",
-                              ["--workers", "4", "--token-file", str(token_file)],
+                              ["--token-file", str(token_file)],
                               ).start(headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     bare = bare_gunicorn(scratch, bare_port)
     ours, theirs = [], []
@@ -206,7 +207,7 @@ def slow_clients(scratch: Path, requests: int, counts: tuple[int, ...] = (0, 50,
     headers = {"Authorization": f"Bearer {token}"}
     service = RestuserProcess(scratch / "service", Endpoint(port=free_port()),
                               scratch / "slow.log",
-                              ["--workers", "4", "--token-file", str(token_file)],
+                              ["--token-file", str(token_file)],
                               ).start(headers=headers)  # fmt: skip
     figures = {}
     try:

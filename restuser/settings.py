@@ -104,7 +104,10 @@ class RestuserSettings:
     lock_timeout: Duration = setting(
         10.0, "how long to wait for the account lock before answering 503", min=1, max=3600
     )
-    workers: int = setting(4, "gunicorn worker processes", metavar="N", min=1, max=64)
+    workers: int = setting(
+        1, "gunicorn worker processes; one asyncio worker serves thousands of connections, "
+        "more only compete for the same cores", metavar="N", min=1, max=64,
+    )  # fmt: skip
     threads: int = setting(
         4, "threads per worker that create accounts (lookups and health checks never wait "
         "for them; creations queue on the account lock anyway)", metavar="N", min=1, max=64,

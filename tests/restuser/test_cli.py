@@ -46,7 +46,7 @@ def test_precedence_default_file_env_cli(tmp_path):
     assert settings.access_log is False
     assert settings.uid_max == 7000 and settings.lock_timeout == 90  # command line
     assert settings.socket_mode == 0o600 and settings.groups == ("a", "b")
-    assert settings.home_mode == 0o700 and settings.workers == 4  # defaults
+    assert settings.home_mode == 0o700 and settings.workers == 1  # defaults
 
 
 @pytest.mark.parametrize(
