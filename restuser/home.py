@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,44 +247,54 @@ def _lexists_at(name: str, dir_fd: int) -> bool:
     return True
 
 
-def _chown_tree(top: int, uid: int, gid: int, adoption: Adoption) -> None:
-    """chown everything below directory `top` (not `top` itself), depth first, one open
-    descriptor per level; symlinks are chowned themselves and never followed."""
-    device = os.fstat(top).st_dev
+def _walk_below(top: int, visit: Callable[[int, str, os.stat_result, int], int | None]) -> None:
+    """Call visit(parent fd, name, lstat, depth) for every entry below directory `top`,
+    depth first, holding one descriptor per level and never following a symlink. `visit`
+    returns an open descriptor of a directory to descend into it (the walk closes it)."""
     stack = [(top, iter(os.listdir(top)))]
     try:
-        _walk_and_chown(stack, device, uid, gid, adoption)
+        while stack:
+            fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if fd != top:
+                    os.close(fd)
+                continue
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            sub = visit(fd, name, info, len(stack))
+            if sub is not None:
+                stack.append((sub, iter(())))  # on the stack first: closed if listdir fails
+                stack[-1] = (sub, iter(os.listdir(sub)))
     finally:
         for fd, _ in stack[1:]:
             os.close(fd)
 
 
-def _walk_and_chown(stack: list, device: int, uid: int, gid: int, adoption: Adoption) -> None:
-    top = stack[0][0]
-    while stack:
-        fd, names = stack[-1]
-        name = next(names, None)
-        if name is None:
-            stack.pop()
-            if fd != top:
-                os.close(fd)
-            continue
-        try:
-            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
+def _chown_tree(top: int, uid: int, gid: int, adoption: Adoption) -> None:
+    """chown everything below directory `top` (not `top` itself); symlinks are chowned
+    themselves and never followed."""
+    device = os.fstat(top).st_dev
+
+    def visit(fd: int, name: str, info: os.stat_result, depth: int) -> int | None:
         if stat.S_ISDIR(info.st_mode):
             if info.st_dev != device:
                 adoption.skipped += 1
-                continue
-            if len(stack) > MAX_ADOPT_DEPTH:  # grown since _refuse_too_deep looked
+                return None
+            if depth > MAX_ADOPT_DEPTH:  # grown since _refuse_too_deep looked
                 raise TooDeep(errno.ELOOP, f"deeper than {MAX_ADOPT_DEPTH} levels")
             sub = _open_same(name, fd, _DIR_FLAGS, info, adoption)
             if sub is not None:
-                stack.append((sub, iter(())))  # on the stack first: closed if anything fails
-                stack[-1] = (sub, iter(os.listdir(sub)))
-                _chown_fd(sub, uid, gid, adoption)
-        elif _is_device(info.st_mode):
+                try:
+                    _chown_fd(sub, uid, gid, adoption)
+                except BaseException:
+                    os.close(sub)
+                    raise
+            return sub
+        if _is_device(info.st_mode):
             adoption.devices += 1
             adoption.skipped += 1
         elif info.st_nlink > 1:
@@ -303,6 +314,9 @@ def _walk_and_chown(stack: list, device: int, uid: int, gid: int, adoption: Adop
         else:
             os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
             adoption.chowned += 1
+        return None
+
+    _walk_below(top, visit)
 
 
 def _open_same(name: str, dir_fd: int, flags: int, info: os.stat_result, adoption: Adoption):
@@ -333,38 +347,23 @@ def _is_device(mode: int) -> bool:
 
 def _refuse_too_deep(top: int, home: Path) -> None:
     """Raise TooDeep if directories nest more than MAX_ADOPT_DEPTH levels below `top` (on
-    its file system, never through a symlink); holds one descriptor per level."""
+    its file system, never through a symlink)."""
     device = os.fstat(top).st_dev
-    stack = [(top, iter(os.listdir(top)))]
-    try:
-        while stack:
-            fd, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                stack.pop()
-                if fd != top:
-                    os.close(fd)
-                continue
-            try:
-                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISDIR(info.st_mode) or info.st_dev != device:
-                continue
-            if len(stack) > MAX_ADOPT_DEPTH:
-                raise TooDeep(errno.ELOOP, f"nests directories deeper than {MAX_ADOPT_DEPTH} "
-                              "levels", str(home))  # fmt: skip
-            try:
-                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            except OSError as error:
-                if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-                    continue
-                raise
-            stack.append((sub, iter(())))  # on the stack first: closed if listdir fails
-            stack[-1] = (sub, iter(os.listdir(sub)))
-    finally:
-        for fd, _ in stack[1:]:
-            os.close(fd)
+
+    def visit(fd: int, name: str, info: os.stat_result, depth: int) -> int | None:
+        if not stat.S_ISDIR(info.st_mode) or info.st_dev != device:
+            return None
+        if depth > MAX_ADOPT_DEPTH:
+            raise TooDeep(errno.ELOOP, f"nests directories deeper than {MAX_ADOPT_DEPTH} "
+                          "levels", str(home))  # fmt: skip
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                return None
+            raise
+
+    _walk_below(top, visit)
 
 
 def _recopy(fd: int, source: Path, prefix: str, uid: int, gid: int, rewritten: list) -> None:
