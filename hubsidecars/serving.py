@@ -25,6 +25,7 @@ import logging
 import os
 import resource
 import signal
+from http import HTTPStatus
 from typing import Any, Callable, Sequence
 
 from gunicorn import glogging
@@ -54,9 +55,7 @@ class JsonErrorProtocol(ASGIProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         worker = self.worker
-        self._header_timer = worker.loop.call_later(
-            getattr(worker.app, "header_timeout", DEFAULT_HEADER_TIMEOUT), self._headers_too_slow
-        )
+        self._header_timer = worker.loop.call_later(worker.header_timeout, self._headers_too_slow)
         waiting = worker.waiting_for_headers
         waiting[self] = None
         if worker.nr_conns > worker.max_connections:
@@ -101,8 +100,6 @@ class JsonErrorProtocol(ASGIProtocol):
 
 
 def _reason(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -134,12 +131,14 @@ class ServiceWorker(gasgi.ASGIWorker):
         # The worker builds its protocol by this module-level name; replacing it here (in
         # the worker process only) is the one hook gunicorn offers for its error answers.
         gasgi.ASGIProtocol = JsonErrorProtocol
+        self.header_timeout = self.app.header_timeout
         # Connections that have not sent their headers yet, oldest first.
         self.waiting_for_headers: dict[JsonErrorProtocol, None] = {}
-        # Keep clear of the descriptor limit: the event loop accepts up to 100 connections
-        # at a time before any of them can evict another, and the worker has files of its
-        # own. A burst can still hit the limit for a moment; asyncio then stops accepting
-        # for a second and says so (in one line, see _AcceptPausedFilter).
+        # Keep clear of the descriptor limit: an accepted connection reaches
+        # connection_made (where it may evict another) only a few loop iterations later, and
+        # the worker has files of its own. A burst can still hit the limit for a moment;
+        # asyncio then stops accepting for a second and says so (in one line, see
+        # _AcceptPausedFilter).
         soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max(16, min(self.cfg.worker_connections, soft_limit - 200))
         logging.getLogger("asyncio").addFilter(_AcceptPausedFilter())
