@@ -65,3 +65,9 @@ class PasswdFile:
 
 def _stamp(info: os.stat_result) -> tuple[int, int, int]:
     return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def group_names(root: Path) -> set[str]:
+    """The names in `root`/etc/group (raises OSError when it cannot be read)."""
+    with open(root / "etc" / "group", encoding="utf-8", errors="replace") as handle:
+        return {line.split(":", 1)[0] for line in handle}

@@ -13,6 +13,7 @@ from hubsidecars.secrets import read_secret
 from restuser.accounts import AccountStore
 from restuser.home import HomeBuilder
 from restuser.names import DEFAULT_DENY_NAMES, DEFAULT_NAME_PATTERN, NamePolicy
+from restuser.passwd import group_names
 from restuser.useradd import UserAdd
 
 ENV_PREFIX = "HUB_RESTUSER"
@@ -157,7 +158,7 @@ def validate(settings: RestuserSettings) -> RestuserSettings:
             grp.getgrnam(settings.socket_group)
         except KeyError:
             raise ConfigError(f"socket_group {settings.socket_group!r} does not exist") from None
-    _check_groups(settings.groups, Path(prefix or "/") / "etc" / "group")
+    _check_groups(settings.groups, Path(prefix or "/"))
     return settings
 
 
@@ -193,14 +194,14 @@ def _check_modes(settings: RestuserSettings) -> None:
         )
 
 
-def _check_groups(groups: tuple[str, ...], group_file: Path) -> None:
+def _check_groups(groups: tuple[str, ...], root: Path) -> None:
     """The supplementary groups must exist where useradd looks for them (the prefix root's
     etc/group), or every creation would fail with 500."""
     if not groups:
         return
+    group_file = root / "etc" / "group"
     try:
-        with open(group_file, encoding="utf-8", errors="replace") as handle:
-            existing = {line.split(":", 1)[0] for line in handle}
+        existing = group_names(root)
     except OSError as error:
         raise ConfigError(f"cannot read {group_file}: {error.strerror}") from None
     missing = [group for group in groups if group not in existing]

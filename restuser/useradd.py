@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubsidecars.commands import CommandError, CommandFailed, Tool, run_command
+from restuser.passwd import group_names
 
 # Exit codes from the manual pages of shadow 4.13 (useradd(8), userdel(8), groupdel(8)).
 USERADD = Tool("useradd", {
@@ -137,15 +138,10 @@ class UserAdd:
             self._run(USERDEL, self.delete_argv(name), ok_codes=_USERDEL_OK)
             # userdel keeps the private group when login.defs says USERGROUPS_ENAB no; create()
             # made that group (--user-group fails if it existed), so it goes too.
-            if self._group_exists(name):
+            if name in group_names(self.root):
                 self._run(GROUPDEL, self._prefixed("groupdel") + ["--", name])
         except CommandFailed as failed:
             raise UserAddError.from_failure(failed) from None
-
-    def _group_exists(self, name: str) -> bool:
-        group_file = self.root / "etc" / "group"
-        with open(group_file, encoding="utf-8", errors="replace") as handle:
-            return any(line.split(":", 1)[0] == name for line in handle)
 
     def _prefixed(self, command: str) -> list[str]:
         return [command, "--prefix", str(self.prefix)] if self.prefix is not None else [command]
