@@ -1,0 +1,176 @@
+"""May this server or user be culled, and why: pure functions of the hub's data and the clock.
+
+Nothing here talks to the hub or to a server; hubpass.py fetches, asks and stops. The rules
+are jupyterhub-idle-culler 2.0's (inactive >= timeout, or older than max_age; last_activity
+falls back to started/created; --cull-admin-users only concerns deleting users), plus:
+exempt users are never culled; a server's own account of its kernels (a `ServerActivity`)
+keeps it while a kernel is busy or was active within the timeout, up to max_busy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from hubsidecars.hubapi import Server, User
+
+Why = Literal[
+    "idle", "max-age", "active", "pending", "not-ready", "exempt", "kind-not-culled",
+    "no-activity", "busy",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Policy:
+    timeout: float
+    max_age: float = 0.0
+    cull_users: bool = False
+    cull_admin_users: bool = True
+    cull_default_servers: bool = True
+    cull_named_servers: bool = True
+    max_busy: float = 43200.0
+
+    @classmethod
+    def from_settings(cls, settings) -> Policy:
+        return cls(
+            timeout=settings.timeout,
+            max_age=settings.max_age,
+            cull_users=settings.cull_users,
+            cull_admin_users=settings.cull_admin_users,
+            cull_default_servers=settings.cull_default_servers,
+            cull_named_servers=settings.cull_named_servers,
+            max_busy=settings.max_busy,
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`cull` says whether the thing may be culled; `why` is the rule that decided and
+    `reason` says it for the log. `inactive` and `age` are seconds (None when unknown)."""
+
+    cull: bool
+    why: Why
+    reason: str
+    inactive: float | None = None
+    age: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerActivity:
+    """What a server says about itself (api/kernels and api/terminals)."""
+
+    kernels: int
+    busy_kernels: int
+    terminals: int
+    latest: datetime | None  # the latest last_activity of any kernel or terminal
+
+
+def server_label(server: Server) -> str:
+    return f"{server.user}/{server.name}" if server.name else server.user
+
+
+def format_duration(seconds: float | None) -> str:
+    """H:MM:SS, as idle-culler logs it."""
+    if seconds is None:
+        return "unknown"
+    whole = int(seconds)
+    sign = "-" if whole < 0 else ""
+    whole = abs(whole)
+    return f"{sign}{whole // 3600}:{whole % 3600 // 60:02}:{whole % 60:02}"
+
+
+def _seconds_since(moment: datetime | None, now: datetime) -> float | None:
+    return None if moment is None else (now - moment).total_seconds()
+
+
+def judge_server(
+    server: Server,
+    now: datetime,
+    policy: Policy,
+    *,
+    exempt: bool = False,
+    last_activity: datetime | None = None,
+) -> Verdict:
+    """May `server` be stopped now? `last_activity` replaces the hub's value when the caller
+    knows better (the hub's was moved by the culler's own question to the server)."""
+    label = server_label(server)
+    if exempt:
+        return Verdict(False, "exempt", f"{server.user} is exempt from culling")
+    if server.pending:
+        return Verdict(False, "pending", f"pending {server.pending}")
+    if server.ready is False:
+        return Verdict(False, "not-ready", "neither ready nor pending")
+    age = _seconds_since(server.started, now)
+    activity = last_activity or server.last_activity
+    inactive = _seconds_since(activity, now) if activity else age
+    wanted = policy.cull_named_servers if server.name else policy.cull_default_servers
+    if inactive is not None and inactive >= policy.timeout and wanted:
+        return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
+                       f"{format_duration(policy.timeout)}", inactive, age)  # fmt: skip
+    if policy.max_age and age is not None and age >= policy.max_age:
+        return Verdict(True, "max-age", f"age {format_duration(age)} >= max_age "
+                       f"{format_duration(policy.max_age)}", inactive, age)  # fmt: skip
+    if inactive is None:
+        return Verdict(False, "no-activity", f"{label}: neither last_activity nor started known")
+    if not wanted:
+        kind = "named" if server.name else "default"
+        return Verdict(False, "kind-not-culled", f"{kind} servers are not culled", inactive, age)
+    return Verdict(False, "active", f"active {format_duration(inactive)} ago", inactive, age)
+
+
+def judge_user(
+    user: User,
+    now: datetime,
+    policy: Policy,
+    *,
+    exempt: bool = False,
+    servers_running: int = 0,
+    last_activity: datetime | None = None,
+) -> Verdict:
+    """May `user` be deleted now (--cull-users)? Only without running servers."""
+    if not policy.cull_users:
+        return Verdict(False, "kind-not-culled", "users are not culled (--cull-users is off)")
+    if exempt:
+        return Verdict(False, "exempt", f"{user.name} is exempt from culling")
+    if servers_running:
+        return Verdict(False, "active", f"{servers_running} server(s) still running")
+    age = _seconds_since(user.created, now)
+    activity = last_activity or user.last_activity
+    inactive = _seconds_since(activity, now) if activity else age
+    may_cull_admin = policy.cull_admin_users or not user.admin
+    if inactive is not None and inactive >= policy.timeout and may_cull_admin:
+        return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
+                       f"{format_duration(policy.timeout)}", inactive, age)  # fmt: skip
+    if policy.max_age and age is not None and age >= policy.max_age:
+        return Verdict(True, "max-age", f"age {format_duration(age)} >= max_age "
+                       f"{format_duration(policy.max_age)}", inactive, age)  # fmt: skip
+    if inactive is None:
+        return Verdict(False, "no-activity", "neither last_activity nor created known")
+    if not may_cull_admin:
+        return Verdict(False, "kind-not-culled", "admin users are not culled", inactive, age)
+    return Verdict(False, "active", f"active {format_duration(inactive)} ago", inactive, age)
+
+
+def judge_kernels(verdict: Verdict, activity: ServerActivity, now: datetime,
+                  policy: Policy) -> Verdict:  # fmt: skip
+    """Given a server chosen as idle and its own account of its kernels and terminals: keep
+    it while a kernel is busy or any kernel or terminal was active within the timeout, unless
+    the hub has seen nothing for max_busy. A max-age verdict stands whatever the kernels do."""
+    if not verdict.cull or verdict.why != "idle":
+        return verdict
+    recent = _seconds_since(activity.latest, now)
+    working = activity.busy_kernels > 0
+    recently = recent is not None and recent < policy.timeout
+    if not working and not recently:
+        detail = (f"{activity.kernels} kernel(s) idle, {activity.terminals} terminal(s), last "
+                  f"used {format_duration(recent)} ago")  # fmt: skip
+        return Verdict(True, "idle", f"{verdict.reason}; {detail}", verdict.inactive, verdict.age)
+    hub_idle = verdict.inactive or 0.0
+    what = (f"{activity.busy_kernels} kernel(s) busy" if working
+            else f"kernel/terminal active {format_duration(recent)} ago")  # fmt: skip
+    if hub_idle >= policy.max_busy:
+        return Verdict(True, "idle", f"{what}, but idle {format_duration(hub_idle)} >= max_busy "
+                       f"{format_duration(policy.max_busy)}", verdict.inactive, verdict.age)  # fmt: skip
+    return Verdict(False, "busy", f"{what} (hub saw no activity for "
+                   f"{format_duration(hub_idle)})", verdict.inactive, verdict.age)  # fmt: skip

@@ -1,0 +1,184 @@
+"""Every setting of `hub-culler`, declared once.
+
+The hub backend's options carry jupyterhub-idle-culler 2.0's names and defaults (`--timeout
+600`, `--cull-every` half of it, `--concurrency 10`...), so an admin switches by changing the
+command. The Docker backend's settings live in culler/docker_settings.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from hubsidecars.config import ConfigError, Duration, render_example, setting
+from culler.docker_settings import DockerSettings
+
+ENV_PREFIX = "HUB_CULLER"
+DEFAULT_URL = "http://127.0.0.1:8081/hub/api"
+DEFAULT_STATE_DIR = "/var/lib/hub-sidecars/culler"
+# idle-culler's own environment: the hub sets both for a hub-managed service.
+HUB_URL_ENV = "JUPYTERHUB_API_URL"
+HUB_TIMEOUT_ENV = "JUPYTERHUB_REQUEST_TIMEOUT"
+
+EXAMPLE_HEADER = f"""\
+/etc/hub-sidecars/culler.toml: settings for `hub-culler` (hub-culler.service).
+Written by `hub-culler --generate-config` from culler/settings.py and
+culler/docker_settings.py. Keys left commented out show their defaults. Each key is also a flag
+(cull_every: --cull-every) and an environment variable ({ENV_PREFIX}_CULL_EVERY); flags win
+over the environment, which wins over this file. The hub API token is never a setting: it comes
+from token_file, the systemd credential hub-api-token, or JUPYTERHUB_API_TOKEN.
+Durations read like 30s, 10m, 2h, 7d or 1h30m; a bare number is seconds."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubSettings:
+    url: str = setting(
+        "",
+        f"the JupyterHub API URL (default: ${HUB_URL_ENV}, else {DEFAULT_URL})",
+        metavar="URL",
+        heading="The hub, and how to reach it.",
+        in_example=True,
+    )
+    token_file: str = setting(
+        "",
+        "file holding the hub API token (mode 0600 or 0640, owned by root or the culler's "
+        "user); else the systemd credential hub-api-token; else $JUPYTERHUB_API_TOKEN",
+        metavar="FILE",
+    )
+    public_url: str = setting(
+        "",
+        "where users' servers are reached, through the proxy, to ask about their kernels "
+        "(default: the origin of --url, right when --url itself goes through the proxy)",
+        metavar="URL",
+    )
+    request_timeout: Duration = setting(
+        60.0, f"timeout of one request to the hub (default also from ${HUB_TIMEOUT_ENV})",
+        min=1, max=3600,
+    )  # fmt: skip
+    api_page_size: int = setting(
+        0, "users per page when listing users (0: the hub's maximum, 200)", metavar="N", min=0,
+    )  # fmt: skip
+    ssl_enabled: bool = setting(
+        False, "the hub API uses JupyterHub's internal TLS: verify it with the internal CA and "
+        "present the hub-internal certificate from --internal-certs-location",
+    )  # fmt: skip
+    internal_certs_location: str = setting(
+        "internal-ssl", "JupyterHub's internal-ssl directory (with --ssl-enabled)", metavar="DIR"
+    )
+    ca_file: str = setting(
+        "", "CA bundle to verify an https hub with (default: the system's)", metavar="FILE"
+    )
+    hub: bool = setting(
+        True, "cull servers (and users) through the hub API; --no-hub with --docker culls "
+        "containers alone", heading="What to cull, and when.",
+    )  # fmt: skip
+    timeout: Duration = setting(
+        600.0, "a server idle this long is culled", min=1, in_example=True
+    )
+    cull_every: Duration = setting(
+        0.0, "seconds between passes (0: half of --timeout)", min=0
+    )
+    max_age: Duration = setting(
+        0.0, "cull servers (and users, with --cull-users) older than this even when active "
+        "(0: no limit)", min=0,
+    )  # fmt: skip
+    cull_users: bool = setting(
+        False, "also delete users who are idle and have no running server (tmpnb-style hubs)"
+    )
+    cull_admin_users: bool = setting(True, "with --cull-users, delete idle admin users too")
+    cull_default_servers: bool = setting(True, "cull default servers")
+    cull_named_servers: bool = setting(True, "cull named servers")
+    remove_named_servers: bool = setting(
+        False, "delete named servers after stopping them (BinderHub-style)"
+    )
+    exclude_users: tuple[str, ...] = setting(
+        (), "users never culled, whatever else is set (comma separated)"
+    )
+    exclude_groups: tuple[str, ...] = setting(
+        (), "members of these hub groups are never culled (comma separated; needs read:groups)"
+    )
+    check_kernels: bool = setting(
+        True, "before stopping a server, ask it about its kernels and terminals (through the "
+        "proxy; needs access:servers) and keep it while one is busy or was active within "
+        "--timeout", heading="Busy kernels.",
+    )  # fmt: skip
+    max_busy: Duration = setting(
+        43200.0, "stop a server anyway once the hub has seen no activity for this long, busy "
+        "kernels or not (a runaway kernel is stopped eventually)", min=1,
+    )  # fmt: skip
+    probe_timeout: Duration = setting(
+        10.0, "timeout of one question to a user's server", min=1, max=600
+    )
+    concurrency: int = setting(
+        10, "servers stopped at the same time (0: no limit, up to 256)", metavar="N", min=0,
+        max=256, heading="Stopping.",
+    )  # fmt: skip
+    stop_wait: Duration = setting(
+        60.0, "how long a pass follows a stop the hub answered with 202 (slow to stop) before "
+        "leaving it to the next pass", min=0, max=3600,
+    )  # fmt: skip
+    pending_limit: Duration = setting(
+        600.0, "report a server that stays pending (starting or stopping) longer than this",
+        min=1,
+    )  # fmt: skip
+    dry_run: bool = setting(
+        False, "decide and log every decision with its reason, change nothing",
+        heading="Running.",
+    )  # fmt: skip
+    once: bool = setting(False, "one pass, then exit (non-zero when the pass failed)")
+    status_file: str = setting(
+        f"{DEFAULT_STATE_DIR}/status.json",
+        "the last pass's result as JSON (empty: none)", metavar="FILE",
+    )  # fmt: skip
+    metrics_file: str = setting(
+        "", "Prometheus textfile metrics, e.g. for node_exporter's textfile collector "
+        "(empty: none)", metavar="FILE",
+    )  # fmt: skip
+    log_format: Literal["kv", "json"] = setting("kv", "log line format")
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CullerSettings(DockerSettings, HubSettings):
+    """Hub settings first, then Docker's (dataclass fields follow the reversed MRO)."""
+
+
+def example_config() -> str:
+    return render_example(CullerSettings, EXAMPLE_HEADER)
+
+
+def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> CullerSettings:
+    """Fill what defaults to something else (url, cull_every, request_timeout) and check what
+    the declarations cannot; raise ConfigError with a one-line reason."""
+    import dataclasses
+
+    environ = os.environ if environ is None else environ
+    changes: dict = {}
+    if not settings.hub and not settings.docker:
+        raise ConfigError("nothing to cull: --no-hub needs --docker")
+    url = settings.url or environ.get(HUB_URL_ENV) or DEFAULT_URL
+    for key, value in (("url", url), ("public_url", settings.public_url)):
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"{key} must be an http(s) URL, got {value!r}")
+    changes["url"] = url.rstrip("/")
+    if not settings.cull_every:
+        # idle-culler: timeout // 2; never below a second
+        changes["cull_every"] = max(1.0, float(int(settings.timeout) // 2))
+    if settings.request_timeout == 60.0 and environ.get(HUB_TIMEOUT_ENV):
+        try:
+            changes["request_timeout"] = float(environ[HUB_TIMEOUT_ENV])
+        except ValueError:
+            raise ConfigError(f"{HUB_TIMEOUT_ENV} must be a number of seconds") from None
+    if settings.max_busy < settings.timeout:
+        raise ConfigError(
+            f"max_busy ({settings.max_busy:g} s) must be at least timeout ({settings.timeout:g} s)"
+        )
+    for key in ("status_file", "metrics_file", "token_file", "ca_file"):
+        value = getattr(settings, key)
+        if value and not os.path.isabs(value):
+            raise ConfigError(f"{key} must be an absolute path, got {value!r}")
+    return dataclasses.replace(settings, **changes)
