@@ -54,3 +54,30 @@ class DockerEngine:
         if self.process is not None:
             self.process.stop()
             self.process = None
+
+
+BUSYBOX_IMAGE = "hub-sidecars-busybox:test"
+
+
+def busybox_image(name: str = BUSYBOX_IMAGE) -> str:
+    """A tiny local image holding only busybox-static (no registry can be reached): built once
+    with `docker import`, then reused. Commands: sh, sleep, yes, true, and busybox's others."""
+    if docker("image", "inspect", name, check=False, timeout=30).returncode == 0:
+        return name
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise RuntimeError("busybox is missing: ./scripts/test installs busybox-static")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        (Path(root) / "bin").mkdir()
+        shutil.copy(busybox, Path(root) / "bin" / "busybox")
+        for command in ("sh", "sleep", "yes", "true", "cat"):
+            (Path(root) / "bin" / command).symlink_to("busybox")
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        try:
+            docker("import", "-", name, stdin=tar.stdout, timeout=120)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    return name

@@ -1,0 +1,369 @@
+"""The Docker backend: users' containers and Swarm services, culled through the engine's API.
+
+With the hub backend on, a container or service whose user has no running or pending server in
+the hub is an orphan, removed after a grace period. Without it, a container whose CPU and network
+counters stood still for the timeout is stopped (and removed if configured). Candidates are only
+what the name templates or labels select, minus the excluded and the culler's own container.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import docker
+import docker.errors
+import requests
+
+from culler.docker_idle import DockerState, StateFile, judge, sample_from_stats
+from culler.docker_names import NameMatcher, Owner, hub_env
+from culler.docker_settings import DockerSettings
+from culler.outcomes import Kind, Outcome, PassResult
+from hubsidecars.config import ConfigError, format_duration
+from hubsidecars.logs import log_event
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+_CONTAINER_DIR = re.compile(r"/containers/([0-9a-f]{64})/")
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot be reached (`unreachable`) or answered 5xx; the message is one line."""
+
+    def __init__(self, message: str, unreachable: bool) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def short_error(exc: BaseException) -> str:
+    """One line about a Docker SDK or connection error, never the engine's whole answer."""
+    if isinstance(exc, docker.errors.APIError):
+        text = str(exc.explanation or getattr(exc.response, "reason", "") or "error")
+        text = text.strip().splitlines()[0] if text.strip() else "error"
+        status = exc.status_code
+        return f"{status} {text[:200]}" if status else text[:200]
+    for cause in _causes(exc):
+        if isinstance(cause, PermissionError):
+            return "permission denied on the engine's socket"
+        if isinstance(cause, FileNotFoundError):
+            return "the engine's socket does not exist"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "cannot connect"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".strip()
+
+
+def _causes(exc: BaseException):
+    """The exception and everything it wraps (requests and urllib3 nest the real cause in
+    args and `reason`)."""
+    seen: set[int] = set()
+    stack: list = [exc]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None),
+                      *current.args])  # fmt: skip
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, docker.errors.APIError):
+        return exc.status_code is None or exc.status_code >= 500
+    return isinstance(exc, (requests.RequestException, ConnectionError))
+
+
+def engine_address(environ: dict[str, str] | None = None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect_docker(settings: DockerSettings) -> docker.DockerClient:
+    """A client for the engine named by the environment (DOCKER_HOST, DOCKER_TLS_VERIFY,
+    DOCKER_CERT_PATH) or the local socket, checked with a ping; ConfigError when it cannot be
+    used."""
+    where = engine_address()
+    try:
+        client = docker.from_env(timeout=int(settings.docker_request_timeout))
+    except docker.errors.DockerException as exc:
+        raise ConfigError(f"docker: cannot use the engine at {where}: {short_error(exc)}") from None
+    try:
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        client.close()
+        raise ConfigError(f"docker: cannot reach the engine at {where}: {short_error(exc)}") from None
+    return client
+
+
+def own_container_ids(proc_self: Path = Path("/proc/self")) -> frozenset[str]:
+    """The ID of the container this process runs in, if any (from its mounts and cgroups)."""
+    found: set[str] = set()
+    for name, pattern in (("mountinfo", _CONTAINER_DIR), ("cgroup", _CONTAINER_ID)):
+        try:
+            text = (proc_self / name).read_text()
+        except OSError:
+            continue
+        found.update(m.group(1) if m.groups() else m.group(0) for m in pattern.finditer(text))
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A container or service the templates or labels selected."""
+
+    kind: Kind
+    id: str
+    name: str
+    labels: dict[str, str]
+
+
+class DockerCuller:
+    """One pass over the engine's running containers (and services, on a swarm manager)."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: DockerSettings,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.time,
+        own_ids: frozenset[str] | None = None,
+    ) -> None:
+        self.api = client.api
+        self.settings = settings
+        self.logger = logger or logging.getLogger("culler.docker")
+        self.clock = clock
+        self.own_ids = own_container_ids() if own_ids is None else own_ids
+        self.containers = NameMatcher(settings.docker_container_names, settings.docker_labels)
+        self.services = NameMatcher(settings.docker_service_names, settings.docker_labels)
+        self.state_file = StateFile(settings.docker_state_file, self.logger)
+        self.state: DockerState | None = None
+
+    # --- the pass ---
+
+    def run_pass(
+        self,
+        result: PassResult,
+        stop: threading.Event,
+        hub_servers: frozenset[tuple[str, str]] | None,
+    ) -> None:
+        if self.state is None:
+            self.state = self.state_file.load()
+        try:
+            containers = self._list_containers()
+            services = self._list_services() if self.settings.docker_services else []
+        except EngineUnavailable as exc:
+            self._engine_error(result, f"docker: listing failed: {exc}")
+            return
+        live = {c.id for c in containers} | {s.id for s in services}
+        for candidate in [*containers, *services]:
+            if stop.is_set():
+                break
+            try:
+                result.add(self._consider(candidate, hub_servers, result))
+            except docker.errors.NotFound:
+                live.discard(candidate.id)  # gone during the pass: nothing to do
+            except EngineUnavailable as exc:
+                self._engine_error(result, f"docker: {candidate.kind} {candidate.name}: {exc}")
+                if exc.unreachable:
+                    break  # the rest would fail the same way; the next pass retries
+        self.state.prune(live)
+        self._save_state()
+
+    def _engine_error(self, result: PassResult, message: str) -> None:
+        result.errors.append(message)
+        log_event(self.logger, "docker engine unavailable", logging.ERROR, error=message)
+
+    def _save_state(self) -> None:
+        try:
+            self.state_file.save(self.state)
+        except OSError as exc:
+            log_event(self.logger, "docker state file not written", logging.WARNING,
+                      path=str(self.state_file.path), error=exc.strerror or type(exc).__name__)  # fmt: skip
+
+    def _call(self, method: Callable, *args, **kwargs):
+        """One engine request; 5xx and connection failures become EngineUnavailable."""
+        try:
+            return method(*args, **kwargs)
+        except docker.errors.NotFound:
+            raise
+        except (docker.errors.APIError, requests.RequestException, ConnectionError) as exc:
+            if _is_unavailable(exc):
+                unreachable = not isinstance(exc, docker.errors.APIError)
+                raise EngineUnavailable(short_error(exc), unreachable) from None
+            raise
+
+    # --- listing ---
+
+    def _excluded(self, object_id: str, name: str) -> bool:
+        if object_id in self.own_ids:
+            return True
+        for entry in self.settings.docker_exclude:
+            if entry == name:
+                return True
+            if len(entry) >= 12 and re.fullmatch(r"[0-9a-f]+", entry) and object_id.startswith(entry):
+                return True
+        return False
+
+    def _list_containers(self) -> list[Candidate]:
+        found = []
+        for summary in self._call(self.api.containers, filters={"status": "running"}):
+            names = [n.lstrip("/") for n in summary.get("Names") or ()]
+            name = next((n for n in names if "/" not in n), names[0] if names else "")
+            labels = summary.get("Labels") or {}
+            if self.containers.matches(name, labels):
+                found.append(Candidate("container", summary["Id"], name, labels))
+        return found
+
+    def _list_services(self) -> list[Candidate]:
+        swarm = (self._call(self.api.info) or {}).get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            return []  # not a swarm manager: no services to see
+        found = []
+        for service in self._call(self.api.services):
+            spec = service.get("Spec") or {}
+            replicated = (spec.get("Mode") or {}).get("Replicated")
+            if replicated is not None and not replicated.get("Replicas"):
+                continue  # scaled to zero: nothing runs
+            container_spec = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+            labels = {**(container_spec.get("Labels") or {}), **(spec.get("Labels") or {})}
+            name = spec.get("Name", "")
+            if self.services.matches(name, labels):
+                found.append(Candidate("service", service["ID"], name, labels))
+        return found
+
+    def _environment(self, candidate: Candidate) -> dict[str, str]:
+        if candidate.kind == "container":
+            details = self._call(self.api.inspect_container, candidate.id)
+            return hub_env((details.get("Config") or {}).get("Env"))
+        details = self._call(self.api.inspect_service, candidate.id)
+        spec = ((details.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+        return hub_env(spec.get("Env"))
+
+    # --- deciding ---
+
+    def _consider(
+        self,
+        candidate: Candidate,
+        hub_servers: frozenset[tuple[str, str]] | None,
+        result: PassResult,
+    ) -> Outcome:
+        if self._excluded(candidate.id, candidate.name):
+            return self._outcome(candidate, "skipped", "excluded (--docker-exclude or our own)")
+        env = self._environment(candidate)
+        if self.settings.docker_require_hub_env and "JUPYTERHUB_USER" not in env:
+            return self._outcome(
+                candidate, "skipped", "no JUPYTERHUB_USER in its environment: not a hub server"
+            )
+        matcher = self.containers if candidate.kind == "container" else self.services
+        owner = matcher.owner(candidate.name, env)
+        if hub_servers is not None:
+            return self._consider_orphan(candidate, owner, hub_servers, result)
+        if candidate.kind == "service":
+            return self._outcome(candidate, "skipped", "services are culled as orphans only: "
+                                 "needs the hub backend")  # fmt: skip
+        return self._consider_idle(candidate, result)
+
+    def _consider_orphan(
+        self,
+        candidate: Candidate,
+        owner: Owner,
+        hub_servers: frozenset[tuple[str, str]],
+        result: PassResult,
+    ) -> Outcome:
+        if not owner.known:
+            return self._outcome(candidate, "skipped", "owner unknown: no JUPYTERHUB_USER and "
+                                 "no {username} or {md5} in the matching template")  # fmt: skip
+        if owner.has_server_in(hub_servers):
+            self.state.orphans.pop(candidate.id, None)
+            return self._outcome(candidate, "active", f"server of {owner.describe()} in the hub")
+        now = self.clock()
+        first_seen = self.state.orphans.setdefault(candidate.id, now)
+        orphaned = max(0.0, now - first_seen)
+        grace = self.settings.docker_orphan_grace
+        if orphaned < grace:
+            return self._outcome(candidate, "active",
+                                 f"orphan of {owner.describe()} (no server in the hub) for "
+                                 f"{format_duration(round(orphaned))} of grace "
+                                 f"{format_duration(grace)}")  # fmt: skip
+        reason = (f"orphan of {owner.describe()}: no server in the hub for "
+                  f"{format_duration(round(orphaned))} >= grace {format_duration(grace)}")  # fmt: skip
+        return self._act(candidate, reason, True, result)
+
+    def _consider_idle(self, candidate: Candidate, result: PassResult) -> Outcome:
+        stats = self._call(self.api.stats, candidate.id, stream=False, one_shot=True)
+        now = sample_from_stats(stats, self.clock())
+        verdict = judge(
+            self.state.samples.get(candidate.id, ()),
+            now,
+            self.settings_timeout,
+            self.settings.docker_cpu_threshold,
+            self.settings.docker_net_threshold,
+        )
+        self.state.samples[candidate.id] = verdict.keep
+        if not verdict.idle:
+            return self._outcome(candidate, "active", verdict.reason)
+        return self._act(candidate, verdict.reason, self.settings.docker_remove, result)
+
+    @property
+    def settings_timeout(self) -> float:
+        # CullerSettings carries `timeout` (HubSettings); DockerSettings alone does not.
+        return float(getattr(self.settings, "timeout", 600.0))
+
+    # --- acting ---
+
+    def _act(self, candidate: Candidate, reason: str, remove: bool, result: PassResult) -> Outcome:
+        """Stop (and remove) the container, or remove the service. A 5xx answer fails this one
+        and is a pass error; an unreachable engine ends the pass."""
+        action = "remove" if remove else "stop"
+        if getattr(self.settings, "dry_run", False):
+            self._log_action(candidate, f"would {action}", reason)
+            return self._outcome(candidate, "would-cull", f"would {action}: {reason}")
+        try:
+            if candidate.kind == "service":
+                self._call(self.api.remove_service, candidate.id)
+            else:
+                self._call(self.api.stop, candidate.id,
+                           timeout=int(round(self.settings.docker_stop_timeout)))  # fmt: skip
+                if remove:
+                    self._call(self.api.remove_container, candidate.id)
+        except docker.errors.NotFound:
+            self._log_action(candidate, "gone", reason)
+            self.state.orphans.pop(candidate.id, None)
+            return self._outcome(candidate, "culled", f"gone before {action}: {reason}")
+        except EngineUnavailable as exc:
+            if exc.unreachable:
+                raise
+            self._log_action(candidate, f"{action} failed", reason, logging.ERROR, str(exc))
+            result.errors.append(f"docker: {candidate.kind} {candidate.name}: {action}: {exc}")
+            return self._outcome(candidate, "failed", f"{action} failed: {exc}")
+        except docker.errors.APIError as exc:
+            self._log_action(candidate, f"{action} failed", reason, logging.ERROR, short_error(exc))
+            return self._outcome(candidate, "failed", f"{action} failed: {short_error(exc)}")
+        self.state.samples.pop(candidate.id, None)
+        self.state.orphans.pop(candidate.id, None)
+        done = "removed" if remove else "stopped"
+        self._log_action(candidate, done, reason)
+        return self._outcome(candidate, "culled", f"{done}: {reason}")
+
+    def _log_action(
+        self, candidate: Candidate, action: str, reason: str, level: int = logging.INFO,
+        error: str | None = None,
+    ) -> None:  # fmt: skip
+        fields = {"kind": candidate.kind, "target": candidate.name, "id": candidate.id[:12],
+                  "action": action, "reason": reason}  # fmt: skip
+        if error:
+            fields["error"] = error
+        log_event(self.logger, f"docker {candidate.kind} {action}", level, **fields)
+
+    @staticmethod
+    def _outcome(candidate: Candidate, result: str, reason: str) -> Outcome:
+        return Outcome(candidate.kind, candidate.name, result, reason)  # type: ignore[arg-type]
