@@ -124,6 +124,7 @@ class Candidate:
     id: str
     name: str
     labels: dict[str, str]
+    env: dict[str, str] | None = None  # the hub entries of its environment, when listed
 
 
 class DockerCuller:
@@ -237,16 +238,15 @@ class DockerCuller:
             labels = {**(container_spec.get("Labels") or {}), **(spec.get("Labels") or {})}
             name = spec.get("Name", "")
             if self.services.matches(name, labels):
-                found.append(Candidate("service", service["ID"], name, labels))
+                env = hub_env(container_spec.get("Env"))
+                found.append(Candidate("service", service["ID"], name, labels, env))
         return found
 
     def _environment(self, candidate: Candidate) -> dict[str, str]:
-        if candidate.kind == "container":
-            details = self._call(self.api.inspect_container, candidate.id)
-            return hub_env((details.get("Config") or {}).get("Env"))
-        details = self._call(self.api.inspect_service, candidate.id)
-        spec = ((details.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
-        return hub_env(spec.get("Env"))
+        if candidate.env is not None:
+            return candidate.env
+        details = self._call(self.api.inspect_container, candidate.id)
+        return hub_env((details.get("Config") or {}).get("Env"))
 
     # --- deciding ---
 

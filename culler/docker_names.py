@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from string import Formatter
 
+from hubsidecars.config import ConfigError
+
 # DockerSpawner >= 12 escapes user and server names to [a-z0-9], with '-' plus two lowercase
 # hex digits for every other byte, so a '-' in an escaped name always starts an escape; that
 # is what makes its '--' separator before the server name unambiguous.
@@ -26,7 +28,7 @@ _PLACEHOLDERS = {
 PLACEHOLDERS = tuple(_PLACEHOLDERS)
 
 
-class BadTemplate(ValueError):
+class BadTemplate(ConfigError):
     """A name template with an unknown placeholder or broken braces."""
 
 
