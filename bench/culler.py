@@ -108,6 +108,7 @@ class PeakRss:
 @dataclass
 class Outcome:
     label: str
+    first_stop_seconds: float | None  # start-up, listing and deciding until the first stop
     pass_seconds: float
     exit_seconds: float | None
     culled: int
@@ -196,6 +197,7 @@ def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path
             cpu = usage.ru_utime + usage.ru_stime
         peak = rss.finish()
     exchanges = proxy.take()
+    first_stop = min((ex.arrived for ex in stops_answered(exchanges, idle).values()), default=None)
     remaining = state.running_servers()
     running, active = set(state.population.running), set(state.population.active)
     culled = running - remaining
@@ -207,6 +209,7 @@ def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
     return Outcome(
         label=culler.label, pass_seconds=pass_end - started,
+        first_stop_seconds=(first_stop - started) if first_stop is not None else None,
         exit_seconds=(exited - started) if culler.once and exited else None,
         culled=len(culled), kept=len(remaining & running), wrong=wrong,
         peak_rss_mib=peak / 1024, cpu_seconds=cpu, hub_requests=hub_requests,
@@ -217,17 +220,19 @@ def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path
 
 
 def print_table(outcomes: list[Outcome]) -> None:
-    header = (f"{'culler':<38} {'pass s':>7} {'exit s':>7} {'culled':>6} {'kept':>5} "
-              f"{'peak RSS':>9} {'CPU s':>6} {'hub API requests':<28} {'server req':>10} "
-              f"{'load 1m':>7}")  # fmt: skip
+    header = (f"{'culler':<38} {'1st stop':>8} {'pass s':>7} {'exit s':>7} {'culled':>6} "
+              f"{'kept':>5} {'peak RSS':>9} {'CPU s':>6} {'hub API requests':<28} "
+              f"{'server req':>10} {'load 1m':>7}")  # fmt: skip
     print(header)
     for out in outcomes:
         methods = "/".join(
             f"{count} {method}" for method, count in sorted(out.hub_requests.items())
         )
         exit_text = f"{out.exit_seconds:7.1f}" if out.exit_seconds is not None else f"{'-':>7}"
-        print(f"{out.label:<38} {out.pass_seconds:7.1f} {exit_text} {out.culled:6d} {out.kept:5d} "
-              f"{out.peak_rss_mib:6.1f} MiB {out.cpu_seconds:6.2f} "
+        first = out.first_stop_seconds
+        first_text = f"{first:8.1f}" if first is not None else f"{'-':>8}"
+        print(f"{out.label:<38} {first_text} {out.pass_seconds:7.1f} {exit_text} "
+              f"{out.culled:6d} {out.kept:5d} {out.peak_rss_mib:6.1f} MiB {out.cpu_seconds:6.2f} "
               f"{f'{out.hub_total} ({methods})':<28} {out.server_requests:10d} "
               f"{out.load[0]:7.2f}")  # fmt: skip
         if out.other_requests:
@@ -238,7 +243,8 @@ def print_table(outcomes: list[Outcome]) -> None:
         if out.exit_code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
             print(f"  exit code {out.exit_code}")
         if out.status:
-            print(f"  status file: {json.dumps(out.status, sort_keys=True)[:300]}")
+            counts = out.status.get("counts", out.status)
+            print(f"  hub-culler status file counts: {json.dumps(counts, sort_keys=True)}")
 
 
 def main() -> None:
@@ -304,6 +310,7 @@ def report(args, outcomes: list[Outcome]) -> None:
         f"{args.timeout}; JupyterHub 6 + configurable-http-proxy; {os.cpu_count()} cores shared"
     )
     print(
+        "1st stop = culler process start -> its first stop request; "
         "pass s = culler process start -> hub answered the last idle server's stop (timed at a "
         "counting proxy in front of the hub's proxy); exit s = until hub-culler --once exited; "
         "peak RSS = VmHWM of the culler process; requests counted at the same proxy"
