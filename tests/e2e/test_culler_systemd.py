@@ -176,6 +176,55 @@ def test_a_failing_daemon_is_restarted(culler):
                f"the unit to come up again:\n{c.journal(UNIT)}")  # fmt: skip
 
 
+# A stand-in for the engine's socket: root:docker 0660 like dockerd's, recording the first line
+# of each request. (No Docker engine runs inside the systemd container; what is under test is
+# whether the sandboxed unit may connect at all.)
+SOCKET_RECORDER = """\
+import grp, os, socket
+path, record = "/run/docker.sock", "/run/docker-socket.record"
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chown(path, 0, grp.getgrnam("docker").gr_gid)
+os.chmod(path, 0o660)
+server.listen()
+while True:
+    conn, _ = server.accept()
+    line = conn.recv(4096).split(b"\\r\\n")[0].decode()
+    with open(record, "a") as out:
+        out.write(line + "\\n")
+    conn.close()
+"""
+
+
+@pytest.fixture
+def docker_socket(culler):
+    c = culler
+    c.run("groupadd", "-f", "docker")
+    c.write_file("/root/socket_recorder.py", SOCKET_RECORDER)
+    c.run("systemd-run", "--unit=docker-socket-recorder", "python3", "/root/socket_recorder.py")
+    c.run("sh", "-c", "until test -S /run/docker.sock; do sleep 0.1; done", timeout=20)
+    yield c
+    c.run("systemctl", "stop", "docker-socket-recorder", check=False)
+    c.run("rm", "-f", "/run/docker.sock", "/run/docker-socket.record")
+
+
+def test_the_documented_docker_dropin_lets_the_sandbox_reach_the_engine_socket(docker_socket):
+    c = docker_socket
+    # As shipped (hub-only), --docker cannot reach a root:docker 0660 socket: the unit fails
+    # with the reason and is not restarted (a bad configuration, exit 2).
+    add_dropin(c, "docker-on", "[Service]\nEnvironment=HUB_CULLER_DOCKER=true\n")
+    assert c.run("systemctl", "start", UNIT, check=False).returncode != 0
+    assert "permission denied" in c.journal(UNIT).lower(), c.journal(UNIT)
+    assert c.run("cat", "/run/docker-socket.record", check=False).stdout == ""
+    c.run("systemctl", "reset-failed", UNIT)
+    # The drop-in the unit's comment documents: the docker group, nothing else.
+    add_dropin(c, "docker-group", "[Service]\nSupplementaryGroups=docker\n")
+    c.run("systemctl", "start", UNIT, check=False)
+    record = wait_until(lambda: c.run("cat", "/run/docker-socket.record", check=False).stdout,
+                        20, f"a request on the socket:\n{c.journal(UNIT)}")  # fmt: skip
+    assert re.match(r"(GET|HEAD) /\S+ HTTP/1.1$", record.splitlines()[0]), record
+
+
 def test_unit_verifies_clean_and_scores_inside_real_systemd(installed):
     c = installed
     verify = c.run("systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}", check=False)

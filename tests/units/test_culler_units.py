@@ -57,11 +57,16 @@ def test_unit_runs_the_installed_daemon_as_the_issue_asks():
     assert service["Restart"] == ["on-failure"]
     assert service["LoadCredential"] == ["hub-api-token:/etc/hub-sidecars/hub-api-token"]
     assert service["DynamicUser"] == ["yes"]
-    # The defaults of status_file and docker_state_file are inside the state directory.
-    state_dir = "/var/lib/" + service["StateDirectory"][0]
+    # Every file the culler writes by default (status, Docker and probe state) is in the state
+    # directory, the only place the sandbox lets it write.
+    state_dir = Path("/var/lib/" + service["StateDirectory"][0])
     defaults = CullerSettings()
-    assert Path(defaults.status_file).parent == Path(state_dir)
-    assert Path(defaults.docker_state_file).parent == Path(state_dir)
+    written = [
+        getattr(defaults, o.name) for o in options(CullerSettings) if o.name.endswith("_file")
+    ]
+    written = [Path(path) for path in written if path]
+    assert Path(defaults.status_file) in written and len(written) >= 2, written
+    assert all(path.parent == state_dir for path in written), written
     # Hub-only by default: the docker group is documented as a drop-in, not granted here.
     assert "SupplementaryGroups" not in service and "AmbientCapabilities" in service
     assert service["CapabilityBoundingSet"] == [""]
