@@ -163,8 +163,10 @@ def judge_kernels(verdict: Verdict, activity: ServerActivity, now: datetime,
     working = activity.busy_kernels > 0
     recently = recent is not None and recent < policy.timeout
     if not working and not recently:
-        detail = (f"{activity.kernels} kernel(s) idle, {activity.terminals} terminal(s), last "
-                  f"used {format_duration(recent)} ago")  # fmt: skip
+        detail = "no kernels or terminals"
+        if activity.kernels or activity.terminals:
+            detail = (f"{activity.kernels} kernel(s) idle, {activity.terminals} terminal(s), "
+                      f"last used {format_duration(recent)} ago")  # fmt: skip
         return Verdict(True, "idle", f"{verdict.reason}; {detail}", verdict.inactive, verdict.age)
     hub_idle = verdict.inactive or 0.0
     what = (f"{activity.busy_kernels} kernel(s) busy" if working

@@ -108,6 +108,12 @@ class HubSettings:
         43200.0, "stop a server anyway once the hub has seen no activity for this long, busy "
         "kernels or not (a runaway kernel is stopped eventually)", min=1,
     )  # fmt: skip
+    probe_state_file: str = setting(
+        f"{DEFAULT_STATE_DIR}/probe-marks.json",
+        "when the culler last asked each server, so that after a restart its own questions "
+        "(which the hub counts as activity) are still not taken for a user's (empty: memory "
+        "only)", metavar="FILE",
+    )  # fmt: skip
     probe_timeout: Duration = setting(
         10.0, "timeout of one question to a user's server", min=1, max=600
     )
@@ -177,7 +183,7 @@ def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> 
         raise ConfigError(
             f"max_busy ({settings.max_busy:g} s) must be at least timeout ({settings.timeout:g} s)"
         )
-    for key in ("status_file", "metrics_file", "token_file", "ca_file"):
+    for key in ("status_file", "metrics_file", "token_file", "ca_file", "probe_state_file"):
         value = getattr(settings, key)
         if value and not os.path.isabs(value):
             raise ConfigError(f"{key} must be an absolute path, got {value!r}")

@@ -319,15 +319,29 @@ class HubClient:
         reply = self.request("DELETE", f"/users/{quote(name, safe='')}")
         return reply.status_code != 404
 
-    def user_server_json(self, server: Server, path: str) -> Any:
+    def user_server_json(self, server: Server, path: str, *, timeout: float | None = None,
+                         retries: int | None = None) -> Any:  # fmt: skip
         """GET `path` (e.g. "api/kernels") from a user's server through the proxy, with the
-        same token (its role needs access:servers). None on 404."""
+        same token (its role needs access:servers). None on 404. Redirects are not followed: a
+        server that sends the token to log in answers 302, which raises HubError. `timeout` and
+        `retries` override the client's for this request (a probe should give up quickly)."""
         base = server.url or f"/user/{quote(server.user, safe='')}/"
         if server.name and not server.url:
             base += f"{quote(server.name, safe='')}/"
         url = f"{self.public_url}{base}{path.lstrip('/')}"
-        reply = self._send("GET", url, url[len(self.public_url) :], from_hub=False)
-        return None if reply.status_code == 404 else reply.json()
+        reply = self._send("GET", url, url[len(self.public_url) :], from_hub=False,
+                           timeout=timeout, retries=retries, redirects=False)  # fmt: skip
+        if reply.status_code == 404:
+            return None
+        if reply.status_code >= 300:
+            where = reply.headers.get("Location", "")
+            raise HubError(f"GET {base}{path}: {reply.status_code} {where}".rstrip(),
+                           status=reply.status_code, method="GET", path=base + path)  # fmt: skip
+        try:
+            return reply.json()
+        except ValueError:
+            raise HubError(f"GET {base}{path}: the answer is not JSON", status=reply.status_code,
+                           method="GET", path=base + path) from None  # fmt: skip
 
     # -- the hub itself --------------------------------------------------------------------
 
@@ -342,8 +356,12 @@ class HubClient:
     # -- transport -------------------------------------------------------------------------
 
     def _send(self, method: str, url: str, path: str, *, params=None, json=None,
-              accept: str = "application/json", from_hub: bool = True) -> requests.Response:  # fmt: skip
+              accept: str = "application/json", from_hub: bool = True,
+              timeout: float | None = None, retries: int | None = None,
+              redirects: bool = True) -> requests.Response:  # fmt: skip
         headers = {"Authorization": f"token {self._token}", "Accept": accept}
+        timeout = self.timeout if timeout is None else timeout
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             attempt += 1
@@ -351,7 +369,8 @@ class HubClient:
                 self._requests_made += 1
             try:
                 reply = self.session.request(method, url, params=params, json=json,
-                                             headers=headers, timeout=self.timeout)  # fmt: skip
+                                             headers=headers, timeout=timeout,
+                                             allow_redirects=redirects)  # fmt: skip
             except requests.RequestException as error:
                 failure, status, retryable = _describe(error), None, _may_retry(method, error)
             else:
@@ -365,7 +384,7 @@ class HubClient:
                 if not_the_hub:
                     failure = f"404 from the proxy, not the hub ({failure})"
                 retryable = True
-            if not retryable or attempt > self.retries:
+            if not retryable or attempt > retries:
                 raise HubUnavailable(
                     f"{method} {path}: hub unavailable after {attempt} attempt(s): {failure}",
                     status=status, method=method, path=path,

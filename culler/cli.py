@@ -1,0 +1,106 @@
+"""`hub-culler`: the culler daemon (or one pass with --once)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hubsidecars import suite_version
+from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.hubapi import HubClient, HubError, load_token
+from hubsidecars.logs import log_event, setup_logging
+from hubsidecars.notify import Notifier
+from hubsidecars.periodic import PeriodicRunner
+
+from culler import settings as culler_settings
+from culler.daemon import CullerJob
+from culler.hubpass import HubCuller, HubOptions
+from culler.policy import Policy
+
+log = logging.getLogger("culler")
+
+DESCRIPTION = """\
+Stop idle JupyterHub servers through the hub's API (never one whose kernels are still
+working), and idle or orphaned user containers and Swarm services through Docker (--docker).
+The hub options carry jupyterhub-idle-culler's names and defaults. Every option can also be
+set in the TOML file given with --config or in the environment variable shown; the hub API
+token comes from --token-file, the systemd credential hub-api-token, or $JUPYTERHUB_API_TOKEN.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = SettingsParser(prog="hub-culler", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
+    parser.add_argument(
+        "--generate-config", action="store_true", default=argparse.SUPPRESS,
+        help="print the example configuration file (every setting with its default) and exit",
+    )  # fmt: skip
+    add_options(parser, culler_settings.CullerSettings, culler_settings.ENV_PREFIX)
+    return parser
+
+
+def build_hub(settings: culler_settings.CullerSettings) -> HubCuller:
+    token = load_token(settings.token_file or None)
+    verify: bool | str = settings.ca_file or True
+    cert = key = None
+    if settings.ssl_enabled:
+        certs = settings.internal_certs_location.rstrip("/")
+        verify = f"{certs}/hub-ca/hub-ca.crt"
+        cert, key = f"{certs}/hub-internal/hub-internal.crt", f"{certs}/hub-internal/hub-internal.key"
+    client = HubClient(
+        settings.url, token, timeout=settings.request_timeout, verify=verify, client_cert=cert,
+        client_key=key, page_size=settings.api_page_size or 200,
+        public_url=settings.public_url or None,
+        pool_size=max(10, (settings.concurrency or 256) + 2),
+    )  # fmt: skip
+    return HubCuller(client, Policy.from_settings(settings), HubOptions.from_settings(settings))
+
+
+def build_docker(settings: culler_settings.CullerSettings):
+    from culler.docker_backend import DockerCuller, connect_docker
+
+    return DockerCuller(connect_docker(settings), settings, logger=logging.getLogger("culler.docker"))
+
+
+def run(settings: culler_settings.CullerSettings) -> int:
+    hub = build_hub(settings) if settings.hub else None
+    docker = build_docker(settings) if settings.docker else None
+    if hub is not None:
+        try:
+            version = hub.client.version()
+        except HubError as error:  # the hub may come later; every pass tries again
+            version = f"unknown ({error})"
+        log_event(log, "hub", url=settings.url, version=version,
+                  public_url=hub.client.public_url,
+                  check_kernels=settings.check_kernels)  # fmt: skip
+    log_event(log, "policy", timeout=settings.timeout, cull_every=settings.cull_every,
+              max_age=settings.max_age, cull_users=settings.cull_users,
+              concurrency=settings.concurrency, dry_run=settings.dry_run,
+              docker=settings.docker, exclude_users=",".join(settings.exclude_users),
+              exclude_groups=",".join(settings.exclude_groups))  # fmt: skip
+    job = CullerJob(hub=hub, docker=docker, dry_run=settings.dry_run,
+                    status_file=settings.status_file, metrics_file=settings.metrics_file)  # fmt: skip
+    runner = PeriodicRunner(job, settings.cull_every, name="pass",
+                            notifier=Notifier.from_environment(), logger=log)  # fmt: skip
+    return runner.run_once() if settings.once else runner.run_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    try:
+        if args.pop("generate_config", False):
+            print(culler_settings.example_config(), end="")
+            return 0
+        settings = culler_settings.resolve(
+            load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args)
+        )
+        setup_logging(settings.log_format, settings.log_level)
+        return run(settings)
+    except ConfigError as error:
+        print(f"hub-culler: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
