@@ -13,9 +13,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import docker
 import docker.errors
@@ -28,8 +28,8 @@ from culler.outcomes import Kind, Outcome, PassResult
 from hubsidecars.config import ConfigError, format_duration
 from hubsidecars.logs import log_event
 
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 _CONTAINER_DIR = re.compile(r"/containers/([0-9a-f]{64})/")
+_CGROUP_ID = re.compile(r"docker[/-]([0-9a-f]{64})\b")
 
 
 class EngineUnavailable(Exception):
@@ -72,8 +72,14 @@ def _causes(exc: BaseException):
             continue
         seen.add(id(current))
         yield current
-        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None),
-                      *current.args])  # fmt: skip
+        stack.extend(
+            [
+                current.__cause__,
+                current.__context__,
+                getattr(current, "reason", None),
+                *current.args,
+            ]
+        )
 
 
 def _is_unavailable(exc: BaseException) -> bool:
@@ -100,19 +106,28 @@ def connect_docker(settings: DockerSettings) -> docker.DockerClient:
         client.ping()
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
         client.close()
-        raise ConfigError(f"docker: cannot reach the engine at {where}: {short_error(exc)}") from None
+        raise ConfigError(
+            f"docker: cannot reach the engine at {where}: {short_error(exc)}"
+        ) from None
     return client
 
 
 def own_container_ids(proc_self: Path = Path("/proc/self")) -> frozenset[str]:
-    """The ID of the container this process runs in, if any (from its mounts and cgroups)."""
+    """The ID of the container this process runs in, if any: the engine bind-mounts the
+    container's own hostname file on /etc/hostname, and (cgroup v1) names its cgroups after it.
+    On the host, neither points at a container."""
     found: set[str] = set()
-    for name, pattern in (("mountinfo", _CONTAINER_DIR), ("cgroup", _CONTAINER_ID)):
-        try:
-            text = (proc_self / name).read_text()
-        except OSError:
-            continue
-        found.update(m.group(1) if m.groups() else m.group(0) for m in pattern.finditer(text))
+    try:
+        for line in (proc_self / "mountinfo").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 4 and fields[4] == "/etc/hostname":
+                found.update(_CONTAINER_DIR.findall(fields[3] + "/"))
+    except OSError:
+        pass
+    try:
+        found.update(_CGROUP_ID.findall((proc_self / "cgroup").read_text()))
+    except OSError:
+        pass
     return frozenset(found)
 
 
@@ -187,8 +202,13 @@ class DockerCuller:
         try:
             self.state_file.save(self.state)
         except OSError as exc:
-            log_event(self.logger, "docker state file not written", logging.WARNING,
-                      path=str(self.state_file.path), error=exc.strerror or type(exc).__name__)  # fmt: skip
+            log_event(
+                self.logger,
+                "docker state file not written",
+                logging.WARNING,
+                path=str(self.state_file.path),
+                error=exc.strerror or type(exc).__name__,
+            )
 
     def _call(self, method: Callable, *args, **kwargs):
         """One engine request; 5xx and connection failures become EngineUnavailable."""
@@ -210,7 +230,11 @@ class DockerCuller:
         for entry in self.settings.docker_exclude:
             if entry == name:
                 return True
-            if len(entry) >= 12 and re.fullmatch(r"[0-9a-f]+", entry) and object_id.startswith(entry):
+            if (
+                len(entry) >= 12
+                and re.fullmatch(r"[0-9a-f]+", entry)
+                and object_id.startswith(entry)
+            ):
                 return True
         return False
 
@@ -268,8 +292,9 @@ class DockerCuller:
         if hub_servers is not None:
             return self._consider_orphan(candidate, owner, hub_servers, result)
         if candidate.kind == "service":
-            return self._outcome(candidate, "skipped", "services are culled as orphans only: "
-                                 "needs the hub backend")  # fmt: skip
+            return self._outcome(
+                candidate, "skipped", "services are culled as orphans only: needs the hub backend"
+            )
         return self._consider_idle(candidate, result)
 
     def _consider_orphan(
@@ -280,27 +305,48 @@ class DockerCuller:
         result: PassResult,
     ) -> Outcome:
         if not owner.known:
-            return self._outcome(candidate, "skipped", "owner unknown: no JUPYTERHUB_USER and "
-                                 "no {username} or {md5} in the matching template")  # fmt: skip
+            return self._outcome(
+                candidate,
+                "skipped",
+                "owner unknown: no JUPYTERHUB_USER and "
+                "no {username} or {md5} in the matching template",
+            )
         if owner.has_server_in(hub_servers):
             self.state.orphans.pop(candidate.id, None)
             return self._outcome(candidate, "active", f"server of {owner.describe()} in the hub")
         now = self.clock()
-        first_seen = self.state.orphans.setdefault(candidate.id, now)
+        if candidate.id not in self.state.orphans:
+            self.state.orphans[candidate.id] = now
+            self._log_action(
+                candidate,
+                "orphan seen",
+                f"{owner.describe()} has no server in "
+                f"the hub; grace {format_duration(self.settings.docker_orphan_grace)}",
+            )
+        first_seen = self.state.orphans[candidate.id]
         orphaned = max(0.0, now - first_seen)
         grace = self.settings.docker_orphan_grace
         if orphaned < grace:
-            return self._outcome(candidate, "active",
-                                 f"orphan of {owner.describe()} (no server in the hub) for "
-                                 f"{format_duration(round(orphaned))} of grace "
-                                 f"{format_duration(grace)}")  # fmt: skip
-        reason = (f"orphan of {owner.describe()}: no server in the hub for "
-                  f"{format_duration(round(orphaned))} >= grace {format_duration(grace)}")  # fmt: skip
+            return self._outcome(
+                candidate,
+                "active",
+                f"orphan of {owner.describe()} (no server in the hub) for "
+                f"{format_duration(round(orphaned))} of grace "
+                f"{format_duration(grace)}",
+            )
+        reason = (
+            f"orphan of {owner.describe()}: no server in the hub for "
+            f"{format_duration(round(orphaned))} >= grace {format_duration(grace)}"
+        )
         return self._act(candidate, reason, True, result)
 
     def _consider_idle(self, candidate: Candidate, result: PassResult) -> Outcome:
         stats = self._call(self.api.stats, candidate.id, stream=False, one_shot=True)
         now = sample_from_stats(stats, self.clock())
+        if now is None:
+            return self._outcome(
+                candidate, "skipped", "the engine gave no counters (cgroup stats unreadable)"
+            )
         verdict = judge(
             self.state.samples.get(candidate.id, ()),
             now,
@@ -331,8 +377,11 @@ class DockerCuller:
             if candidate.kind == "service":
                 self._call(self.api.remove_service, candidate.id)
             else:
-                self._call(self.api.stop, candidate.id,
-                           timeout=int(round(self.settings.docker_stop_timeout)))  # fmt: skip
+                self._call(
+                    self.api.stop,
+                    candidate.id,
+                    timeout=int(round(self.settings.docker_stop_timeout)),
+                )
                 if remove:
                     self._call(self.api.remove_container, candidate.id)
         except docker.errors.NotFound:
@@ -355,11 +404,20 @@ class DockerCuller:
         return self._outcome(candidate, "culled", f"{done}: {reason}")
 
     def _log_action(
-        self, candidate: Candidate, action: str, reason: str, level: int = logging.INFO,
+        self,
+        candidate: Candidate,
+        action: str,
+        reason: str,
+        level: int = logging.INFO,
         error: str | None = None,
-    ) -> None:  # fmt: skip
-        fields = {"kind": candidate.kind, "target": candidate.name, "id": candidate.id[:12],
-                  "action": action, "reason": reason}  # fmt: skip
+    ) -> None:
+        fields = {
+            "kind": candidate.kind,
+            "target": candidate.name,
+            "id": candidate.id[:12],
+            "action": action,
+            "reason": reason,
+        }
         if error:
             fields["error"] = error
         log_event(self.logger, f"docker {candidate.kind} {action}", level, **fields)

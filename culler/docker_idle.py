@@ -47,8 +47,10 @@ def judge(
 ) -> Verdict:
     """Is the container idle, given its earlier samples (oldest first) and the current one?"""
     history = [s for s in history if s.at < now.at]
-    if any(s.cpu > now.cpu or (s.net is not None and now.net is not None and s.net > now.net)
-           for s in history):  # fmt: skip
+    if any(
+        s.cpu > now.cpu or (s.net is not None and now.net is not None and s.net > now.net)
+        for s in history
+    ):
         history = []  # counters went back: the container restarted, observe it anew
     anchors = [s for s in history if s.at <= now.at - timeout]
     if not anchors:
@@ -69,9 +71,13 @@ def judge(
     return Verdict(True, f"idle: {moved} (thresholds {cpu_threshold:g}s, {net_threshold}B)", keep)
 
 
-def sample_from_stats(stats: dict, at: float) -> Sample:
-    """A Sample from the engine's stats answer (GET /containers/{id}/stats?stream=false)."""
-    cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage") or 0
+def sample_from_stats(stats: dict, at: float) -> Sample | None:
+    """A Sample from the engine's stats answer (GET /containers/{id}/stats?stream=false), or
+    None when the engine could not read the container's counters: it then answers zeros with
+    the zero time in "read", and zeros would look like a restart or like no movement at all."""
+    cpu_ns = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+    if not cpu_ns or str(stats.get("read", "")).startswith("0001-01-01"):
+        return None
     networks = stats.get("networks")
     net = None
     if networks:
@@ -104,7 +110,7 @@ class DockerState:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "DockerState":
+    def from_json(cls, data: dict) -> DockerState:
         if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
             raise ValueError("not a version 1 state")
         samples = {
@@ -130,11 +136,20 @@ class StateFile:
         try:
             return DockerState.from_json(json.loads(self.path.read_text()))
         except FileNotFoundError:
-            log_event(self.logger, "docker state file missing, starting afresh",
-                      logging.WARNING, path=str(self.path))  # fmt: skip
+            log_event(
+                self.logger,
+                "docker state file missing, starting afresh",
+                logging.WARNING,
+                path=str(self.path),
+            )
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            log_event(self.logger, "docker state file unreadable, starting afresh",
-                      logging.WARNING, path=str(self.path), error=type(exc).__name__)  # fmt: skip
+            log_event(
+                self.logger,
+                "docker state file unreadable, starting afresh",
+                logging.WARNING,
+                path=str(self.path),
+                error=type(exc).__name__,
+            )
         return DockerState()
 
     def save(self, state: DockerState) -> None:

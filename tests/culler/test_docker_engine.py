@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import pytest
 
-from culler.docker_backend import DockerCuller, connect_docker
+from culler.docker_backend import DockerCuller, connect_docker, own_container_ids
 from culler.outcomes import PassResult
 from culler.settings import CullerSettings
 from hubsidecars.config import ConfigError
@@ -50,9 +50,15 @@ def containers(client):
         except docker.errors.NotFound:
             pass
         container = client.containers.run(
-            busybox_image(), list(command), name=name, detach=True, network_mode="none",
-            labels=TEST_LABEL, environment=env, **kwargs,
-        )  # fmt: skip
+            busybox_image(),
+            list(command),
+            name=name,
+            detach=True,
+            network_mode="none",
+            labels=TEST_LABEL,
+            environment=env,
+            **kwargs,
+        )
         started.append(container)
         return container
 
@@ -104,8 +110,12 @@ def test_idle_container_stopped_busy_one_kept_and_others_untouched(
 ):
     idle = containers(f"jupyter-idle{tag}", user=f"idle{tag}")
     # a CPU loop held to a tenth of a core: its counters move, slowly
-    busy = containers(f"jupyter-busy{tag}", ("sh", "-c", "while :; do :; done"),
-                      user=f"busy{tag}", nano_cpus=100_000_000)  # fmt: skip
+    busy = containers(
+        f"jupyter-busy{tag}",
+        ("sh", "-c", "while :; do :; done"),
+        user=f"busy{tag}",
+        nano_cpus=100_000_000,
+    )
     other = containers(f"hst-other{tag}")  # no template matches its name
     lookalike = containers(f"jupyter-hub{tag}")  # the name matches, but no hub user in its env
     excluded = containers(f"jupyter-kept{tag}", user=f"kept{tag}")
@@ -115,6 +125,10 @@ def test_idle_container_stopped_busy_one_kept_and_others_untouched(
     first = one_pass(backend)
     assert first.errors == []
     seen = by_target(first)
+    assert "no counters" not in seen[idle.name].reason, (
+        "the engine cannot read containers' cgroup counters (is a systemd container with "
+        "--cgroupns=host running?)"
+    )
     assert seen[idle.name].result == "active" and "observed" in seen[idle.name].reason
     assert seen[busy.name].result == "active"
     assert other.name not in seen
@@ -204,8 +218,9 @@ def test_orphans_are_removed_after_the_grace_period(client, containers, tag, tmp
     pending = containers(f"jupyter-pend{tag}", user=f"pend{tag}")
     hub_servers = frozenset({(f"own{tag}", ""), (f"pend{tag}", "")})  # pending counts too
     now = [1000.0]
-    backend = DockerCuller(client, make_settings(tmp_path, docker_orphan_grace=30.0),
-                           clock=lambda: now[0])  # fmt: skip
+    backend = DockerCuller(
+        client, make_settings(tmp_path, docker_orphan_grace=30.0), clock=lambda: now[0]
+    )
 
     first = one_pass(backend, hub_servers)
     assert first.errors == []
@@ -260,3 +275,25 @@ def test_connect_docker(docker_engine, tmp_path, monkeypatch):
     message = str(raised.value)
     assert "\n" not in message and "no-such.sock" in message
     assert "does not exist" in message
+
+
+def test_the_culler_never_touches_its_own_container(client, containers, tag, tmp_path):
+    """Inside a container, /proc/self says which one it is; on the host it names none, even
+    with containers running. The container found is skipped like an excluded one."""
+    own = containers(f"jupyter-self{tag}", user=f"self{tag}")
+    proc = tmp_path / "proc-self"
+    proc.mkdir()
+    for name in ("mountinfo", "cgroup"):
+        answer = own.exec_run(["cat", f"/proc/1/{name}"])
+        assert answer.exit_code == 0
+        (proc / name).write_bytes(answer.output)
+    assert own_container_ids(proc) == {own.id}
+    assert own_container_ids() == frozenset()  # this test runs on the host
+
+    settings = make_settings(tmp_path, timeout=1.0)
+    backend = DockerCuller(client, settings, own_ids=own_container_ids(proc))
+    one_pass(backend)
+    time.sleep(1.2)
+    outcome = by_target(one_pass(backend))[own.name]
+    assert outcome.result == "skipped" and "excluded" in outcome.reason
+    assert state_of(client, own) == "running"

@@ -41,8 +41,16 @@ def test_dockerspawner_names_give_back_user_and_server(user, server):
 
 def test_names_that_are_no_users_server_do_not_match():
     matcher = NameMatcher(SWARMSPAWNER_NAMES, ())
-    for name in ("jupyterhub", "jupyter", "jupyter-", "jupyter-Ada", "jupyter-a-zz",
-                 "proxy", "jupyter-hub-1x", "xjupyter-ada"):  # fmt: skip
+    for name in (
+        "jupyterhub",
+        "jupyter",
+        "jupyter-",
+        "jupyter-Ada",
+        "jupyter-a-zz",
+        "proxy",
+        "jupyter-hub-1x",
+        "xjupyter-ada",
+    ):
         assert not matcher.matches(name, {}), name
     assert matcher.matches(f"jupyter-{user_md5('bob')}-1", {})
     assert matcher.matches("jupyter-ada", {})
@@ -108,11 +116,19 @@ def test_judge_thresholds_and_restart():
 
 
 def test_sample_from_stats():
-    stats = {"cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}},
-             "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 5},
-                          "eth1": {"rx_bytes": 1, "tx_bytes": 1}}}  # fmt: skip
+    stats = {
+        "cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}},
+        "networks": {
+            "eth0": {"rx_bytes": 10, "tx_bytes": 5},
+            "eth1": {"rx_bytes": 1, "tx_bytes": 1},
+        },
+    }
     assert sample_from_stats(stats, 7.0) == Sample(7.0, 2.5, 17)
-    assert sample_from_stats({"cpu_stats": {}}, 7.0) == Sample(7.0, 0.0, None)
+    no_network = {"read": "2026-01-02T03:04:05Z", "cpu_stats": {"cpu_usage": {"total_usage": 5}}}
+    assert sample_from_stats(no_network, 7.0) == Sample(7.0, 5e-9, None)
+    unreadable = {"read": "0001-01-01T00:00:00Z", "cpu_stats": {"cpu_usage": {"total_usage": 0}}}
+    assert sample_from_stats(unreadable, 7.0) is None
+    assert sample_from_stats({"cpu_stats": {}}, 7.0) is None
 
 
 def test_state_file_round_trip_and_prune(tmp_path):
@@ -125,8 +141,17 @@ def test_state_file_round_trip_and_prune(tmp_path):
     assert [p.name for p in store.path.parent.iterdir()] == ["state.json"]  # no temporary left
 
 
-@pytest.mark.parametrize("text", ["", "[]", '{"version": 2}', '{"version": 1, "samples": 3}',
-                                  "\xff\xfe", '{"version": 1, "samples": {"a": [[1]]}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "[]",
+        '{"version": 2}',
+        '{"version": 1, "samples": 3}',
+        "\xff\xfe",
+        '{"version": 1, "samples": {"a": [[1]]}}',
+    ],
+)
 def test_state_file_unreadable_is_a_fresh_start(tmp_path, caplog, text):
     path = tmp_path / "state.json"
     path.write_text(text, errors="surrogateescape")

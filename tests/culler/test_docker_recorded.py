@@ -32,8 +32,12 @@ ERIN = f"jupyter-{md5('erin')}-1"
 
 
 def make_settings(tmp_path, **changes) -> CullerSettings:
-    base = CullerSettings(docker=True, timeout=10.0, docker_orphan_grace=60.0,
-                          docker_state_file=str(tmp_path / "state.json"))  # fmt: skip
+    base = CullerSettings(
+        docker=True,
+        timeout=10.0,
+        docker_orphan_grace=60.0,
+        docker_state_file=str(tmp_path / "state.json"),
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -110,8 +114,12 @@ def test_services_named_by_md5_without_hub_env(swarm, tmp_path):
 
 
 def test_services_selected_by_label(swarm, tmp_path):
-    settings = make_settings(tmp_path, docker_labels=("org.example.user-server=1",),
-                             docker_orphan_grace=0.0, docker_service_names=())  # fmt: skip
+    settings = make_settings(
+        tmp_path,
+        docker_labels=("org.example.user-server=1",),
+        docker_orphan_grace=0.0,
+        docker_service_names=(),
+    )
     result = one_pass(DockerCuller(swarm.client(), settings), frozenset({("ada", "")}))
     assert {o.target: o.result for o in result.outcomes} == {"notebook-frank": "culled"}
     assert swarm.calls("DELETE") == [f"/services/{SERVICE_IDS['notebook-frank']}"]
@@ -157,9 +165,18 @@ def container_engine(stats_answers) -> ReplayEngine:
 def stats_with_network(rx: int, tx: int, cpu_ns: int) -> dict:
     stats = copy.deepcopy(recorded("container_stats.json"))
     stats["cpu_stats"]["cpu_usage"]["total_usage"] = cpu_ns
-    stats["networks"] = {"eth0": {"rx_bytes": rx, "rx_packets": rx // 100, "rx_errors": 0,
-                                  "rx_dropped": 0, "tx_bytes": tx, "tx_packets": tx // 100,
-                                  "tx_errors": 0, "tx_dropped": 0}}  # fmt: skip
+    stats["networks"] = {
+        "eth0": {
+            "rx_bytes": rx,
+            "rx_packets": rx // 100,
+            "rx_errors": 0,
+            "rx_dropped": 0,
+            "tx_bytes": tx,
+            "tx_packets": tx // 100,
+            "tx_errors": 0,
+            "tx_dropped": 0,
+        }
+    }
     return stats
 
 
@@ -183,9 +200,9 @@ def test_network_counters_keep_a_container_until_they_stand_still(tmp_path):
         third = by_target(one_pass(backend, None))["jupyter-ada"]
         assert third.result == "culled" and "net +0B" in third.reason
         assert engine.calls("POST") == [f"/containers/{container_id}/stop?t=10"]
-        assert engine.calls("GET", "/containers/" + container_id + "/stats") == [
-            f"/containers/{container_id}/stats?stream=False&one-shot=True"  # as the SDK sends it
-        ] * 3
+        # stream=False and one-shot=True, as the SDK spells them
+        stats_call = f"/containers/{container_id}/stats?stream=False&one-shot=True"
+        assert engine.calls("GET", f"/containers/{container_id}/stats") == [stats_call] * 3
 
 
 def test_engine_5xx_on_listing_is_one_error_line(tmp_path, caplog):
@@ -204,11 +221,38 @@ def test_engine_5xx_on_stop_fails_that_container(tmp_path):
     now = [100.0]
     with container_engine(stats) as engine:
         engine.route("POST", "/containers/\\w+/stop", (500, {"message": "cannot kill: EPERM"}))
-        backend = DockerCuller(engine.client(), make_settings(tmp_path, hub=False),
-                               clock=lambda: now[0])  # fmt: skip
+        backend = DockerCuller(
+            engine.client(), make_settings(tmp_path, hub=False), clock=lambda: now[0]
+        )
         one_pass(backend, None)
         now[0] += 11
         result = one_pass(backend, None)
     assert by_target(result)["jupyter-ada"].result == "failed"
     assert result.errors == ["docker: container jupyter-ada: stop: 500 cannot kill: EPERM"]
     assert not result.ok
+
+
+def test_stats_the_engine_could_not_read_never_make_a_container_idle(tmp_path):
+    """An engine that cannot read a container's cgroups answers zeros; zero movement is then
+    no evidence of idleness: the container is skipped and its earlier samples kept."""
+    answers = [
+        (200, recorded("container_stats.json")),
+        (200, recorded("container_stats_unavailable.json")),
+        (200, recorded("container_stats_unavailable.json")),
+        (200, recorded("container_stats.json")),
+    ]
+    now = [100.0]
+    with container_engine(answers) as engine:
+        backend = DockerCuller(
+            engine.client(), make_settings(tmp_path, hub=False), clock=lambda: now[0]
+        )
+        one_pass(backend, None)
+        for _ in range(2):
+            now[0] += 11
+            outcome = by_target(one_pass(backend, None))["jupyter-ada"]
+            assert outcome.result == "skipped", outcome
+            assert "no counters" in outcome.reason
+        now[0] += 11
+        # the first sample was kept: the same counters 33 s later are idle
+        assert by_target(one_pass(backend, None))["jupyter-ada"].result == "culled"
+        assert len(engine.calls("POST")) == 1
