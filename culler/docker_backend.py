@@ -171,6 +171,14 @@ class DockerCuller:
         stop: threading.Event,
         hub_servers: frozenset[tuple[str, str]] | None,
     ) -> None:
+        """Look at every candidate once; add one Outcome each, and to `result.errors` one line
+        when the engine is unreachable or answers 5xx.
+
+        `hub_servers`: None when the hub backend is off (containers are then judged by their
+        counters); else every (user, server name) the hub has running or pending, "" for the
+        default server. When the hub could not be listed this pass, do not call this with an
+        empty set: every container would start its orphan clock.
+        """
         if self.state is None:
             self.state = self.state_file.load()
         try:
