@@ -112,9 +112,8 @@ class NameMatcher:
 
     def __init__(self, templates: tuple[str, ...], labels: tuple[str, ...]) -> None:
         self.templates = tuple(template_regex(t) for t in templates)
-        self.labels = tuple(
-            (key, value if sep else None) for key, sep, value in (l.partition("=") for l in labels)
-        )
+        pairs = (label.partition("=") for label in labels)
+        self.labels = tuple((key, value if sep else None) for key, sep, value in pairs)
 
     def name_match(self, name: str) -> re.Match[str] | None:
         for regex in self.templates:
@@ -141,8 +140,9 @@ class NameMatcher:
         groups = match.groupdict()
         if groups.get("username"):
             server = groups.get("servername")
-            return Owner(unescape(groups["username"]), unescape(server) if server else "",
-                         from_name=True)  # fmt: skip
+            return Owner(
+                unescape(groups["username"]), unescape(server) if server else "", from_name=True
+            )
         if groups.get("md5"):
             return Owner(md5=groups["md5"], from_name=True)
         return Owner()

@@ -62,7 +62,7 @@ class ReplayEngine:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def route(self, method: str, path: str, answer: Any) -> "ReplayEngine":
+    def route(self, method: str, path: str, answer: Any) -> ReplayEngine:
         self.routes.insert(0, (method, re.compile(path), answer))  # later routes win
         return self
 
@@ -90,11 +90,10 @@ class ReplayEngine:
         host, port = self.server.server_address[:2]
         return docker.DockerClient(base_url=f"tcp://{host}:{port}", version=API_VERSION, timeout=10)
 
-    def __enter__(self) -> "ReplayEngine":
+    def __enter__(self) -> ReplayEngine:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
-
