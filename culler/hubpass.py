@@ -242,6 +242,10 @@ class HubCuller:
         try:
             activity = probe_server(self.client, server, timeout=self.options.probe_timeout)
         except ProbeFailed as failure:
+            if failure.kind == "gone":  # stopped meanwhile: the re-read will see it
+                log_event(self.log, "server gone while asked", logging.DEBUG,
+                          target=server_label(server))  # fmt: skip
+                return verdict
             self._say_once(failure.kind, "cannot ask servers about their kernels; deciding by "
                            "the hub's activity alone", server=server_label(server),
                            reason=str(failure))  # fmt: skip

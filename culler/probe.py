@@ -38,18 +38,28 @@ class ProbeFailed(Exception):
         self.kind = kind
 
 
+# jupyter_server counts every API request as activity (api/status, and what the single-user
+# server reports to the hub) unless it carries this; the proxy's own record it cannot prevent.
+_UNTRACKED = "?no_track_activity=1"
+
+
 def probe_server(client: HubClient, server: Server, *, timeout: float) -> ServerActivity:
     """The kernels and terminals of `server`, through the proxy. Raises ProbeFailed."""
     try:
-        kernels = client.user_server_json(server, "api/kernels", timeout=timeout, retries=0)
-        terminals = client.user_server_json(server, "api/terminals", timeout=timeout, retries=0)
+        kernels = client.user_server_json(server, "api/kernels" + _UNTRACKED, timeout=timeout,
+                                          retries=0)  # fmt: skip
+        terminals = client.user_server_json(server, "api/terminals" + _UNTRACKED,
+                                            timeout=timeout, retries=0)  # fmt: skip
     except MissingScope as error:
         raise ProbeFailed("scope", f"the token lacks access:servers ({error})") from None
     except HubError as error:
         text = str(error)
-        if error.status in (302, 303, 403):
-            raise ProbeFailed("scope", f"the server refused the token, probably for lack of "
-                              f"access:servers ({text})") from None  # fmt: skip
+        if error.status == 403:
+            raise ProbeFailed("scope", f"the server refused the token: it needs access:servers "
+                              f"({text})") from None  # fmt: skip
+        if error.status in (302, 303, 424, 503):
+            # the proxy sends requests for a server it has no route to back to the hub
+            raise ProbeFailed("gone", f"the server is not running any more ({text})") from None
         kind = "timeout" if "Timeout" in text else "unreachable" if error.status is None else "answer"
         raise ProbeFailed(kind, text) from None
     if kernels is None:
@@ -66,8 +76,9 @@ def summarize(kernels: list, terminals: list) -> ServerActivity:
     for kernel in kernels:
         if not isinstance(kernel, dict):
             continue
-        # "starting" is a kernel coming up: as good as busy for culling purposes
-        if kernel.get("execution_state") in ("busy", "starting"):
+        # Only "busy" counts: jupyter_server reports a kernel no client ever connected to as
+        # "starting" for as long as it lives, so "starting" would keep a server for ever.
+        if kernel.get("execution_state") == "busy":
             busy += 1
         moments.append(_time(kernel.get("last_activity")))
     for terminal in terminals:

@@ -183,7 +183,8 @@ def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> 
         raise ConfigError(
             f"max_busy ({settings.max_busy:g} s) must be at least timeout ({settings.timeout:g} s)"
         )
-    for key in ("status_file", "metrics_file", "token_file", "ca_file", "probe_state_file"):
+    for key in ("status_file", "metrics_file", "token_file", "ca_file", "probe_state_file",
+                "docker_state_file"):
         value = getattr(settings, key)
         if value and not os.path.isabs(value):
             raise ConfigError(f"{key} must be an absolute path, got {value!r}")

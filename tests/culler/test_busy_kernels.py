@@ -1,0 +1,91 @@
+"""jupyterhub/jupyterhub#1498 against the real thing: real single-user servers (jupyter_server
+with ipykernel) behind a real proxy, a kernel left running a long cell with no browser.
+
+idle-culler stops such a server (the hub saw no network activity); hub-culler asks the server
+and keeps it while the kernel works, stops it once the kernel is idle, and without the scope
+to ask it falls back to the hub's view, saying so once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.culler.test_hub_backend import CULLER_SCOPES, running
+from tests.realparts.culler import run_once
+from tests.realparts.hub import HubService
+from tests.realparts.kernels import UserServer
+
+pytestmark = pytest.mark.realhub
+
+TIMEOUT = 5
+CONFIG = "c.JupyterHub.last_activity_interval = 2\n"
+FALLBACK = "cannot ask servers about their kernels"
+
+
+def services() -> list[HubService]:
+    blind = [scope for scope in CULLER_SCOPES if scope != "access:servers"]
+    return [
+        HubService("admin", ["admin:users", "admin:servers", "access:servers"]),
+        HubService("culler", CULLER_SCOPES),
+        HubService("blind-culler", blind),
+    ]
+
+
+def decisions(run) -> dict[str, str]:
+    return {d["target"]: d["result"] for d in run.status["decisions"]}
+
+
+def test_a_kernel_computing_with_no_browser_keeps_its_server_until_it_is_idle(
+    start_module_hub, tmp_path
+):
+    hub = start_module_hub(services(), CONFIG, spawner="simple")
+    hub.create_users(["kim", "lee"], "admin")
+    hub.start_servers(["kim", "lee"], "admin", timeout=120)
+    kernels = {}
+    for name in ("kim", "lee"):
+        # set up behind the proxy's back: the hub sees no activity from it
+        server = UserServer.direct(hub, name, "admin")
+        kernel = server.start_kernel()
+        server.wait_ready(kernel["id"])
+        server.make_busy(kernel["id"])
+        kernels[name] = (server, kernel["id"])
+    time.sleep(TIMEOUT + 1)
+
+    # 1. Both look idle to the hub, but their kernels are busy: both kept.
+    kept = run_once(hub, "culler", tmp_path, "--timeout", str(TIMEOUT))
+    assert kept.returncode == 0, kept.log
+    assert decisions(kept) == {"kim": "kept-busy", "lee": "kept-busy"}, kept.log
+    [line] = kept.lines("target=kim")
+    assert "1 kernel(s) busy" in line
+    assert running(hub, "kim") and running(hub, "lee")
+    assert kept.lines(FALLBACK) == []
+
+    # 2. Without access:servers the servers cannot be asked: the hub's view decides, and the
+    #    log says so once, not once per server (dry run: nothing is stopped here).
+    blind = run_once(hub, "blind-culler", tmp_path, "--timeout", str(TIMEOUT), "--dry-run")
+    assert blind.returncode == 0, blind.log
+    assert decisions(blind) == {"kim": "would-cull", "lee": "would-cull"}
+    [warning] = [line for line in blind.lines(FALLBACK) if "level=warning" in line]
+    assert "access:servers" in warning
+    assert running(hub, "kim") and running(hub, "lee")
+
+    # 3. With the check turned off, a busy kernel does not save its server.
+    unchecked = run_once(hub, "culler", tmp_path, "--timeout", str(TIMEOUT), "--no-check-kernels",
+                         "--exclude-users", "kim")  # fmt: skip
+    assert decisions(unchecked)["lee"] == "culled", unchecked.log
+    assert not running(hub, "lee")
+
+    # 4. kim's cell is interrupted: the kernel is idle, and once that is TIMEOUT old the
+    #    same server is culled, although the culler's own questions went through the proxy.
+    server, kernel_id = kernels["kim"]
+    server.interrupt(kernel_id)
+    recent = run_once(hub, "culler", tmp_path, "--timeout", str(TIMEOUT))
+    assert decisions(recent)["kim"] == "kept-busy", recent.log
+    assert "active" in recent.lines("target=kim")[0]
+    time.sleep(TIMEOUT + 1)
+    culled = run_once(hub, "culler", tmp_path, "--timeout", str(TIMEOUT))
+    assert decisions(culled)["kim"] == "culled", culled.log
+    assert "1 kernel(s) idle" in culled.lines("target=kim")[0]
+    assert not running(hub, "kim")
