@@ -221,7 +221,7 @@ KERNEL_CASES = [
     # (question, hub verdict, what the server says, policy, expected cull, expected why)
     ("a busy kernel keeps an idle-looking server",
      IDLE, ServerActivity(1, 1, 0, ago(2 * TIMEOUT)), Policy(TIMEOUT), False, "busy"),
-    ("a kernel still starting counts as busy",
+    ("a busy kernel keeps it even when the server gives no last_activity",
      IDLE, ServerActivity(1, 1, 0, None), Policy(TIMEOUT), False, "busy"),
     ("an idle kernel used within the timeout keeps it",
      IDLE, ServerActivity(1, 0, 0, ago(TIMEOUT - 1)), Policy(TIMEOUT), False, "busy"),
