@@ -138,7 +138,8 @@ def judge_user(
     age = _seconds_since(user.created, now)
     activity = last_activity or user.last_activity
     inactive = _seconds_since(activity, now) if activity else age
-    may_cull_admin = policy.cull_admin_users or not user.admin
+    # A hidden admin flag (None) counts as admin: --no-cull-admin-users must never be wrong.
+    may_cull_admin = policy.cull_admin_users or user.admin is False
     if inactive is not None and inactive >= policy.timeout and may_cull_admin:
         return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
                        f"{format_duration(policy.timeout)}", inactive, age)  # fmt: skip
@@ -148,7 +149,9 @@ def judge_user(
     if inactive is None:
         return Verdict(False, "no-activity", "neither last_activity nor created known")
     if not may_cull_admin:
-        return Verdict(False, "kind-not-culled", "admin users are not culled", inactive, age)
+        what = "admin users are not culled" if user.admin else (
+            "the admin flag is hidden (the token needs read:users): treated as an admin")
+        return Verdict(False, "kind-not-culled", what, inactive, age)
     return Verdict(False, "active", f"active {format_duration(inactive)} ago", inactive, age)
 
 

@@ -29,6 +29,11 @@ CULL_EVERY = "10m"
 # the hub's user, who usually cannot write there, and the pass summaries are in the hub's log
 # anyway. Give an absolute path the hub's user can write to keep one.
 STATUS_FILE = ""
+# When the culler last asked each server about its kernels (those questions count as activity
+# to the hub, and the culler must not take them for a user's after a restart). Same story: the
+# default lives in the unit's state directory; empty keeps it in memory, which is enough for a
+# daemon the hub keeps running.
+PROBE_STATE_FILE = ""
 
 # The minimal scopes for stopping idle servers, and why each:
 CULLER_SCOPES = [
@@ -57,6 +62,7 @@ if HUB_MANAGED:
                 f"--cull-every={CULL_EVERY}",
                 f"--public-url={PUBLIC_URL}",
                 f"--status-file={STATUS_FILE}",
+                f"--probe-state-file={PROBE_STATE_FILE}",
             ],
         }
     )
