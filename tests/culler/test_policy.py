@@ -203,15 +203,17 @@ def test_which_users_are_deleted(question, hub_user, policy, exempt, running, cu
     assert (verdict.cull, verdict.why) == (cull, why), verdict.reason
 
 
-@pytest.mark.xfail(strict=True, reason="defect: an admin whose `admin` field the token hides "
-                   "(no read:users) counts as a non-admin, so --no-cull-admin-users deletes it")
 def test_a_user_whose_admin_flag_is_hidden_is_spared_by_no_cull_admin_users():
     # Without read:users the hub leaves `admin` out of the model (User.admin None). idle-culler
     # reads user["admin"], fails with KeyError and deletes nobody; hub-culler must not guess
-    # "not an admin" when told to spare admins.
+    # "not an admin" when told to spare admins. (Was a defect: it counted as a non-admin.)
     hidden = user(admin=None, last_activity=ago(99999), hidden=frozenset({"admin", "created"}))
     policy = Policy(TIMEOUT, cull_users=True, cull_admin_users=False)
-    assert not judge_user(hidden, NOW, policy).cull
+    verdict = judge_user(hidden, NOW, policy)
+    assert (verdict.cull, verdict.why) == (False, "kind-not-culled")
+    assert "read:users" in verdict.reason
+    # with --cull-admin-users (the default) the flag does not matter
+    assert judge_user(hidden, NOW, Policy(TIMEOUT, cull_users=True)).cull
 
 
 # --- the server's own account of its kernels ------------------------------------------------
