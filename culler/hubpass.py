@@ -239,9 +239,15 @@ class HubCuller:
         """The verdict once the server has said what its kernels do; the hub's verdict when
         it cannot say (logged once per kind of failure)."""
         asked_from = self.now()
+        before = self.marks.real_activity(server_key(server), server.last_activity)
+        user_before = self.marks.real_activity(user_key(user.name), user.last_activity)
         try:
             activity = probe_server(self.client, server, timeout=self.options.probe_timeout)
         except ProbeFailed as failure:
+            # A question that failed may still have passed the proxy: its footprint too is ours.
+            asked_until = self.now()
+            self.marks.remember(server_key(server), asked_from, asked_until, before)
+            self.marks.remember(user_key(user.name), asked_from, asked_until, user_before)
             if failure.kind == "gone":  # stopped meanwhile: the re-read will see it
                 log_event(self.log, "server gone while asked", logging.DEBUG,
                           target=server_label(server))  # fmt: skip
@@ -251,10 +257,8 @@ class HubCuller:
                            reason=str(failure))  # fmt: skip
             return verdict
         asked_until = self.now()
-        before = self.marks.real_activity(server_key(server), server.last_activity)
         real = max((m for m in (before, activity.latest) if m is not None), default=None)
         self.marks.remember(server_key(server), asked_from, asked_until, real)
-        user_before = self.marks.real_activity(user_key(user.name), user.last_activity)
         user_real = max((m for m in (user_before, activity.latest) if m), default=None)
         self.marks.remember(user_key(user.name), asked_from, asked_until, user_real)
         return judge_kernels(verdict, activity, asked_until, self.policy)

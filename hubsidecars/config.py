@@ -305,25 +305,51 @@ class _BoolFlag(argparse.BooleanOptionalAction):
 
 class SettingsParser(argparse.ArgumentParser):
     """An ArgumentParser that also reads `--flag=true|false` for boolean settings, as
-    jupyterhub-idle-culler's users write `--cull-users=True`. Subcommand parsers made with
-    add_subparsers().add_parser() are of the same class, so they accept it as well."""
+    jupyterhub-idle-culler's users write `--cull-users=True`, and `--flag true|false` (the value
+    as the next argument, which idle-culler takes too) when the parser has no positional
+    arguments that such a word could belong to. Subcommand parsers made with
+    add_subparsers().add_parser() are of the same class, so they accept it as well. Usage
+    errors are one line, as every other configuration error."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         args = list(sys.argv[1:] if args is None else args)
+        takes_words = any(action.option_strings == [] for action in self._actions)
         rewritten = []
-        for position, arg in enumerate(args):
+        position = 0
+        while position < len(args):
+            arg = args[position]
+            position += 1
             if arg == "--":
-                rewritten.extend(args[position:])
+                rewritten.extend(args[position - 1 :])
                 break
             flag, equals, value = arg.partition("=")
-            action = self._option_string_actions.get(flag) if equals else None
-            if isinstance(action, _BoolFlag) and not flag.startswith("--no-"):
+            action = self._option_string_actions.get(flag)
+            if not isinstance(action, _BoolFlag) or flag.startswith("--no-"):
+                rewritten.append(arg)
+                continue
+            if not equals and not takes_words and position < len(args):
+                following = args[position]
+                if _is_bool_word(following):
+                    value, equals = following, "="
+                    position += 1
+            if equals:
                 try:
                     arg = flag if parse_bool(value) else "--no-" + flag[2:]
                 except ValueError as error:
                     self.error(f"argument {flag}: {error}")
             rewritten.append(arg)
         return super().parse_known_args(rewritten, namespace)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _is_bool_word(word: str) -> bool:
+    try:
+        parse_bool(word)
+    except ValueError:
+        return False
+    return True
 
 
 def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefix: str) -> None:
