@@ -14,7 +14,9 @@ require_root() {
 }
 
 # install_apt_packages COMMAND:PACKAGE ... installs PACKAGE when COMMAND is not on PATH.
-# The pseudo-command "python-venv" stands for a python3 able to create virtual envs.
+# The pseudo-command "python-venv" stands for a python3 able to create virtual envs, and
+# "static-busybox" for a statically linked busybox (the tests' Docker image holds only that
+# binary; Debian's plain busybox, which initramfs-tools often pulls in, needs libc).
 install_apt_packages() {
     local wanted=() pair command package
     for pair in "$@"; do
@@ -22,6 +24,9 @@ install_apt_packages() {
         package=${pair#*:}
         if [ "$command" = python-venv ]; then
             python3 -c 'import ensurepip, venv' 2>/dev/null || wanted+=("$package")
+        elif [ "$command" = static-busybox ]; then
+            dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" ||
+                wanted+=("$package")
         elif ! PATH="$PATH:/usr/sbin:/sbin" command -v "$command" >/dev/null 2>&1; then
             wanted+=("$package")
         fi
