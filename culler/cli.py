@@ -16,6 +16,7 @@ from hubsidecars.periodic import PeriodicRunner
 from culler import settings as culler_settings
 from culler.daemon import CullerJob
 from culler.hubpass import HubCuller, HubOptions
+from culler.instance import hold_instance_lock, lock_path
 from culler.policy import Policy
 
 log = logging.getLogger("culler")
@@ -64,6 +65,13 @@ def build_docker(settings: culler_settings.CullerSettings):
 
 
 def run(settings: culler_settings.CullerSettings) -> int:
+    # A dry run changes nothing, its own state files included: it may run beside the daemon.
+    lock = None if settings.dry_run else lock_path(
+        settings.probe_state_file if settings.hub else "", settings.status_file,
+        settings.docker_state_file if settings.docker else "",
+    )  # fmt: skip
+    if lock:
+        hold_instance_lock(lock)
     hub = build_hub(settings) if settings.hub else None
     docker = build_docker(settings) if settings.docker else None
     if hub is not None:

@@ -131,7 +131,8 @@ class HubCuller:
         )  # fmt: skip
         for outcome in outcomes:
             self._record(result, outcome)
-        self.marks.save()
+        if not self.options.dry_run:
+            self.marks.save()
 
         stopped = {(o.target) for o in outcomes if o.result in ("culled", "would-cull")}
         if self.policy.cull_users:
