@@ -42,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# This file is named culler.py: its own directory must not shadow the culler package.
-sys.path[0] = str(REPO)
+# Run as a script, this file's directory comes first on the path, and this file (culler.py)
+# would shadow the culler package there.
+if sys.path[0] == str(Path(__file__).resolve().parent):
+    sys.path[0] = str(REPO)
 
 from bench.counting_proxy import CountingProxy, Exchange  # noqa: E402
 from bench.hub_state import CULLER, HubState, Population  # noqa: E402
