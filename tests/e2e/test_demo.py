@@ -1,0 +1,264 @@
+"""./scripts/demo as a newcomer runs it: the real script, its real hub, restuser and culler.
+
+The culler's times are shortened through the demo's environment variables; everything else is
+what `./scripts/demo` does by default. Ctrl-C is sent as a terminal sends it: SIGINT to the
+demo's foreground process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.realparts.net import free_port
+from tests.realparts.restuser import REPO
+
+pytestmark = pytest.mark.realhub
+
+DEMO = REPO / "scripts" / "demo"
+BANNER = re.compile(r"The demo hub is up .* Open (http://127\.0\.0\.1:\d+) and log in")
+CULL_TIMEOUT_S = 5
+
+
+class DemoRun:
+    """One `scripts/demo` process with its output in a file."""
+
+    def __init__(self, scratch: Path, output: Path, **env: str) -> None:
+        self.scratch = scratch
+        self.output_path = output
+        environment = {
+            **os.environ,
+            "HUB_SIDECARS_DEMO_DIR": str(scratch),
+            "HUB_SIDECARS_DEMO_CULL_TIMEOUT": f"{CULL_TIMEOUT_S}s",
+            "HUB_SIDECARS_DEMO_CULL_EVERY": "2s",
+            "HUB_SIDECARS_DEMO_ACTIVITY_INTERVAL": "2",
+            **env,
+        }
+        with open(output, "wb") as sink:
+            self.process = subprocess.Popen(
+                [str(DEMO)], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=environment, cwd=REPO, start_new_session=True,
+            )  # fmt: skip
+        self.url = ""
+
+    def output(self) -> str:
+        return self.output_path.read_text(errors="replace")
+
+    def wait_until_up(self, timeout: float = 120) -> str:
+        """The URL the banner tells the newcomer to open (the hub answers by then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := BANNER.search(self.output()):
+                self.url = found.group(1)
+                return self.url
+            if self.process.poll() is not None:
+                raise AssertionError(f"the demo exited {self.process.returncode}:\n{self.output()}")
+            time.sleep(0.2)
+        raise AssertionError(f"no banner within {timeout} s:\n{self.output()}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}"
+            for log in sorted((self.scratch / "logs").glob("*.log"))
+        )
+
+    def processes(self) -> dict[int, bytes]:
+        """Every process descending from the demo (the hub's proxy and single-user servers
+        included, although they run in sessions of their own), with its command line."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(parent, []).append(int(entry.name))
+        found, todo = {}, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            todo.extend(children.get(pid, []))
+        return found
+
+    def ctrl_c(self, timeout: float = 60) -> float:
+        """SIGINT to the demo's foreground process group, as the terminal sends it; returns the
+        seconds until the demo exited."""
+        started = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the demo did not stop:\n{self.output()}") from None
+        assert code == 0, self.output()
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """Teardown after a failed test: whatever is left of this run."""
+        for pid in self.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def demos(tmp_path):
+    started: list[DemoRun] = []
+
+    def start(scratch: Path, **env: str) -> DemoRun:
+        run = DemoRun(scratch, tmp_path / f"demo{len(started)}.out", **env)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.kill()
+
+
+def login(url: str, name: str) -> requests.Session:
+    """Through the hub's real login form (any password), following its redirects."""
+    session = requests.Session()
+    page = session.get(f"{url}/hub/login", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
+    reply = session.post(f"{url}/hub/login", timeout=60,
+                         data={"username": name, "password": "anything", "_xsrf": xsrf.group(1)})  # fmt: skip
+    assert reply.status_code == 200, reply.text[:300]
+    return session
+
+
+def wait_until(predicate, timeout: float, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
+
+
+def still_running(before: dict[int, bytes]) -> list[str]:
+    left = []
+    for pid, cmdline in before.items():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
+                left.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+    return left
+
+
+def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_everything(
+    demos, tmp_path
+):
+    scratch = tmp_path / "scratch"
+    # The preferred port is taken: the demo says which one it chose instead.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    started = time.monotonic()
+    demo = demos(scratch, HUB_SIDECARS_DEMO_PORT=str(taken.getsockname()[1]))
+    url = demo.wait_until_up()
+    start_seconds = time.monotonic() - started
+    assert url != f"http://127.0.0.1:{taken.getsockname()[1]}"
+    taken.close()
+    # The culler's token: the test watches the hub with it, as the culler does.
+    token_file = scratch / "culler.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    hub_api = requests.Session()
+    hub_api.headers["Authorization"] = f"token {token_file.read_text().strip()}"
+
+    def server_of(name: str) -> dict | None:
+        reply = hub_api.get(f"{url}/hub/api/users/{name}", timeout=10)
+        assert reply.status_code == 200, reply.text[:300]
+        return reply.json().get("servers", {}).get("")
+
+    # Logging in spawns the server; the pre-spawn hook made the account through restuser.
+    session = login(url, "newcomer")
+    wait_until(lambda: (server_of("newcomer") or {}).get("ready"), 60,
+               lambda: f"newcomer's server to start:\n{demo.logs()}")  # fmt: skip
+    passwd = (scratch / "root" / "etc" / "passwd").read_text()
+    entry = re.search(r"^newcomer:x:(\d+):\d+::/home/newcomer:", passwd, re.MULTILINE)
+    assert entry and 20000 <= int(entry.group(1)) <= 29999, passwd
+    assert (scratch / "root" / "home" / "newcomer" / "Welcome.ipynb").exists()
+    assert "newcomer:" not in Path("/etc/passwd").read_text()
+    # What the browser shows: JupyterLab (after the server's OAuth round with the hub), on the
+    # home that restuser filled from skel/.
+    landing = session.get(f"{url}/user/newcomer/", timeout=30)
+    assert landing.status_code == 200 and landing.url.endswith("/user/newcomer/lab"), landing.url
+    assert "JupyterLab" in landing.text
+    listing = session.get(f"{url}/user/newcomer/api/contents", timeout=30)
+    assert "Welcome.ipynb" in {item["name"] for item in listing.json()["content"]}
+    culled_at_least_after = time.monotonic() + CULL_TIMEOUT_S
+
+    # Nobody uses it any more: the culler stops it, and its status file says so meanwhile.
+    def status_with_the_cull() -> dict | None:
+        try:
+            status = json.loads((scratch / "culler-status.json").read_text())
+        except (OSError, ValueError):
+            return None
+        culled = [d for d in status["decisions"] if d["result"] == "culled"]
+        return status if culled and "newcomer" in culled[0]["target"] else None
+
+    status = wait_until(status_with_the_cull, 60, lambda: f"a culling pass:\n{demo.logs()}")
+    assert time.monotonic() >= culled_at_least_after - 1  # not before the timeout
+    assert status["ok"] and status["counts"]["culled"] == 1, status
+    assert server_of("newcomer") is None
+    culler_log = (scratch / "logs" / "culler.log").read_text()
+    assert re.search(r'msg="pass done" .*summary="seen=1 idle=1 .*culled=1 ', culler_log), (
+        culler_log
+    )
+    # The terminal showed the new account and the culling pass as they happened.
+    shown = demo.output()
+    assert re.search(r"restuser created the account newcomer \(uid \d+\)", shown), shown
+    wait_until(lambda: re.search(r"culler pass \d+: seen=1 idle=1 .*culled=1 ", demo.output()),
+               10, demo.output)  # fmt: skip
+    # It told the newcomer where to look.
+    for told in (f"tail -f {scratch}/logs/culler.log", f"python3 -m json.tool {scratch}/culler-status.json",
+                 "Ctrl-C"):  # fmt: skip
+        assert told in shown, shown
+
+    # A running server, then Ctrl-C: every process the demo started is gone.
+    session.get(f"{url}/hub/spawn", timeout=60)
+    wait_until(lambda: (server_of("newcomer") or {}).get("ready"), 60, demo.logs)
+    running = demo.processes()
+    commands = b"\n".join(running.values())
+    for part in (b"hub-restuser", b"jupyterhub", b"hub-culler", b"configurable-http-proxy",
+                 b"jupyterhub-singleuser"):  # fmt: skip
+        assert part in commands, commands
+    stop_seconds = demo.ctrl_c()
+    assert still_running(running) == []
+    with pytest.raises(requests.ConnectionError):
+        requests.get(url, timeout=5)
+    print(f"demo up in {start_seconds:.1f} s, stopped in {stop_seconds:.1f} s")
+
+
+def test_a_second_demo_in_the_same_directory_is_refused_and_a_rerun_works(demos, tmp_path):
+    scratch = tmp_path / "scratch"
+    first = demos(scratch, HUB_SIDECARS_DEMO_PORT=str(free_port()))
+    first.wait_until_up()
+
+    second = demos(scratch)
+    assert second.process.wait(60) == 1
+    assert "another ./scripts/demo is running in" in second.output()
+    assert first.process.poll() is None
+
+    first.ctrl_c()
+    started = time.monotonic()
+    rerun = demos(scratch)
+    url = rerun.wait_until_up()
+    assert requests.get(f"{url}/hub/api/", timeout=10).status_code == 200
+    print(f"rerun up in {time.monotonic() - started:.1f} s")
+    running = rerun.processes()
+    rerun.ctrl_c()
+    assert still_running(running) == []
