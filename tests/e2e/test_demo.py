@@ -49,6 +49,7 @@ class DemoRun:
                 env=environment, cwd=REPO, start_new_session=True,
             )  # fmt: skip
         self.url = ""
+        self.seen: dict[int, bytes] = {}  # every process of this run seen so far
 
     def output(self) -> str:
         return self.output_path.read_text(errors="replace")
@@ -90,6 +91,7 @@ class DemoRun:
             except OSError:
                 continue
             todo.extend(children.get(pid, []))
+        self.seen.update(found)
         return found
 
     def ctrl_c(self, timeout: float = 60) -> float:
@@ -105,8 +107,10 @@ class DemoRun:
         return time.monotonic() - started
 
     def kill(self) -> None:
-        """Teardown after a failed test: whatever is left of this run."""
-        for pid in self.processes():
+        """Teardown after a failed test: whatever is left of this run (the processes seen
+        while it ran, which may have lost their parent since)."""
+        self.processes()
+        for pid in still_running(self.seen, pids=True):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -147,12 +151,13 @@ def wait_until(predicate, timeout: float, what):
     raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
 
 
-def still_running(before: dict[int, bytes]) -> list[str]:
+def still_running(before: dict[int, bytes], pids: bool = False) -> list:
+    """Those of `before` (pid: command line) still running: their command lines, or pids."""
     left = []
     for pid, cmdline in before.items():
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline:
-                left.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+                left.append(pid if pids else cmdline.replace(b"\0", b" ").decode(errors="replace"))
         except OSError:
             pass
     return left
