@@ -16,7 +16,7 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encodin
 
 @dataclass(frozen=True)
 class Exchange:
-    """One forwarded request: monotonic times it arrived and was answered."""
+    """One forwarded request: monotonic times it arrived and its answer came from upstream."""
 
     method: str
     path: str
@@ -82,6 +82,9 @@ class CountingProxy:
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 status, reply_headers, data = self._upstream_request(headers, body)
+                # Timed before the client can see the answer, so its next request never looks
+                # as if it overlapped this one.
+                answered = time.monotonic()
                 self.send_response(status)
                 for key, value in reply_headers:
                     if key.lower() not in _HOP_BY_HOP:
@@ -90,7 +93,7 @@ class CountingProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
-                proxy._record(Exchange(self.command, self.path, status, arrived, time.monotonic()))
+                proxy._record(Exchange(self.command, self.path, status, arrived, answered))
 
             def _upstream_request(self, headers: dict, body: bytes | None):
                 # One kept-alive upstream connection per client connection; a connection the

@@ -111,6 +111,7 @@ class PeakRss:
 class Outcome:
     label: str
     first_stop_seconds: float | None  # start-up, listing and deciding until the first stop
+    stops_in_flight: int  # the most stop requests the hub had at once
     pass_seconds: float
     exit_seconds: float | None
     culled: int
@@ -140,6 +141,16 @@ def stops_answered(exchanges: list[Exchange], names: set[str]) -> dict[str, Exch
             if name in names and name not in answered:
                 answered[name] = exchange
     return answered
+
+
+def most_in_flight(exchanges: list[Exchange]) -> int:
+    """The most of `exchanges` that were under way at the same moment."""
+    events = sorted([(ex.arrived, 1) for ex in exchanges] + [(ex.answered, -1) for ex in exchanges])
+    most = current = 0
+    for _, change in events:
+        current += change
+        most = max(most, current)
+    return most
 
 
 def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path, token: str,
@@ -199,7 +210,12 @@ def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path
             cpu = usage.ru_utime + usage.ru_stime
         peak = rss.finish()
     exchanges = proxy.take()
+    _write_requests(scratch / f"requests-{len(list(scratch.glob('requests-*')))}.tsv", culler,
+                    started, exchanges)  # fmt: skip
     first_stop = min((ex.arrived for ex in stops_answered(exchanges, idle).values()), default=None)
+    run_index = len(list(scratch.glob("requests-*.tsv"))) - 1
+    if status_path.exists():
+        (scratch / f"status-{run_index}.json").write_bytes(status_path.read_bytes())
     remaining = state.running_servers()
     running, active = set(state.population.running), set(state.population.active)
     culled = running - remaining
@@ -212,6 +228,7 @@ def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path
     return Outcome(
         label=culler.label, pass_seconds=pass_end - started,
         first_stop_seconds=(first_stop - started) if first_stop is not None else None,
+        stops_in_flight=most_in_flight([ex for ex in exchanges if STOP_PATH.match(ex.path)]),
         exit_seconds=(exited - started) if culler.once and exited else None,
         culled=len(culled), kept=len(remaining & running), wrong=wrong,
         peak_rss_mib=peak / 1024, cpu_seconds=cpu, hub_requests=hub_requests,
@@ -221,32 +238,53 @@ def run_one(culler: Culler, state: HubState, proxy: CountingProxy, scratch: Path
     )  # fmt: skip
 
 
+def _write_requests(path: Path, culler: Culler, started: float, exchanges: list[Exchange]):
+    """Every request of one run, seconds from the culler's start (kept with --keep)."""
+    lines = [f"# {culler.label}", "arrived\tanswered\tmethod\tstatus\tpath"]
+    lines += [f"{ex.arrived - started:.3f}\t{ex.answered - started:.3f}\t{ex.method}\t"
+              f"{ex.status}\t{ex.path}" for ex in exchanges]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
 def print_table(outcomes: list[Outcome]) -> None:
-    header = (f"{'culler':<38} {'1st stop':>8} {'pass s':>7} {'exit s':>7} {'culled':>6} "
-              f"{'kept':>5} {'peak RSS':>9} {'CPU s':>6} {'hub API requests':<28} "
-              f"{'server req':>10} {'load 1m':>7}")  # fmt: skip
-    print(header)
-    for out in outcomes:
-        methods = "/".join(
-            f"{count} {method}" for method, count in sorted(out.hub_requests.items())
+    """One column per run, one row per figure."""
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} s"
+
+    def hub_requests(out: Outcome) -> str:
+        methods = " ".join(f"{n} {method}" for method, n in sorted(out.hub_requests.items()))
+        return f"{out.hub_total} ({methods})"
+
+    rows = [
+        ("", lambda out: out.label),
+        ("pass wall time", lambda out: seconds(out.pass_seconds)),
+        ("  until its first stop", lambda out: seconds(out.first_stop_seconds)),
+        ("  until it exited (--once)", lambda out: seconds(out.exit_seconds)),
+        ("servers culled", lambda out: str(out.culled)),
+        ("servers kept running", lambda out: str(out.kept)),
+        ("culled/kept against the plan", lambda out: str(len(out.wrong))),
+        ("most stops under way at once", lambda out: str(out.stops_in_flight)),
+        ("peak RSS (VmHWM)", lambda out: f"{out.peak_rss_mib:.1f} MiB"),
+        ("CPU time (user+sys)", lambda out: f"{out.cpu_seconds:.2f} s"),
+        ("hub API requests", hub_requests),
+        ("requests to users' servers", lambda out: str(out.server_requests)),
+        ("other requests", lambda out: str(out.other_requests)),
+        ("exit code", lambda out: str(out.exit_code)),
+        ("load average (1 min) at start", lambda out: f"{out.load[0]:.2f}"),
+    ]
+    cells = [[label] + [figure(out) for out in outcomes] for label, figure in rows]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(cells[0]))]
+    for row in cells:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-        exit_text = f"{out.exit_seconds:7.1f}" if out.exit_seconds is not None else f"{'-':>7}"
-        first = out.first_stop_seconds
-        first_text = f"{first:8.1f}" if first is not None else f"{'-':>8}"
-        print(f"{out.label:<38} {first_text} {out.pass_seconds:7.1f} {exit_text} "
-              f"{out.culled:6d} {out.kept:5d} {out.peak_rss_mib:6.1f} MiB {out.cpu_seconds:6.2f} "
-              f"{f'{out.hub_total} ({methods})':<28} {out.server_requests:10d} "
-              f"{out.load[0]:7.2f}")  # fmt: skip
-        if out.other_requests:
-            print(f"  ({out.other_requests} other requests through the proxy)")
+    for out in outcomes:
         if out.wrong:
-            print(f"  WRONG: {len(out.wrong)} servers culled or kept against the plan, first: "
-                  f"{out.wrong[:5]}")  # fmt: skip
-        if out.exit_code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
-            print(f"  exit code {out.exit_code}")
+            print(f"{out.label}: against the plan (first 5): {out.wrong[:5]}")
         if out.status:
             counts = out.status.get("counts", out.status)
-            print(f"  hub-culler status file counts: {json.dumps(counts, sort_keys=True)}")
+            print(f"{out.label} status file counts: {json.dumps(counts, sort_keys=True)}")
 
 
 def main() -> None:
@@ -255,7 +293,11 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=500, help="running servers")
     parser.add_argument("--idle", type=int, default=300, help="of the running servers, idle")
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--timeout", type=int, default=60, help="the cullers' --timeout")
+    parser.add_argument(
+        "--timeout", type=int, default=30,
+        help="the cullers' --timeout (it changes no pass's work; shorter, less waiting for the "
+        "idle servers to become idle after the build)",
+    )  # fmt: skip
     parser.add_argument("--stop-seconds", type=float, default=1.0, help="each stop takes this")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each culler")
     parser.add_argument(
@@ -263,7 +305,9 @@ def main() -> None:
         default="idle,hub,hub-nocheck",
         help="which to run, in order: idle, hub, hub-nocheck",
     )
-    parser.add_argument("--keep", metavar="DIR", help="keep logs and the hub's log in DIR")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep logs, the hub's log and each run's requests in DIR"
+    )
     args = parser.parse_args()
     chosen = [name.strip() for name in args.cullers.split(",") if name.strip()]
     population = Population.spread(args.users, args.servers, args.idle)
@@ -299,7 +343,10 @@ def main() -> None:
             if args.keep:
                 keep = Path(args.keep)
                 keep.mkdir(parents=True, exist_ok=True)
-                for log in [*scratch.glob("*.log"), *scratch.glob("hub/*.log")]:
+                kept = [*scratch.glob("*.log"), *scratch.glob("requests-*.tsv"),
+                        *scratch.glob("status-*.json"),
+                        *scratch.glob("hub/*.log")]  # fmt: skip
+                for log in kept:
                     (keep / log.name).write_bytes(log.read_bytes())
         report(args, outcomes)
 
@@ -312,10 +359,9 @@ def report(args, outcomes: list[Outcome]) -> None:
         f"{args.timeout}; JupyterHub 6 + configurable-http-proxy; {os.cpu_count()} cores shared"
     )
     print(
-        "1st stop = culler process start -> its first stop request; "
-        "pass s = culler process start -> hub answered the last idle server's stop (timed at a "
-        "counting proxy in front of the hub's proxy); exit s = until hub-culler --once exited; "
-        "peak RSS = VmHWM of the culler process; requests counted at the same proxy"
+        "pass wall time = culler process start -> the hub answered the last idle server's stop "
+        "(timed at a counting proxy in front of the hub's proxy, which also counts the "
+        "requests); peak RSS = VmHWM of the culler process, polled every 50 ms"
     )
     print_table(outcomes)
     by_label: dict[str, list[Outcome]] = {}

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from bench.counting_proxy import CountingProxy
-from bench.culler import stops_answered
+from bench.culler import most_in_flight, stops_answered
 from bench.hub_state import Population
 from tests.realparts.net import free_port
 from tests.realparts.process import ManagedProcess
@@ -86,6 +86,7 @@ def test_counting_proxy_forwards_and_counts_by_kind(responder):
         ("GET", "server"), ("GET", "hub"), ("DELETE", "hub"), ("GET", "other"),
     ]  # fmt: skip
     assert all(ex.arrived <= ex.answered for ex in exchanges)
+    assert most_in_flight(exchanges) == 1  # one client, one request after the other
     assert set(stops_answered(exchanges, {"alice", "bob"})) == {"alice"}
     assert proxy.take() == []
 
