@@ -8,7 +8,8 @@ import sys
 
 from hubsidecars import suite_version
 from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
-from hubsidecars.hubapi import HubClient, HubError, load_token
+from hubsidecars.hubapi import HubError
+from hubsidecars.hubsettings import hub_client
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.notify import Notifier
 from hubsidecars.periodic import PeriodicRunner
@@ -42,19 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_hub(settings: culler_settings.CullerSettings) -> HubCuller:
-    token = load_token(settings.token_file or None)
-    verify: bool | str = settings.ca_file or True
-    cert = key = None
-    if settings.ssl_enabled:
-        certs = settings.internal_certs_location.rstrip("/")
-        verify = f"{certs}/hub-ca/hub-ca.crt"
-        cert, key = f"{certs}/hub-internal/hub-internal.crt", f"{certs}/hub-internal/hub-internal.key"
-    client = HubClient(
-        settings.url, token, timeout=settings.request_timeout, verify=verify, client_cert=cert,
-        client_key=key, page_size=settings.api_page_size or 200,
-        public_url=settings.public_url or None,
-        pool_size=max(10, (settings.concurrency or 256) + 2),
-    )  # fmt: skip
+    client = hub_client(settings, public_url=settings.public_url,
+                        pool_size=max(10, (settings.concurrency or 256) + 2))  # fmt: skip
     return HubCuller(client, Policy.from_settings(settings), HubOptions.from_settings(settings))
 
 

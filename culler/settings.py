@@ -7,20 +7,19 @@ command. The Docker backend's settings live in culler/docker_settings.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
 from hubsidecars.config import ConfigError, Duration, render_example, setting
+from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
+
 from culler.docker_settings import DockerSettings
 
 ENV_PREFIX = "HUB_CULLER"
-DEFAULT_URL = "http://127.0.0.1:8081/hub/api"
 DEFAULT_STATE_DIR = "/var/lib/hub-sidecars/culler"
-# idle-culler's own environment: the hub sets both for a hub-managed service.
-HUB_URL_ENV = "JUPYTERHUB_API_URL"
-HUB_TIMEOUT_ENV = "JUPYTERHUB_REQUEST_TIMEOUT"
 
 EXAMPLE_HEADER = f"""\
 /etc/hub-sidecars/culler.toml: settings for `hub-culler` (hub-culler.service).
@@ -33,42 +32,12 @@ Durations read like 30s, 10m, 2h, 7d or 1h30m; a bare number is seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class HubSettings:
-    url: str = setting(
-        "",
-        f"the JupyterHub API URL (default: ${HUB_URL_ENV}, else {DEFAULT_URL})",
-        metavar="URL",
-        heading="The hub, and how to reach it.",
-        in_example=True,
-    )
-    token_file: str = setting(
-        "",
-        "file holding the hub API token (mode 0600 or 0640, owned by root or the culler's "
-        "user); else the systemd credential hub-api-token; else $JUPYTERHUB_API_TOKEN",
-        metavar="FILE",
-    )
+class HubSettings(HubConnectionSettings):
     public_url: str = setting(
         "",
         "where users' servers are reached, through the proxy, to ask about their kernels "
         "(default: the origin of --url, right when --url itself goes through the proxy)",
         metavar="URL",
-    )
-    request_timeout: Duration = setting(
-        60.0, f"timeout of one request to the hub (default also from ${HUB_TIMEOUT_ENV})",
-        min=1, max=3600,
-    )  # fmt: skip
-    api_page_size: int = setting(
-        0, "users per page when listing users (0: the hub's maximum, 200)", metavar="N", min=0,
-    )  # fmt: skip
-    ssl_enabled: bool = setting(
-        False, "the hub API uses JupyterHub's internal TLS: verify it with the internal CA and "
-        "present the hub-internal certificate from --internal-certs-location",
-    )  # fmt: skip
-    internal_certs_location: str = setting(
-        "internal-ssl", "JupyterHub's internal-ssl directory (with --ssl-enabled)", metavar="DIR"
-    )
-    ca_file: str = setting(
-        "", "CA bundle to verify an https hub with (default: the system's)", metavar="FILE"
     )
     hub: bool = setting(
         True, "cull servers (and users) through the hub API; --no-hub with --docker culls "
@@ -158,33 +127,22 @@ def example_config() -> str:
 def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> CullerSettings:
     """Fill what defaults to something else (url, cull_every, request_timeout) and check what
     the declarations cannot; raise ConfigError with a one-line reason."""
-    import dataclasses
-
-    environ = os.environ if environ is None else environ
-    changes: dict = {}
     if not settings.hub and not settings.docker:
         raise ConfigError("nothing to cull: --no-hub needs --docker")
-    url = settings.url or environ.get(HUB_URL_ENV) or DEFAULT_URL
-    for key, value in (("url", url), ("public_url", settings.public_url)):
-        if value:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ConfigError(f"{key} must be an http(s) URL, got {value!r}")
-    changes["url"] = url.rstrip("/")
+    settings = resolve_hub_connection(settings, environ)
+    if settings.public_url:
+        parts = urlsplit(settings.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"public_url must be an http(s) URL, got {settings.public_url!r}")
+    changes: dict = {}
     if not settings.cull_every:
         # idle-culler: timeout // 2; never below a second
         changes["cull_every"] = max(1.0, float(int(settings.timeout) // 2))
-    if settings.request_timeout == 60.0 and environ.get(HUB_TIMEOUT_ENV):
-        try:
-            changes["request_timeout"] = float(environ[HUB_TIMEOUT_ENV])
-        except ValueError:
-            raise ConfigError(f"{HUB_TIMEOUT_ENV} must be a number of seconds") from None
     if settings.max_busy < settings.timeout:
         raise ConfigError(
             f"max_busy ({settings.max_busy:g} s) must be at least timeout ({settings.timeout:g} s)"
         )
-    for key in ("status_file", "metrics_file", "token_file", "ca_file", "probe_state_file",
-                "docker_state_file"):
+    for key in ("status_file", "metrics_file", "probe_state_file", "docker_state_file"):
         value = getattr(settings, key)
         if value and not os.path.isabs(value):
             raise ConfigError(f"{key} must be an absolute path, got {value!r}")

@@ -19,6 +19,7 @@ from jupyterhub_idle_culler import IdleCuller
 
 from culler import cli
 from culler import settings as culler_settings
+from hubsidecars.hubsettings import DEFAULT_URL
 from hubsidecars.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,7 +172,7 @@ def test_the_hub_sets_the_url_and_request_timeout_for_a_managed_service():
 
 
 def test_without_any_url_the_hubs_usual_local_address():
-    assert settings([]).url == culler_settings.DEFAULT_URL == "http://127.0.0.1:8081/hub/api"
+    assert settings([]).url == DEFAULT_URL == "http://127.0.0.1:8081/hub/api"
 
 
 def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path):
