@@ -67,9 +67,12 @@ def record_poll(
     duration_ms: int | None = None,
     hub_version: str | None = None,
     groups: Mapping[str, Iterable[str]] | None = None,
+    servers_visible: bool = True,
 ) -> PollSummary:
     """Record a complete listing of the hub's users taken at `time`. `groups` maps group name
-    to member names when the token may read them (else memberships are left as they were)."""
+    to member names when the token may read them (else memberships are left as they were);
+    `servers_visible=False` (the token hides servers) leaves server runs as they were, rather
+    than ending them all."""
     listing = {user.name: user for user in users}
     with transaction(db):
         poll_id = db.execute(
@@ -78,7 +81,7 @@ def record_poll(
         ).lastrowid  # fmt: skip
         writer = _PollWriter(db, poll_id)
         new, gone = writer.users(listing)
-        started, ended = writer.sessions(listing)
+        started, ended = writer.sessions(listing) if servers_visible else (0, 0)
         if groups is not None:
             writer.groups(groups)
         running = sum(1 for u in listing.values() for s in u.servers.values() if s.ready)

@@ -1,0 +1,128 @@
+"""`hub-stats`: the collector daemon; `export`, `serve` and `charts` for the analyst."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hubsidecars import suite_version
+from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.logs import log_event, setup_logging
+from hubsidecars.notify import Notifier
+from hubsidecars.periodic import PeriodicRunner
+
+from stats import settings as stats_settings
+
+log = logging.getLogger("stats")
+
+DESCRIPTION = """\
+Record who is active on a JupyterHub into activity.sqlite (hub-stats, the collector daemon;
+--once for one poll), and hand it to analysts: `hub-stats export`, `hub-stats serve`,
+`hub-stats charts`. Every option can also be set in the TOML file given with --config or in
+the environment variable shown.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = SettingsParser(prog="hub-stats", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
+    parser.add_argument("--generate-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the example configuration file and exit")  # fmt: skip
+    add_options(parser, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    collect = commands.add_parser("collect", help="the collector daemon (the default)")
+    add_options(collect, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
+    export = commands.add_parser(
+        "export", help="write a consistent snapshot of the database (or its views as CSV)",
+        description="Write a consistent copy of --db to OUT.sqlite while the collector may be "
+        "writing; with --csv DIR, every view as DIR/VIEW.csv instead.",
+    )  # fmt: skip
+    export.add_argument("out", nargs="?", metavar="OUT.sqlite")
+    export.add_argument("--csv", metavar="DIR", help="write each view as CSV into DIR")
+    add_options(export, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
+    serve = commands.add_parser(
+        "serve", help="serve the file, the views as CSV, /stats.json and the charts page",
+    )  # fmt: skip
+    add_options(serve, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
+    charts = commands.add_parser("charts", help="draw the charts into image files")
+    charts.add_argument("out_dir", metavar="OUT_DIR")
+    charts.add_argument("--format", choices=("png", "svg"), default="png")
+    add_options(charts, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
+    return parser
+
+
+def collect(settings: stats_settings.StatsSettings) -> int:
+    from hubsidecars.hubsettings import hub_client
+    from stats.collector import Collector
+
+    client = hub_client(settings)
+    containers = None
+    if settings.docker:
+        from stats.containers import ContainerSampler
+
+        containers = ContainerSampler.from_settings(settings)
+    collector = Collector(client, settings.db, settings.interval, groups=settings.groups,
+                          containers=containers)  # fmt: skip
+    log_event(log, "collecting", url=settings.url, db=settings.db, interval=settings.interval,
+              docker=settings.docker)  # fmt: skip
+    runner = PeriodicRunner(collector, settings.interval, name="poll",
+                            notifier=Notifier.from_environment(), logger=log)  # fmt: skip
+    return runner.run_once() if settings.once else runner.run_forever()
+
+
+def export(settings, out: str | None, csv_dir: str | None) -> int:
+    from stats import export as exporting
+
+    if bool(out) == bool(csv_dir):
+        raise ConfigError("export needs OUT.sqlite or --csv DIR (one of them)")
+    if csv_dir:
+        written = exporting.export_csv(settings.db, csv_dir)
+        print(f"wrote {len(written)} views as CSV into {csv_dir}")
+    else:
+        exporting.export_snapshot(settings.db, out)
+        print(f"wrote a snapshot of {settings.db} to {out}")
+    return 0
+
+
+def serve(settings) -> int:
+    from stats.web import serve as serving
+
+    return serving(settings)
+
+
+def charts(settings, out_dir: str, image_format: str) -> int:
+    from stats.charts import render_charts
+
+    written = render_charts(settings.db, out_dir, image_format=image_format)
+    for path in written:
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    try:
+        if args.pop("generate_config", False):
+            print(stats_settings.example_config(), end="")
+            return 0
+        command = args.pop("command", None) or "collect"
+        settings = stats_settings.resolve(
+            load_settings(stats_settings.StatsSettings, stats_settings.ENV_PREFIX, args),
+            needs_hub=command == "collect",
+        )
+        setup_logging(settings.log_format, settings.log_level)
+        if command == "collect":
+            return collect(settings)
+        if command == "export":
+            return export(settings, args.get("out"), args.get("csv"))
+        if command == "serve":
+            return serve(settings)
+        return charts(settings, args["out_dir"], args.get("format") or "png")
+    except ConfigError as error:
+        print(f"hub-stats: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

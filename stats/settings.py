@@ -1,0 +1,84 @@
+"""Every setting of `hub-stats` (collector, export, serve, charts), declared once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
+from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
+
+ENV_PREFIX = "HUB_STATS"
+DEFAULT_DB = "/var/lib/hub-sidecars/activity.sqlite"
+SERVE_TOKEN_CREDENTIAL = "stats-token"
+
+EXAMPLE_HEADER = f"""\
+/etc/hub-sidecars/stats.toml: settings for `hub-stats` (hub-stats.service) and
+`hub-stats serve` (hub-stats-web.service). Written by `hub-stats --generate-config` from
+stats/settings.py. Keys left commented out show their defaults. Each key is also a flag
+(interval: --interval) and an environment variable ({ENV_PREFIX}_INTERVAL); flags win over the
+environment, which wins over this file. The hub API token is never a setting: it comes from
+token_file, the systemd credential hub-api-token, or JUPYTERHUB_API_TOKEN.
+Durations read like 30s, 10m, 2h, 7d or 1h30m; a bare number is seconds."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatsSettings(HubConnectionSettings):
+    db: str = setting(
+        DEFAULT_DB, "the activity database (SQLite, WAL mode)", metavar="PATH",
+        heading="What it records, and how often.", in_example=True,
+    )  # fmt: skip
+    interval: Duration = setting(300.0, "seconds between polls of the hub", min=5, max=86400)
+    once: bool = setting(False, "one poll, then exit (non-zero when the poll failed)")
+    groups: bool = setting(
+        True, "record group memberships (needs read:groups; without it, one log line and none)"
+    )
+    docker: bool = setting(
+        False, "also record CPU and memory of running user containers (Docker SDK: the local "
+        "socket or $DOCKER_HOST)",
+    )  # fmt: skip
+    docker_names: tuple[str, ...] = setting(
+        ("jupyter-*",), "which containers are user containers (shell globs on the name; they "
+        "must also carry JUPYTERHUB_USER in their environment)",
+    )  # fmt: skip
+    bind: str = setting(
+        "unix:/run/hub-stats/stats.sock",
+        "where `hub-stats serve` listens: unix:PATH or HOST:PORT; ignored when systemd passes "
+        "a socket", metavar="ADDRESS", heading="Serving the file, the views and the charts "
+        "(hub-stats serve).",
+    )  # fmt: skip
+    socket_mode: FileMode = setting(0o660, "permissions of the unix socket")
+    socket_group: str = setting("", "group owning the unix socket", metavar="GROUP")
+    serve_token_file: str = setting(
+        "", "file holding the bearer token clients must send, required on TCP; else the "
+        f"systemd credential {SERVE_TOKEN_CREDENTIAL}", metavar="FILE",
+    )  # fmt: skip
+    allow_remote: bool = setting(
+        False, "allow a TCP address other than loopback (the token then crosses a network)"
+    )
+    workers: int = setting(1, "gunicorn worker processes", metavar="N", min=1, max=16)
+    header_timeout: Duration = setting(
+        10.0, "how long a client may take to send its request headers", min=1, max=300
+    )
+    access_log: bool = setting(False, "log every request")
+    log_format: Literal["kv", "json"] = setting("kv", "log line format", heading="Logging.")
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+
+
+def example_config() -> str:
+    return render_example(StatsSettings, EXAMPLE_HEADER)
+
+
+def resolve(settings: StatsSettings, environ=None, *, needs_hub: bool = True) -> StatsSettings:
+    """Fill the hub URL from the environment and check paths; ConfigError with one line."""
+    if needs_hub:
+        settings = resolve_hub_connection(settings, environ)
+    for key in ("db", "serve_token_file"):
+        value = getattr(settings, key)
+        if value and not os.path.isabs(value):
+            raise ConfigError(f"{key} must be an absolute path, got {value!r}")
+    if settings.socket_mode & 0o7007:
+        raise ConfigError(f"socket_mode {settings.socket_mode:04o} gives other users access; "
+                          "use 0660 or 0600")  # fmt: skip
+    return settings
