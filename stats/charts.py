@@ -1,0 +1,183 @@
+"""The main charts of activity.sqlite as Vega-Lite specs, with their data inlined.
+
+One set of specs serves both the charts page of `hub-stats serve` (drawn in the browser by
+the Vega bundle the app serves itself) and `hub-stats charts` (drawn into PNG or SVG files
+by vl-convert), so the report and the page show the same charts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"  # an id, never fetched
+WIDTH, HEIGHT = 640, 220
+# Up to this many days of polls, concurrent servers are drawn poll by poll (a demo, a first
+# week); beyond it, one bar per day with the day's peak (a term, a year).
+PER_POLL_MAX_DAYS = 3
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+IMAGE_FORMATS = ("png", "svg")
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str  # file name of the image, id on the page
+    title: str
+    about: str  # one sentence under the chart on the page
+    spec: dict[str, Any]
+
+
+def build_charts(db: sqlite_utils.Database) -> list[Chart]:
+    """The main charts, in page order, from the views of `db`."""
+    return [daily_active_users_chart(db), concurrent_servers_chart(db), hour_of_week_chart(db)]
+
+
+def _base(title: str, description: str, values: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "title": title,
+        "description": description,
+        "width": WIDTH,
+        "height": HEIGHT,
+        "data": {"values": values},
+        "config": {"view": {"stroke": None}, "axis": {"labelFontSize": 11}},
+    }
+
+
+def _rows(db: sqlite_utils.Database, sql: str) -> list[dict[str, Any]]:
+    cursor = db.execute(sql)
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def daily_active_users_chart(db: sqlite_utils.Database) -> Chart:
+    values = _rows(db, "SELECT day, active_users FROM daily_active_users ORDER BY day")
+    title = "Daily active users"
+    spec = _base(title, "Distinct users with any activity, per day (UTC).", values)
+    spec.update({
+        "mark": {"type": "bar", "tooltip": True, "color": "#4c78a8", "width": {"band": 0.85}},
+        "encoding": {
+            "x": {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate",
+                  "title": "day (UTC)", "axis": {"format": "%Y-%m-%d", "labelAngle": -40}},
+            "y": {"field": "active_users", "type": "quantitative", "title": "active users",
+                  "axis": {"tickMinStep": 1}},
+        },
+    })  # fmt: skip
+    return Chart("daily_active_users", title, spec["description"], spec)
+
+
+def concurrent_servers_chart(db: sqlite_utils.Database) -> Chart:
+    days = db.execute("SELECT count(DISTINCT substr(time, 1, 10)) FROM polls WHERE ok = 1")
+    if days.fetchone()[0] <= PER_POLL_MAX_DAYS:
+        return _servers_per_poll(db)
+    return _peak_servers_per_day(db)
+
+
+def _servers_per_poll(db: sqlite_utils.Database) -> Chart:
+    values = _rows(db, "SELECT time, servers_running, servers_pending FROM polls "
+                       "WHERE ok = 1 ORDER BY id")  # fmt: skip
+    title = "Concurrent servers"
+    spec = _base(title, "Servers running at each successful poll.", values)
+    spec.update({
+        "mark": {"type": "line", "point": True, "tooltip": True, "interpolate": "step-after",
+                 "color": "#f58518"},
+        "encoding": {
+            "x": {"field": "time", "type": "temporal", "title": "poll time (UTC)",
+                  "scale": {"type": "utc"}, "axis": {"format": "%m-%d %H:%M"}},
+            "y": {"field": "servers_running", "type": "quantitative",
+                  "title": "servers running", "axis": {"tickMinStep": 1}},
+        },
+    })  # fmt: skip
+    return Chart("concurrent_servers", title, spec["description"], spec)
+
+
+def _peak_servers_per_day(db: sqlite_utils.Database) -> Chart:
+    values = _rows(db, "SELECT day, peak_servers FROM peak_concurrent_servers ORDER BY day")
+    title = "Peak concurrent servers"
+    spec = _base(title, "The most servers running at once, per day (at poll times).", values)
+    spec.update({
+        "mark": {"type": "bar", "tooltip": True, "color": "#f58518", "width": {"band": 0.85}},
+        "encoding": {
+            "x": {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate",
+                  "title": "day (UTC)", "axis": {"format": "%Y-%m-%d", "labelAngle": -40}},
+            "y": {"field": "peak_servers", "type": "quantitative", "title": "peak servers",
+                  "axis": {"tickMinStep": 1}},
+        },
+    })  # fmt: skip
+    return Chart("concurrent_servers", title, spec["description"], spec)
+
+
+def hour_of_week_values(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every (weekday, hour) cell, zero where the view has no row: a heatmap with holes
+    would hide the quiet hours it is meant to show."""
+    found = {(row["weekday"], row["hour"]): row["user_hours"] for row in rows}
+    return [
+        {"weekday": day, "day_name": WEEKDAYS[day], "hour": hour,
+         "user_hours": found.get((day, hour), 0),
+         "label": f"{WEEKDAYS[day]} {hour:02d}:00: {found.get((day, hour), 0)} user-hours"}
+        for day in range(7) for hour in range(24)
+    ]  # fmt: skip
+
+
+def hour_of_week_chart(db: sqlite_utils.Database) -> Chart:
+    values = hour_of_week_values(_rows(db, "SELECT weekday, hour, user_hours FROM hour_of_week"))
+    title = "Activity by hour of the week"
+    spec = _base(title, "User-hours with activity per weekday and hour (UTC).", values)
+    spec["height"] = 7 * 22
+    spec.update({
+        "mark": {"type": "rect"},
+        "encoding": {
+            "x": {"field": "hour", "type": "ordinal", "title": "hour (UTC)",
+                  "axis": {"labelAngle": 0}},
+            "y": {"field": "day_name", "type": "ordinal", "title": None, "sort": list(WEEKDAYS)},
+            "color": {"field": "user_hours", "type": "quantitative", "title": "user-hours",
+                      "scale": {"range": ["#f4f8fc", "#08519c"], "domainMin": 0}},
+            # an aria-label per cell: screen readers, and tests, read the data in the SVG
+            "description": {"field": "label"},
+            "tooltip": [{"field": "day_name", "title": "day"}, {"field": "hour"},
+                        {"field": "user_hours", "title": "user-hours"}],
+        },
+    })  # fmt: skip
+    return Chart("hour_of_week", title, spec["description"], spec)
+
+
+def render_image(spec: dict[str, Any], image_format: str) -> bytes:
+    import vl_convert
+
+    if image_format == "png":
+        return vl_convert.vegalite_to_png(spec, scale=2)
+    if image_format == "svg":
+        return vl_convert.vegalite_to_svg(spec).encode()
+    raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+
+
+def render_charts(db_path: str, out_dir: str, image_format: str = "png") -> list[str]:
+    """Draw the charts of the database at `db_path` into OUT_DIR/NAME.png (or .svg); return
+    the paths written. The database is only read."""
+    from hubsidecars.config import ConfigError
+    from stats.schema import connect
+
+    if image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"image format must be one of {', '.join(IMAGE_FORMATS)}")
+    if not os.path.exists(db_path):
+        raise ConfigError(f"no activity database at {db_path} (set --db)")
+    db = connect(db_path, readonly=True)
+    try:
+        charts = build_charts(db)
+    finally:
+        db.conn.close()
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for chart in charts:
+        path = os.path.join(out_dir, f"{chart.name}.{image_format}")
+        data = render_image(chart.spec, image_format)
+        temporary = f"{path}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)  # a report build never picks up half an image
+        written.append(path)
+    return written
