@@ -71,9 +71,15 @@ class ActivityStore:
         if not os.path.isfile(self.db_path):
             raise NoDatabase(f"no activity database at {self.db_path}")
         try:
-            return connect(self.db_path, readonly=True)
+            db = connect(self.db_path, readonly=True)
         except sqlite3.DatabaseError as error:
             raise NoDatabase(f"cannot read {self.db_path}: {error}") from None
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # is it a database?
+        except sqlite3.DatabaseError as error:
+            db.conn.close()
+            raise NoDatabase(f"cannot read {self.db_path}: {error}") from None
+        return db
 
     def snapshot(self):
         """An open binary file holding a consistent copy of the database; the copy has no
