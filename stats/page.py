@@ -56,7 +56,7 @@ def _now_rows(now: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not now.get("last_successful_poll"):
         return [("last successful poll", "none yet")]
     rows = [
-        ("last successful poll", f"{now['last_successful_poll']} UTC"),
+        ("last successful poll", now["last_successful_poll"]),
         ("users", str(now["users"])),
         ("active users", f"{now['active_users']} (a server and activity within the last "
                          f"{now['interval_s']:g} s)"),

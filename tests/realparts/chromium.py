@@ -87,6 +87,7 @@ class Page:
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.responses: dict[str, int] = {}
+        self.navigation_error = ""
         for domain in ("Page", "Network", "Runtime", "Log"):
             self.call(f"{domain}.enable")
 
@@ -120,10 +121,11 @@ class Page:
     def set_headers(self, headers: dict[str, str]) -> None:
         self.call("Network.setExtraHTTPHeaders", headers=headers)
 
-    def navigate(self, url: str) -> None:
-        result = self.call("Page.navigate", url=url)
-        if result.get("errorText"):
-            raise RuntimeError(f"navigating to {url}: {result['errorText']}")
+    def navigate(self, url: str) -> str:
+        """Load `url`; returns Chromium's error ('' when the page loaded), e.g.
+        net::ERR_INVALID_AUTH_CREDENTIALS when a password was asked for and none would do."""
+        self.navigation_error = self.call("Page.navigate", url=url).get("errorText", "")
+        return self.navigation_error
 
     def evaluate(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,

@@ -1,0 +1,128 @@
+"""`hub-stats charts OUT_DIR`: the charts as image files, showing the data put in."""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from stats.charts import build_charts, render_charts
+from stats.schema import connect
+from tests.realparts.stats_serve import HUB_STATS
+from tests.stats import activity_data as known
+
+NAMES = ["daily_active_users", "concurrent_servers", "hour_of_week"]
+
+
+@pytest.fixture
+def activity_db(tmp_path: Path) -> Path:
+    path = tmp_path / "activity.sqlite"
+    known.fill(str(path))
+    return path
+
+
+def aria_labels(svg_path: Path) -> list[str]:
+    """The labels Vega gives the marks: their values, as a screen reader reads them."""
+    root = ElementTree.parse(svg_path).getroot()  # also proves the SVG is well-formed XML
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return [element.get("aria-label") for element in root.iter() if element.get("aria-label")]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is no PNG"
+    assert data.endswith(b"IEND\xaeB`\x82"), f"{path} is cut short"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_svg_charts_show_the_known_figures(activity_db, tmp_path):
+    written = render_charts(str(activity_db), str(tmp_path / "out"), image_format="svg")
+    assert written == [str(tmp_path / "out" / f"{name}.svg") for name in NAMES]
+
+    daily = aria_labels(tmp_path / "out" / "daily_active_users.svg")
+    bars = dict(re.fullmatch(r"day \(UTC\): (\S+); active users: (\d+)", label).groups()
+                for label in daily if label.startswith("day (UTC):"))  # fmt: skip
+    assert {day: int(count) for day, count in bars.items()} == known.DAILY_ACTIVE_USERS
+    assert "Title text 'Daily active users'" in daily
+
+    servers = aria_labels(tmp_path / "out" / "concurrent_servers.svg")
+    points = [int(label.rsplit(": ", 1)[1]) for label in servers
+              if label.startswith("poll time (UTC):")]  # fmt: skip
+    # the line carries one label per point too (Vega labels the whole line once)
+    assert points[-len(known.SERVERS_PER_POLL):] == known.SERVERS_PER_POLL
+
+    cells = aria_labels(tmp_path / "out" / "hour_of_week.svg")
+    busy = {label for label in cells
+            if re.fullmatch(r"\w{3} \d\d:00: [1-9]\d* user-hours", label)}  # fmt: skip
+    weekdays = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    assert busy == {f"{weekdays[day]} {hour:02d}:00: {count} user-hours"
+                    for (day, hour), count in known.HOUR_OF_WEEK.items()}  # fmt: skip
+    assert sum(1 for label in cells if label.endswith(" user-hours")) == 7 * 24
+
+
+def test_png_charts_are_whole_images(activity_db, tmp_path):
+    written = render_charts(str(activity_db), str(tmp_path), image_format="png")
+    assert [Path(path).name for path in written] == [f"{name}.png" for name in NAMES]
+    for path in written:
+        width, height = png_size(Path(path))
+        assert width >= 600 and height >= 200, (path, width, height)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_more_than_three_days_draws_the_daily_peak(activity_db, tmp_path):
+    known.add_later_day(str(activity_db))
+    render_charts(str(activity_db), str(tmp_path), image_format="svg")
+    labels = aria_labels(tmp_path / "concurrent_servers.svg")
+    bars = dict(re.fullmatch(r"day \(UTC\): (\S+); peak servers: (\d+)", label).groups()
+                for label in labels if label.startswith("day (UTC):"))  # fmt: skip
+    assert {day: int(peak) for day, peak in bars.items()} == {
+        **known.PEAK_SERVERS_PER_DAY, "2026-03-09": 2}
+    assert "Title text 'Peak concurrent servers'" in labels
+
+
+def test_the_page_and_the_files_draw_the_same_specs(activity_db):
+    """One set of specs: what the page inlines is what the files are drawn from."""
+    from stats.web import ActivityStore
+
+    db = connect(str(activity_db), readonly=True)
+    try:
+        direct = [chart.spec for chart in build_charts(db)]
+    finally:
+        db.conn.close()
+    assert [chart.spec for chart in ActivityStore(str(activity_db)).charts()] == direct
+
+
+def test_an_empty_database_still_draws_three_charts(tmp_path):
+    path = tmp_path / "empty.sqlite"
+    connect(str(path)).conn.close()
+    written = render_charts(str(path), str(tmp_path / "out"), image_format="svg")
+    assert len(written) == 3
+    for name in written:
+        aria_labels(Path(name))
+
+
+def test_the_command_writes_the_files_and_prints_their_paths(activity_db, tmp_path):
+    out = tmp_path / "report"
+    done = subprocess.run([str(HUB_STATS), "charts", str(out), "--format", "svg",
+                           "--db", str(activity_db)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(out / f"{name}.svg") for name in NAMES]
+    default = subprocess.run([str(HUB_STATS), "charts", str(out), "--db", str(activity_db)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert default.returncode == 0, default.stderr
+    for name in NAMES:
+        png_size(out / f"{name}.png")
+
+
+def test_the_command_without_a_database_says_so_in_one_line(tmp_path):
+    missing = tmp_path / "nowhere.sqlite"
+    done = subprocess.run([str(HUB_STATS), "charts", str(tmp_path / "out"), "--db",
+                           str(missing)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"hub-stats: error: no activity database at {missing} (set --db)"
+    assert not missing.exists()
