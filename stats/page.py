@@ -58,15 +58,16 @@ def _now_rows(now: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("last successful poll", now["last_successful_poll"]),
         ("users", str(now["users"])),
-        ("active users", f"{now['active_users']} (a server and activity within the last "
-                         f"{now['interval_s']:g} s)"),
+        ("active users", (f"{now['active_users']} (a server and activity within the last "
+                          f"{now['interval_s']:g} s)")),
         ("servers running", str(now["servers_running"])),
         ("servers starting or stopping", str(now["servers_pending"])),
     ]  # fmt: skip
     for host, figures in (now.get("docker") or {}).get("hosts", {}).items():
-        rows.append((f"Docker host {host}",
-                     f"containers: {figures['containers']}, CPU: {figures['cpu_percent']:g} %, "
-                     f"memory: {figures['memory_bytes'] / 2**20:.0f} MiB"))  # fmt: skip
+        figures_text = (f"containers: {figures['containers']}, "
+                        f"CPU: {figures['cpu_percent']:g} %, "
+                        f"memory: {figures['memory_bytes'] / 2**20:.0f} MiB")  # fmt: skip
+        rows.append((f"Docker host {host}", figures_text))
     return rows
 
 

@@ -30,8 +30,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, AsyncIterator
+from typing import Any
 
 import falcon
 

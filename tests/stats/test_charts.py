@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -53,7 +53,7 @@ def test_svg_charts_show_the_known_figures(activity_db, tmp_path):
     points = [int(label.rsplit(": ", 1)[1]) for label in servers
               if label.startswith("poll time (UTC):")]  # fmt: skip
     # the line carries one label per point too (Vega labels the whole line once)
-    assert points[-len(known.SERVERS_PER_POLL):] == known.SERVERS_PER_POLL
+    assert points[-len(known.SERVERS_PER_POLL) :] == known.SERVERS_PER_POLL
 
     cells = aria_labels(tmp_path / "out" / "hour_of_week.svg")
     busy = {label for label in cells
@@ -80,7 +80,9 @@ def test_more_than_three_days_draws_the_daily_peak(activity_db, tmp_path):
     bars = dict(re.fullmatch(r"day \(UTC\): (\S+); peak servers: (\d+)", label).groups()
                 for label in labels if label.startswith("day (UTC):"))  # fmt: skip
     assert {day: int(peak) for day, peak in bars.items()} == {
-        **known.PEAK_SERVERS_PER_DAY, "2026-03-09": 2}
+        **known.PEAK_SERVERS_PER_DAY,
+        "2026-03-09": 2,
+    }
     assert "Title text 'Peak concurrent servers'" in labels
 
 
@@ -108,12 +110,12 @@ def test_an_empty_database_still_draws_three_charts(tmp_path):
 def test_the_command_writes_the_files_and_prints_their_paths(activity_db, tmp_path):
     out = tmp_path / "report"
     done = subprocess.run([str(HUB_STATS), "charts", str(out), "--format", "svg",
-                           "--db", str(activity_db)], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+                           "--db", str(activity_db)], check=False, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(out / f"{name}.svg") for name in NAMES]
     default = subprocess.run([str(HUB_STATS), "charts", str(out), "--db", str(activity_db)],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+                             check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert default.returncode == 0, default.stderr
     for name in NAMES:
         png_size(out / f"{name}.png")
@@ -122,7 +124,8 @@ def test_the_command_writes_the_files_and_prints_their_paths(activity_db, tmp_pa
 def test_the_command_without_a_database_says_so_in_one_line(tmp_path):
     missing = tmp_path / "nowhere.sqlite"
     done = subprocess.run([str(HUB_STATS), "charts", str(tmp_path / "out"), "--db",
-                           str(missing)], capture_output=True, text=True, timeout=60)  # fmt: skip
+                           str(missing)], check=False, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip() == f"hub-stats: error: no activity database at {missing} (set --db)"
     assert not missing.exists()
