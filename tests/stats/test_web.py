@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -313,9 +314,10 @@ def test_a_browser_is_asked_for_a_password_an_api_client_for_a_bearer_token(acti
 def start_serve(tmp_path: Path):
     started: list[StatsServeProcess] = []
 
-    def start(db: Path, endpoint: Endpoint, extra_args=None, env=None) -> StatsServeProcess:
+    def start(db: Path, endpoint: Endpoint, extra_args=None, env=None, launcher=None,
+              bind=None) -> StatsServeProcess:  # fmt: skip
         service = StatsServeProcess(db, endpoint, tmp_path / f"serve{len(started)}.log",
-                                    extra_args, env)  # fmt: skip
+                                    extra_args, env, launcher, bind)  # fmt: skip
         started.append(service)
         return service.start()
 
@@ -404,6 +406,20 @@ def test_serve_takes_the_token_from_the_systemd_credential(start_serve, activity
     start_serve(activity_db, endpoint, env={"CREDENTIALS_DIRECTORY": str(credentials)})
     assert endpoint.request("GET", "/stats.json").status == 401
     assert endpoint.request("GET", "/stats.json", BEARER).status == 200
+
+
+def test_serve_on_the_socket_systemd_passes(start_serve, activity_db, tmp_path):
+    """As hub-stats-web.socket would: systemd-socket-activate makes the socket and passes
+    it in LISTEN_FDS; gunicorn serves on it and binds nothing of its own."""
+    activator = shutil.which("systemd-socket-activate")
+    assert activator, "systemd-socket-activate (package systemd) is required"
+    path = str(tmp_path / "activated.sock")
+    ignored = tmp_path / "not-this.sock"
+    service = start_serve(activity_db, Endpoint(unix=path), bind=f"unix:{ignored}",
+                          launcher=[activator, "--listen", path, "-E", "PATH"])  # fmt: skip
+    assert not ignored.exists()
+    assert service.endpoint.request("GET", "/stats.json").json()["users"] == 4
+    assert "listen=systemd:unix:" in service.log()
 
 
 def run_serve(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
