@@ -1,0 +1,196 @@
+"""activity.sqlite's schema: migrations from older files lose nothing, and the views on crafted
+polls (written through record_poll with the hub API client's own User objects) say what an
+analyst expects, row by row."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from hubsidecars.hubapi import Server, User
+from stats import schema
+from stats.recorder import format_time, record_failed_poll, record_poll
+from tests.realparts.stats import check_whole_polls, rows, run_command, stats_env
+
+# A compmodels-era file: the one table its notebooks read, written one row per user per poll.
+COMPMODELS_ROWS = [
+    ("2015-09-01 10:00:00.123456", "jess", 1),
+    ("2015-09-01 10:00:00.123456", "min", 0),
+    ("2015-09-01 10:05:00.654321", "jess", 0),
+    ("2015-09-01 10:05:00.654321", "min", 1),
+]
+MONDAY = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+
+def user(name: str, last: datetime | None, *servers: Server, admin: bool = False) -> User:
+    return User(name=name, admin=admin, groups=(), created=MONDAY - timedelta(days=30),
+                last_activity=last, servers={server.name: server for server in servers})  # fmt: skip
+
+
+def server(name: str, owner: str, started: datetime, last: datetime) -> Server:
+    return Server(user=owner, name=name, url=f"/user/{owner}/{name}", started=started,
+                  last_activity=last, pending=None, ready=True)  # fmt: skip
+
+
+def everything(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every data table (not the rebuilt descriptions)."""
+    conn = sqlite3.connect(path)
+    try:
+        names = [name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name != 'schema_docs'")]  # fmt: skip
+        return {name: conn.execute(f"SELECT * FROM [{name}] ORDER BY rowid").fetchall()
+                for name in names}  # fmt: skip
+    finally:
+        conn.close()
+
+
+def three_polls(db: sqlite_utils.Database) -> None:
+    """ann works on her default server (activity moves every poll), bob's named server sits
+    idle, cy has no server; a failed poll in between; bob's server stops at the last poll."""
+    started = MONDAY - timedelta(hours=1)
+    idle = server("lab", "bob", started, started)
+    for step in range(4):
+        moment = MONDAY + timedelta(minutes=5 * step)
+        if step == 2:
+            record_failed_poll(db, time=moment, interval=300, error="hub unavailable")
+            continue
+        ann_last = moment - timedelta(seconds=30)
+        ann = user("ann", ann_last, server("", "ann", started, ann_last))
+        bob = user("bob", started, *([idle] if step < 3 else []), admin=True)
+        record_poll(db, [ann, bob, user("cy", None)], time=moment, interval=300)
+
+
+def test_compmodels_file_migrated_nothing_lost(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE activity (date TEXT, user TEXT, active INTEGER)")
+    old.executemany("INSERT INTO activity VALUES (?, ?, ?)", COMPMODELS_ROWS)
+    old.commit()
+    old.close()
+
+    db = schema.connect(str(path))
+    assert schema.version(db) == schema.SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db["activity"].exists() and "activity" in db.view_names()
+    assert rows(path, "SELECT * FROM compmodels_activity") == COMPMODELS_ROWS
+    # before any poll, the view is the old table, in its order
+    assert rows(path, "SELECT * FROM activity") == COMPMODELS_ROWS
+    three_polls(db)
+    legacy = rows(path, "SELECT * FROM activity")
+    assert legacy[: len(COMPMODELS_ROWS)] == COMPMODELS_ROWS
+    new = sorted(legacy[len(COMPMODELS_ROWS):])
+    times = [format_time(MONDAY + timedelta(minutes=5 * step)) for step in (0, 1, 3)]
+    assert new == sorted([
+        (times[0], "ann", 1), (times[0], "bob", 0), (times[0], "cy", 0),
+        (times[1], "ann", 1), (times[1], "bob", 0), (times[1], "cy", 0),
+        (times[2], "ann", 1), (times[2], "bob", 0), (times[2], "cy", 0),
+    ])  # fmt: skip
+    # opened again: nothing applied twice, nothing lost
+    before = everything(path)
+    db.close()
+    again = schema.connect(str(path))
+    assert schema.migrate(again) == []
+    assert everything(path) == before
+    assert check_whole_polls(path) == 3
+
+
+def test_version_1_database_migrated_nothing_lost(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    v1 = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+    schema.MIGRATIONS[1](v1)
+    v1.execute("PRAGMA user_version = 1")
+    three_polls(v1)
+    v1.close()
+    before = everything(path)
+    assert len(before["polls"]) == 4 and before["sessions"] and before["activity_events"]
+    assert "container_samples" not in before
+
+    db = schema.connect(str(path))
+    assert schema.version(db) == 2
+    after = everything(path)
+    assert after.pop("container_samples") == []
+    assert after == before
+    assert rows(path, "SELECT count(*) FROM activity") == [(9,)]
+    assert check_whole_polls(path) == 3
+    # the descriptions an analyst reads are there for every table and view
+    described = {name for (name,) in rows(path, "SELECT object FROM schema_docs "
+                                                "WHERE column = ''")}  # fmt: skip
+    assert set(schema.VIEWS) | set(schema.TABLE_DOCS) <= described
+
+
+def test_newer_database_refused_not_touched(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("CREATE TABLE future (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        schema.connect(str(path))
+    assert rows(path, "PRAGMA user_version") == [(3,)]
+    assert rows(path, "SELECT name FROM sqlite_master") == [("future",)]
+
+
+@pytest.mark.xfail(strict=True, reason="defect: hub-stats on a database newer than itself "
+                   "ends in a RuntimeError traceback, not one line with exit 2 (cli.main "
+                   "catches only ConfigError)")
+def test_newer_database_one_line_from_the_command(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    from tests.realparts.stats import HUB_STATS
+
+    run = run_command([str(HUB_STATS), "--once", "--url", "http://127.0.0.1:9/hub/api",
+                       "--db", str(path)], stats_env("unused-token-never-sent-0123"), timeout=60)  # fmt: skip
+    assert run.returncode == 2, run.log
+    assert "Traceback" not in run.log
+    assert len(run.log.strip().splitlines()) == 1 and "upgrade hub-stats" in run.log
+
+
+def test_views_on_crafted_polls(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    db = schema.connect(str(path))
+    three_polls(db)
+    started = format_time(MONDAY - timedelta(hours=1))
+    times = [format_time(MONDAY + timedelta(minutes=5 * step)) for step in range(4)]
+    assert rows(path, "SELECT * FROM daily_active_users") == [("2026-01-05", 2)]
+    assert rows(path, "SELECT * FROM weekly_active_users") == [("2026-01-05", 2)]
+    assert rows(path, "SELECT * FROM monthly_active_users") == [("2026-01", 2)]
+    # ann's activity moved at 3 polls of 300 s; bob's once (first seen, 09:00)
+    assert rows(path, "SELECT * FROM hours_active_per_user_per_day") == [
+        ("2026-01-05", "ann", 0.25), ("2026-01-05", "bob", 0.083)]
+    assert rows(path, "SELECT * FROM peak_concurrent_servers") == [("2026-01-05", 2, 3)]
+    assert rows(path, "SELECT weekday, day_name, hour, user_hours FROM hour_of_week") == [
+        (0, "Mon", 9, 2), (0, "Mon", 10, 1)]  # ann at 09:59:30 and 10:x, bob at 09:00
+    assert rows(path, "SELECT session_id, user, server_name, started, first_seen, last_seen, "
+                      "gone_by, hours, running FROM session_spans ORDER BY session_id") == [
+        (1, "ann", "", started, times[0], times[3], None, 1.25, 1),
+        (2, "bob", "lab", started, times[0], times[1], times[3], 1.083, 0),
+    ]  # fmt: skip
+    assert rows(path, "SELECT * FROM sessions_per_user") == [
+        ("ann", 1, 1.25, started, started), ("bob", 1, 1.083, started, started)]
+    assert rows(path, "SELECT id, ok, users, servers_running, active_users FROM polls") == [
+        (1, 1, 3, 2, 1), (2, 1, 3, 2, 1), (3, 0, None, None, None), (4, 1, 3, 1, 1)]
+
+
+@pytest.mark.xfail(strict=True, reason="defect: the legacy activity view gives its rows user "
+                   "by user (the planner scans users first), not poll by poll as the "
+                   "compmodels table had them; suggested fix: CROSS JOIN polls then users "
+                   "with ORDER BY p.id, u.id inside the view")
+def test_legacy_view_rows_in_poll_order(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE activity (date TEXT, user TEXT, active INTEGER)")
+    old.executemany("INSERT INTO activity VALUES (?, ?, ?)", COMPMODELS_ROWS)
+    old.commit()
+    old.close()
+    three_polls(schema.connect(str(path)))
+    dates = [date for date, _, _ in rows(path, "SELECT * FROM activity")]
+    assert dates == sorted(dates)
