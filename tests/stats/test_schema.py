@@ -28,7 +28,8 @@ MONDAY = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
 def user(name: str, last: datetime | None, *servers: Server, admin: bool = False) -> User:
     return User(name=name, admin=admin, groups=(), created=MONDAY - timedelta(days=30),
-                last_activity=last, servers={server.name: server for server in servers})  # fmt: skip
+                last_activity=last,
+                servers={server.name: server for server in servers})  # fmt: skip
 
 
 def server(name: str, owner: str, started: datetime, last: datetime) -> Server:
@@ -147,8 +148,8 @@ def test_newer_database_one_line_from_the_command(tmp_path):
     conn.close()
     from tests.realparts.stats import HUB_STATS
 
-    run = run_command([str(HUB_STATS), "--once", "--url", "http://127.0.0.1:9/hub/api",
-                       "--db", str(path)], stats_env("unused-token-never-sent-0123"), timeout=60)  # fmt: skip
+    command = [str(HUB_STATS), "--once", "--url", "http://127.0.0.1:9/hub/api", "--db", str(path)]
+    run = run_command(command, stats_env("unused-token-never-sent-0123"), timeout=60)
     assert run.returncode == 2, run.log
     assert "Traceback" not in run.log
     assert len(run.log.strip().splitlines()) == 1 and "upgrade hub-stats" in run.log
