@@ -252,18 +252,18 @@ def test_csv_files_taken_while_a_collector_writes_agree_with_each_other(writer, 
 
 
 def test_hub_stats_export_command(writer, tmp_path):
-    command = [str(REPO / ".venv/bin/hub-stats"), "export", "--db", str(writer)]
-    env = {"PATH": "/usr/bin:/bin"}
-    done = subprocess.run([*command, str(tmp_path / "a.sqlite")], check=False, capture_output=True,
-                          text=True, timeout=60, env=env)  # fmt: skip
+    def hub_stats_export(*args: str) -> subprocess.CompletedProcess:
+        command = [str(REPO / ".venv/bin/hub-stats"), "export", "--db", str(writer), *args]
+        return subprocess.run(command, check=False, capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+
+    done = hub_stats_export(str(tmp_path / "a.sqlite"))
     assert done.returncode == 0, done.stderr
     assert_whole_polls(tmp_path / "a.sqlite")
-    again = subprocess.run([*command, str(tmp_path / "a.sqlite")], check=False, capture_output=True,
-                           text=True, timeout=60, env=env)  # fmt: skip
+    again = hub_stats_export(str(tmp_path / "a.sqlite"))
     assert again.returncode == 2, again.stderr
     assert again.stderr.count("\n") == 1 and "exists" in again.stderr, again.stderr
-    as_csv = subprocess.run([*command, "--csv", str(tmp_path / "csv")], check=False, capture_output=True,
-                            text=True, timeout=60, env=env)  # fmt: skip
+    as_csv = hub_stats_export("--csv", str(tmp_path / "csv"))
     assert as_csv.returncode == 0, as_csv.stderr
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == sorted(
         f"{name}.csv" for name in VIEWS
