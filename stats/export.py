@@ -76,8 +76,10 @@ def export_csv(db_path: str, out_dir: str) -> list[str]:
         source.execute("BEGIN")  # one read transaction: every file shows the same polls
         missing = [name for name in VIEWS if not _has_view(source, name)]
         if missing:
-            raise ExportError(f"{db_path} lacks the views {', '.join(missing)}: it was written "
-                              "by another hub-stats version; open it once with this one")  # fmt: skip
+            raise ExportError(
+                f"{db_path} lacks the views {', '.join(missing)}: it was written by another "
+                "hub-stats version; open it once with this one"
+            )
         for name in VIEWS:
             cursor = source.execute(f"SELECT * FROM [{name}]")
             header = [column[0] for column in cursor.description]
