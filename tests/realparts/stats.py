@@ -25,7 +25,7 @@ HUB_STATS = Path(sys.executable).parent / "hub-stats"
 # What a full recording needs: every user, their servers and activity, admin/created, groups.
 STATS_SCOPES = ["list:users", "read:users", "read:users:activity", "read:servers",
                 "list:groups", "read:groups"]  # fmt: skip
-KILL_ENV = "HUB_STATS_TEST_KILL_ON"
+KILL_ENV = "SIDECARS_TEST_KILL_ON"
 
 _KILLER = f'''
 import os, signal, sqlite3
