@@ -138,11 +138,13 @@ VIEWS: dict[str, str] = {
         WHERE p.ok = 1
     """,
     "daily_active_users": """
-        SELECT d.day, count(DISTINCT e.user) AS active_users
+        SELECT d.day, coalesce(a.active_users, 0) AS active_users
         FROM (SELECT DISTINCT substr(time, 1, 10) AS day FROM polls WHERE ok = 1) d
-        LEFT JOIN activity_events e
-            ON e.server_name IS NULL AND substr(e.last_activity, 1, 10) = d.day
-        GROUP BY d.day ORDER BY d.day
+        LEFT JOIN (SELECT substr(last_activity, 1, 10) AS day,
+                          count(DISTINCT user) AS active_users
+                   FROM activity_events WHERE server_name IS NULL GROUP BY 1) a
+            ON a.day = d.day
+        ORDER BY d.day
     """,
     "weekly_active_users": """
         SELECT date(last_activity, 'weekday 0', '-6 days') AS week_start,
@@ -188,13 +190,14 @@ VIEWS: dict[str, str] = {
         FROM polls WHERE ok = 1 GROUP BY day ORDER BY day
     """,
     "hour_of_week": """
-        SELECT (CAST(strftime('%w', hour) AS INTEGER) + 6) % 7 AS weekday,
-               CASE (CAST(strftime('%w', hour) AS INTEGER) + 6) % 7
+        SELECT (CAST(strftime('%w', hour_start) AS INTEGER) + 6) % 7 AS weekday,
+               CASE (CAST(strftime('%w', hour_start) AS INTEGER) + 6) % 7
                    WHEN 0 THEN 'Mon' WHEN 1 THEN 'Tue' WHEN 2 THEN 'Wed' WHEN 3 THEN 'Thu'
                    WHEN 4 THEN 'Fri' WHEN 5 THEN 'Sat' ELSE 'Sun' END AS day_name,
-               CAST(strftime('%H', hour) AS INTEGER) AS hour,
+               CAST(strftime('%H', hour_start) AS INTEGER) AS hour,
                count(*) AS user_hours
-        FROM (SELECT DISTINCT user, strftime('%Y-%m-%d %H:00:00', last_activity) AS hour
+        -- hour_start, not hour: GROUP BY hour would pick this column over the result's
+        FROM (SELECT DISTINCT user, strftime('%Y-%m-%d %H:00:00', last_activity) AS hour_start
               FROM activity_events WHERE server_name IS NULL)
         GROUP BY weekday, hour ORDER BY weekday, hour
     """,

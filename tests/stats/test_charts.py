@@ -129,3 +129,79 @@ def test_the_command_without_a_database_says_so_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == f"hub-stats: error: no activity database at {missing} (set --db)"
     assert not missing.exists()
+
+
+def test_the_heatmap_adds_up_the_same_hour_of_different_weeks(tmp_path):
+    """Monday 09:00 in two weeks: one cell with both user-hours, not one row per week
+    (the view grouped by the full hour when its inner column shadowed the outer `hour`)."""
+    from datetime import UTC, datetime
+
+    from hubsidecars.hubapi import User
+    from stats.recorder import record_poll
+
+    path = tmp_path / "weeks.sqlite"
+    db = connect(str(path))
+    for day in (2, 9, 16):  # three Mondays of March 2026
+        moment = datetime(2026, 3, day, 9, 30, tzinfo=UTC)
+        record_poll(db, [User("ann", False, (), None, moment),
+                         User("ben", False, (), None, moment if day == 9 else None)],
+                    time=moment, interval=300)  # fmt: skip
+    rows = db.execute("SELECT weekday, hour, user_hours FROM hour_of_week").fetchall()
+    db.conn.close()
+    assert rows == [(0, 9, 4)]  # ann thrice, ben once
+    render_charts(str(path), str(tmp_path), image_format="svg")
+    cells = [label for label in aria_labels(tmp_path / "hour_of_week.svg")
+             if label.endswith(" user-hours") and not label.endswith(": 0 user-hours")]  # fmt: skip
+    assert cells == ["Mon 09:00: 4 user-hours"]
+
+
+def sqlite_steps(db_path: Path, sql: str) -> int:
+    """How much work SQLite does for `sql`: virtual machine steps, counted in thousands
+    (deterministic, unlike a time)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db_path)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1000)
+    conn.execute(sql).fetchall()
+    conn.close()
+    return steps[0]
+
+
+def synthetic_days(path: Path, days: int, users: int = 40) -> None:
+    """`days` of hourly polls and one activity event per user per poll, written directly."""
+    import sqlite3
+
+    connect(str(path)).conn.close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO polls (id, time, interval_s, ok, users, servers_running) "
+            "SELECT i, strftime('%Y-%m-%dT%H:%M:%S.000+00:00', '2026-01-01', "
+            "'+' || (i * 3600) || ' seconds'), 3600, 1, ?, 1 FROM n", [days * 24, users],
+        )  # fmt: skip
+        conn.execute(
+            "WITH RECURSIVE u(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM u "
+            "WHERE value < ?) INSERT INTO activity_events (poll_id, user, server_name, "
+            "last_activity) SELECT p.id, 'u' || u.value, NULL, p.time FROM polls p, u",
+            [users],
+        )  # fmt: skip
+    conn.close()
+
+
+def test_daily_active_users_costs_linear_time_in_the_days_recorded(tmp_path):
+    """The charts page reads this view on every load: a year must not cost a minute. The
+    work for 40 days is about twice that for 20, not four times (a join of every day with
+    every event was quadratic: 68 s of CPU for a synthetic year of 500 users)."""
+    costs = {}
+    for days in (20, 40):
+        path = tmp_path / f"days{days}.sqlite"
+        synthetic_days(path, days)
+        costs[days] = sqlite_steps(path, "SELECT * FROM daily_active_users")
+    assert costs[40] < 2.6 * costs[20], costs
