@@ -300,8 +300,9 @@ def simulate_year(path: Path, compmodels: Path, users: int, days: int,
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     started = time.monotonic()
     middle = (t0 + timedelta(days=days // 2)).date()
+    day = [str(middle), str(middle + timedelta(days=1))]
     day_rows = conn.execute("SELECT count(*) FROM activity WHERE date >= ? AND date < ?",
-                            [str(middle), str(middle + timedelta(days=1))]).fetchone()[0]  # fmt: skip
+                            day).fetchone()[0]
     results["legacy_day_s"] = time.monotonic() - started
     results["legacy_day_rows"] = day_rows
     started = time.monotonic()
