@@ -30,6 +30,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,10 @@ class ActivityStore:
     def __init__(self, db_path: str, scratch_dir: str | None = None) -> None:
         self.db_path = db_path
         self.scratch_dir = scratch_dir  # snapshots are made here (default: $TMPDIR)
+        # The charts change only with a new poll (a poll is one transaction): they are drawn
+        # from the views once per poll, not on every page load (seconds for a year's data).
+        self._charts: tuple[tuple[int, int | None], list[Chart]] | None = None
+        self._charts_lock = threading.Lock()
 
     def open(self):
         if not os.path.isfile(self.db_path):
@@ -110,11 +115,18 @@ class ActivityStore:
         return db.conn, [column[0] for column in cursor.description], cursor
 
     def charts(self) -> list[Chart]:
-        db = self.open()
-        try:
-            return build_charts(db)
-        finally:
-            db.conn.close()
+        with self._charts_lock:  # one worker thread builds them, the others wait for it
+            db = self.open()
+            try:
+                db.execute("BEGIN")  # the poll id and the charts from the same moment
+                key = (os.stat(self.db_path).st_ino,
+                       db.execute("SELECT max(id) FROM polls").fetchone()[0])  # fmt: skip
+                if self._charts is None or self._charts[0] != key:
+                    self._charts = (key, build_charts(db))
+                db.execute("COMMIT")
+            finally:
+                db.conn.close()
+            return self._charts[1]
 
     def now(self, clock: datetime | None = None) -> dict[str, Any]:
         """The figures of /stats.json: the latest successful poll, the latest poll of any
@@ -287,6 +299,9 @@ class PageResource:
 class SnapshotResource:
     def __init__(self, store: ActivityStore) -> None:
         self.store = store
+        # Each download is a full copy on disk while it streams: made one at a time, so a
+        # burst of clicks costs time, not a disk full of copies being written at once.
+        self._one_at_a_time = asyncio.Semaphore(1)
 
     @staticmethod
     def _headers(resp: falcon.Response) -> None:
@@ -296,7 +311,8 @@ class SnapshotResource:
         resp.cache_control = ["no-store"]
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        handle = await asyncio.to_thread(self.store.snapshot)
+        async with self._one_at_a_time:
+            handle = await asyncio.to_thread(self.store.snapshot)
         self._headers(resp)
         resp.content_length = os.fstat(handle.fileno()).st_size
         resp.stream = _file_chunks(handle)

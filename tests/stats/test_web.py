@@ -448,3 +448,13 @@ def test_serve_refuses_a_token_with_spaces(activity_db, tmp_path, token_path):
                       "--serve-token-file", str(token_path)], tmp_path)  # fmt: skip
     assert done.returncode == 2 and "one line without spaces" in done.stderr
     assert "two words" not in done.stderr
+
+
+def test_the_page_follows_each_new_poll(client, activity_db):
+    """The charts are kept between page loads, until the next poll."""
+    first = client.simulate_get("/").text
+    assert client.simulate_get("/").text == first
+    known.add_later_day(str(activity_db))
+    page = client.simulate_get("/").text
+    assert "2026-03-09" in page and "2026-03-09" not in first
+    assert "Peak concurrent servers" in page  # four days of polls now
