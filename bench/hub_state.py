@@ -16,10 +16,10 @@ BENCH = "bench"
 CULLER = "culler"
 # What the bench itself needs: create users, start servers, pin their activity, read them.
 BENCH_SCOPES = ["admin:users", "admin:servers", "users:activity"]
-# Both cullers run with this one token: idle-culler's documented scopes, plus access:servers
-# for hub-culler's kernel probe through the proxy.
+# Both cullers run with this one token: idle-culler's documented scopes, plus tokens for
+# hub-culler's kernel probe (a short-lived token of each checked server's user).
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                 "access:servers"]  # fmt: skip
+                 "tokens"]  # fmt: skip
 # The hub refuses activity more than an hour ahead; pinned servers stay active for 55 minutes.
 PIN_AHEAD = timedelta(minutes=55)
 

@@ -104,8 +104,18 @@ class HubCuller:
         Docker backend's orphan check. Raises HubError when the hub cannot be read."""
         now = self.now()
         exempt = self._exempt_users()
-        users = list(self.client.iter_users(state="active"))
-        idle_users = list(self.client.iter_users(state="inactive")) if self.policy.cull_users else []
+        malformed: list[Outcome] = []
+
+        def skip_malformed(model, error: Exception) -> None:
+            name = model.get("name") if isinstance(model, dict) else None
+            malformed.append(Outcome("user", str(name), "failed", "the hub's model of this user "
+                                     f"cannot be read: {type(error).__name__}: {error}"))
+
+        users = _unique(self.client.iter_users(state="active", on_malformed=skip_malformed))
+        idle_users = _unique(self.client.iter_users(state="inactive", on_malformed=skip_malformed)
+                             ) if self.policy.cull_users else []  # fmt: skip
+        for outcome in malformed:
+            self._record(result, outcome)
         self._check_visible(users)
 
         present: set[ServerKey] = set()
@@ -127,10 +137,10 @@ class HubCuller:
         outcomes = run_concurrently(
             [lambda u=u, s=s, v=v: self._cull_server(u, s, v, exempt, stop)
              for u, s, v in candidates],
-            self.options.concurrency, stop,
+            self.options.concurrency, stop, on_done=self._log,
         )  # fmt: skip
         for outcome in outcomes:
-            self._record(result, outcome)
+            result.add(outcome)
         if not self.options.dry_run:
             self.marks.save()
 
@@ -140,10 +150,10 @@ class HubCuller:
                        if all(server_label(s) in stopped for s in user.servers.values())]  # fmt: skip
             user_outcomes = run_concurrently(
                 [lambda u=u: self._cull_user(u, exempt, stop) for u in emptied + idle_users],
-                self.options.concurrency, stop,
+                self.options.concurrency, stop, on_done=self._log,
             )  # fmt: skip
             for outcome in user_outcomes:
-                self._record(result, outcome)
+                result.add(outcome)
         return frozenset(
             (user.name, server.name) for user in users for server in user.servers.values()
             if server_label(server) not in stopped or self.options.dry_run
@@ -337,6 +347,10 @@ class HubCuller:
 
     def _record(self, result: PassResult, outcome: Outcome) -> None:
         result.add(outcome)
+        self._log(outcome)
+
+    def _log(self, outcome: Outcome) -> None:
+        """One line per decision, as it is made (culled servers as their stops complete)."""
         quiet = outcome.result in ("active", "skipped") and not self.options.dry_run
         level = logging.WARNING if outcome.result == "failed" else logging.INFO
         if quiet:
@@ -352,8 +366,17 @@ class HubCuller:
         log_event(self.log, message, logging.WARNING if first else logging.DEBUG, **fields)
 
 
+def _unique(users: Iterable[User]) -> list[User]:
+    """The listing without repeats (a hub whose pages overlap would list a user twice)."""
+    seen: dict[str, User] = {}
+    for user in users:
+        seen.setdefault(user.name, user)
+    return list(seen.values())
+
+
 def run_concurrently(tasks: Iterable[Callable[[], Outcome]], limit: int,
-                     stop: threading.Event) -> list[Outcome]:  # fmt: skip
+                     stop: threading.Event,
+                     on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:  # fmt: skip
     """Run `tasks` on up to `limit` daemon threads; their outcomes in task order.
 
     Daemon threads, not a ThreadPoolExecutor: the executor's workers are joined at interpreter
@@ -376,6 +399,8 @@ def run_concurrently(tasks: Iterable[Callable[[], Outcome]], limit: int,
             except queue.Empty:
                 return
             results[index] = tasks[index]()
+            if on_done is not None:
+                on_done(results[index])
 
     threads = [threading.Thread(target=work, name=f"cull-{n}", daemon=True)
                for n in range(min(limit, len(tasks)))]  # fmt: skip

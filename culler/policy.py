@@ -116,7 +116,13 @@ def judge_server(
     if not wanted:
         kind = "named" if server.name else "default"
         return Verdict(False, "kind-not-culled", f"{kind} servers are not culled", inactive, age)
-    return Verdict(False, "active", f"active {format_duration(inactive)} ago", inactive, age)
+    return Verdict(False, "active", _active(inactive), inactive, age)
+
+
+def _active(inactive: float) -> str:
+    if inactive < 0:  # activity pinned ahead (POST /users/NAME/activity allows up to an hour)
+        return f"active (last_activity {format_duration(-inactive)} in the future)"
+    return f"active {format_duration(inactive)} ago"
 
 
 def judge_user(
@@ -152,7 +158,7 @@ def judge_user(
         what = "admin users are not culled" if user.admin else (
             "the admin flag is hidden (the token needs read:users): treated as an admin")
         return Verdict(False, "kind-not-culled", what, inactive, age)
-    return Verdict(False, "active", f"active {format_duration(inactive)} ago", inactive, age)
+    return Verdict(False, "active", _active(inactive), inactive, age)
 
 
 def judge_kernels(verdict: Verdict, activity: ServerActivity, now: datetime,

@@ -31,7 +31,8 @@ FOOTPRINT_SLACK = timedelta(seconds=2)
 
 class ProbeFailed(Exception):
     """The server could not be asked; `kind` groups failures for the once-only log line:
-    "scope" (the token lacks access:servers), "timeout", "unreachable", "answer"."""
+    "tokens" (no token could be made for the user: the culler's token lacks the tokens scope),
+    "scope" (the server refused the user's token), "gone", "timeout", "unreachable", "answer"."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -44,14 +45,40 @@ _UNTRACKED = "?no_track_activity=1"
 
 
 def probe_server(client: HubClient, server: Server, *, timeout: float) -> ServerActivity:
-    """The kernels and terminals of `server`, through the proxy. Raises ProbeFailed."""
+    """The kernels and terminals of `server`, through the proxy. Raises ProbeFailed.
+
+    Whatever reaches a user's server, its user can read (their own code runs there): the
+    question carries a short-lived token OWNED BY THAT USER and limited to their own servers,
+    made for it and revoked after, never the culler's own token, which can stop everyone's
+    servers. Making it needs the `tokens` scope."""
+    try:
+        token_id, token = client.create_user_token(
+            server.user, scopes=[f"access:servers!user={server.user}"],
+            expires_in=int(max(60, 3 * timeout)), note="hub-culler: kernel check",
+        )  # fmt: skip
+    except MissingScope as error:
+        raise ProbeFailed("tokens", "cannot make a token for the user's server: the culler's "
+                          f"token needs the tokens scope ({error})") from None  # fmt: skip
+    except HubError as error:
+        raise ProbeFailed("tokens", f"cannot make a token for the user's server: {error}") from None
+    try:
+        return _ask(client, server, token, timeout)
+    finally:
+        try:
+            client.delete_user_token(server.user, token_id)
+        except HubError:
+            pass  # it expires on its own
+
+
+def _ask(client: HubClient, server: Server, token: str, timeout: float) -> ServerActivity:
     try:
         kernels = client.user_server_json(server, "api/kernels" + _UNTRACKED, timeout=timeout,
-                                          retries=0)  # fmt: skip
+                                          retries=0, token=token)  # fmt: skip
         terminals = client.user_server_json(server, "api/terminals" + _UNTRACKED,
-                                            timeout=timeout, retries=0)  # fmt: skip
+                                            timeout=timeout, retries=0, token=token)  # fmt: skip
     except MissingScope as error:
-        raise ProbeFailed("scope", f"the token lacks access:servers ({error})") from None
+        raise ProbeFailed("scope", f"the server refused the token: it needs access:servers "
+                          f"({error})") from None  # fmt: skip
     except HubError as error:
         text = str(error)
         if error.status == 403:
@@ -60,7 +87,8 @@ def probe_server(client: HubClient, server: Server, *, timeout: float) -> Server
         if error.status in (302, 303, 424, 503):
             # the proxy sends requests for a server it has no route to back to the hub
             raise ProbeFailed("gone", f"the server is not running any more ({text})") from None
-        kind = "timeout" if "Timeout" in text else "unreachable" if error.status is None else "answer"
+        kind = "timeout" if "Timeout" in text or "timeout" in text else (
+            "unreachable" if error.status is None else "answer")  # fmt: skip
         raise ProbeFailed(kind, text) from None
     if kernels is None:
         raise ProbeFailed("answer", "the server has no api/kernels (not a jupyter_server?)")

@@ -19,6 +19,7 @@ from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connectio
 from culler.docker_settings import DockerSettings
 
 ENV_PREFIX = "HUB_CULLER"
+YEAR = 365 * 86400.0
 DEFAULT_STATE_DIR = "/var/lib/hub-sidecars/culler"
 
 EXAMPLE_HEADER = f"""\
@@ -44,14 +45,14 @@ class HubSettings(HubConnectionSettings):
         "containers alone", heading="What to cull, and when.",
     )  # fmt: skip
     timeout: Duration = setting(
-        600.0, "a server idle this long is culled", min=1, in_example=True
+        600.0, "a server idle this long is culled", min=1, max=YEAR, in_example=True
     )
     cull_every: Duration = setting(
-        0.0, "seconds between passes (0: half of --timeout)", min=0
+        0.0, "seconds between passes (0: half of --timeout)", min=0, max=YEAR
     )
     max_age: Duration = setting(
         0.0, "cull servers (and users, with --cull-users) older than this even when active "
-        "(0: no limit)", min=0,
+        "(0: no limit)", min=0, max=100 * YEAR,
     )  # fmt: skip
     cull_users: bool = setting(
         False, "also delete users who are idle and have no running server (tmpnb-style hubs)"
@@ -70,12 +71,13 @@ class HubSettings(HubConnectionSettings):
     )
     check_kernels: bool = setting(
         True, "before stopping a server, ask it about its kernels and terminals (through the "
-        "proxy; needs access:servers) and keep it while one is busy or was active within "
+        "proxy, with a short-lived token of the server's user: needs the tokens scope) and "
+        "keep it while one is busy or was active within "
         "--timeout", heading="Busy kernels.",
     )  # fmt: skip
     max_busy: Duration = setting(
         43200.0, "stop a server anyway once the hub has seen no activity for this long, busy "
-        "kernels or not (a runaway kernel is stopped eventually)", min=1,
+        "kernels or not (a runaway kernel is stopped eventually)", min=1, max=100 * YEAR,
     )  # fmt: skip
     probe_state_file: str = setting(
         f"{DEFAULT_STATE_DIR}/probe-marks.json",
@@ -96,7 +98,7 @@ class HubSettings(HubConnectionSettings):
     )  # fmt: skip
     pending_limit: Duration = setting(
         600.0, "report a server that stays pending (starting or stopping) longer than this",
-        min=1,
+        min=1, max=YEAR,
     )  # fmt: skip
     dry_run: bool = setting(
         False, "decide and log every decision with its reason, change nothing",
@@ -133,7 +135,9 @@ def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> 
     if settings.public_url:
         parts = urlsplit(settings.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(f"public_url must be an http(s) URL, got {settings.public_url!r}")
+            raise ConfigError("public_url must be an http(s) URL")
+        if parts.username or parts.password:
+            raise ConfigError("public_url must hold no user name or password")
     changes: dict = {}
     if not settings.cull_every:
         # idle-culler: timeout // 2; never below a second

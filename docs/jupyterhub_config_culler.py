@@ -41,14 +41,18 @@ CULLER_SCOPES = [
     "read:users:activity",  # last_activity of users and servers
     "read:servers",  # server state (ready, pending, started, url)
     "delete:servers",  # stop servers (and remove named servers with --remove-named-servers)
-    "access:servers",  # ask a server about its kernels before stopping it (--check-kernels)
+    # ask a server about its kernels before stopping it (--check-kernels): the question carries
+    # a 1-minute token of the server's own user, made and revoked by the culler, never the
+    # culler's token (a user reads whatever reaches their server). `tokens!group=students`
+    # narrows it to the users the culler may check.
+    "tokens",
     # Add these only for the options that need them:
     # "read:users",  # a user's `created` date: --cull-users and a users' --max-age
     # "delete:users",  # --cull-users
     # "read:groups",  # --exclude-groups
 ]
 # Without read:users the hub hides a user's `created`, so --max-age cannot apply to users;
-# without access:servers the kernel check falls back to the hub's activity (a server whose
+# without tokens the kernel check falls back to the hub's activity (a server whose
 # kernel still computes with no browser open is then stopped), and the culler says so once in
 # its log.
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from hubsidecars.logs import log_event
@@ -31,6 +32,8 @@ TOKEN_ENV_VAR = "JUPYTERHUB_API_TOKEN"
 # The hub caps a page at 200 items, whatever limit is asked for.
 MAX_PAGE_SIZE = 200
 _HUB_HEADER = "X-JupyterHub-Version"
+# An answer bigger than this is refused unread: a hub page of 200 users is well under 1 MB.
+MAX_ANSWER_BYTES = 64 * 2**20
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _SCOPES_IN_MESSAGE = re.compile(r"requires any of \[([^\]]*)\]")
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^)'\"]*")
@@ -220,6 +223,8 @@ class HubClient:
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+        # No ~/.netrc and no credentials from the environment: they would replace the token.
+        session.trust_env = False
         session.verify = verify
         if client_cert:
             session.cert = (client_cert, client_key) if client_key else client_cert
@@ -246,7 +251,7 @@ class HubClient:
     def get_json(self, path: str, **params: Any) -> Any:
         """GET a hub API path and return its JSON, or None on 404."""
         reply = self.request("GET", path, params=params or None)
-        return None if reply.status_code == 404 else reply.json()
+        return None if reply.status_code == 404 else _json(reply, "GET", path)
 
     def iter_pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[dict]:
         """Every item of a paginated hub collection (users, groups, ...), page after page.
@@ -261,7 +266,7 @@ class HubClient:
                                  "limit": self.page_size}, accept=PAGINATION_MEDIA_TYPE)  # fmt: skip
             if reply.status_code == 404:
                 raise HubError(f"GET {path}: not found (404)", status=404, method="GET", path=path)
-            page = reply.json()
+            page = _json(reply, "GET", path)
             if isinstance(page, list):
                 yield from page
                 return
@@ -276,12 +281,25 @@ class HubClient:
 
     # -- users and servers -----------------------------------------------------------------
 
-    def iter_users(self, state: str | None = None) -> Iterator[User]:
+    def iter_users(self, state: str | None = None, *,
+                   on_malformed: Callable[[Any, Exception], None] | None = None,
+                   ) -> Iterator[User]:  # fmt: skip
         """Every user (state "ready", "active" or "inactive" filters by their servers).
-        Needs list:users; read:servers for servers, read:users:activity for activity."""
+        Needs list:users; read:servers for servers, read:users:activity for activity.
+
+        A user model that cannot be read (a timestamp that is not ISO 8601, `servers` not a
+        mapping...) goes to `on_malformed(model, error)` and the listing goes on; without it,
+        it raises HubError."""
         params = {"state": state} if state else {}
         for model in self.iter_pages("/users", params):
-            yield user_from_model(model)
+            try:
+                yield user_from_model(model)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                if on_malformed is None:
+                    name = model.get("name") if isinstance(model, dict) else None
+                    raise HubError(f"GET /users: user {name!r} is malformed: "
+                                   f"{type(error).__name__}: {error}") from None  # fmt: skip
+                on_malformed(model, error)
 
     def get_user(self, name: str) -> User | None:
         """One user, fresh from the hub; None when there is no such user."""
@@ -319,35 +337,59 @@ class HubClient:
         reply = self.request("DELETE", f"/users/{quote(name, safe='')}")
         return reply.status_code != 404
 
+    def create_user_token(self, user: str, *, scopes: list[str], expires_in: int,
+                          note: str) -> tuple[str, str]:  # fmt: skip
+        """A new API token owned by `user`, limited to `scopes` (which the user must hold),
+        expiring after `expires_in` seconds; returns (token id, token). Needs tokens."""
+        path = f"/users/{quote(user, safe='')}/tokens"
+        reply = self.request("POST", path, json={"scopes": scopes, "expires_in": expires_in,
+                                                 "note": note})  # fmt: skip
+        if reply.status_code == 404:
+            raise HubError(f"POST {path}: no such user", status=404, method="POST", path=path)
+        model = _json(reply, "POST", path)
+        try:
+            return str(model["id"]), str(model["token"])
+        except (KeyError, TypeError):
+            raise HubError(f"POST {path}: the answer holds no token") from None
+
+    def delete_user_token(self, user: str, token_id: str) -> None:
+        """Revoke a token made by create_user_token (gone already is fine)."""
+        self.request("DELETE", f"/users/{quote(user, safe='')}/tokens/{quote(token_id, safe='')}")
+
     def user_server_json(self, server: Server, path: str, *, timeout: float | None = None,
-                         retries: int | None = None) -> Any:  # fmt: skip
+                         retries: int | None = None, token: str | None = None,
+                         max_bytes: int = 2**20) -> Any:  # fmt: skip
         """GET `path` (e.g. "api/kernels") from a user's server through the proxy, with the
         same token (its role needs access:servers). None on 404. Redirects are not followed: a
         server that sends the token to log in answers 302, which raises HubError. `timeout` and
-        `retries` override the client's for this request (a probe should give up quickly)."""
+        `retries` override the client's for this request (a probe should give up quickly);
+        `timeout` bounds the whole answer, not each read. `token` replaces the client's own:
+        whatever is sent to a user's server, its user can read, so send a token of theirs
+        (create_user_token). An answer over `max_bytes` is refused unread."""
         base = server.url or f"/user/{quote(server.user, safe='')}/"
         if server.name and not server.url:
             base += f"{quote(server.name, safe='')}/"
         url = f"{self.public_url}{base}{path.lstrip('/')}"
         reply = self._send("GET", url, url[len(self.public_url) :], from_hub=False,
-                           timeout=timeout, retries=retries, redirects=False)  # fmt: skip
+                           timeout=timeout, retries=retries, redirects=False, token=token,
+                           max_bytes=max_bytes)  # fmt: skip
         if reply.status_code == 404:
             return None
         if reply.status_code >= 300:
             where = reply.headers.get("Location", "")
             raise HubError(f"GET {base}{path}: {reply.status_code} {where}".rstrip(),
                            status=reply.status_code, method="GET", path=base + path)  # fmt: skip
-        try:
-            return reply.json()
-        except ValueError:
-            raise HubError(f"GET {base}{path}: the answer is not JSON", status=reply.status_code,
-                           method="GET", path=base + path) from None  # fmt: skip
+        return _json(reply, "GET", base + path)
 
     # -- the hub itself --------------------------------------------------------------------
 
     def version(self) -> str:
         """The hub's version (GET /hub/api/ needs no scope)."""
-        return self.get_json("/")["version"]
+        model = self.get_json("/")
+        if not isinstance(model, dict) or not isinstance(model.get("version"), str):
+            raise HubError(f"{self.api_url}/ does not answer as JupyterHub's API does (no "
+                           "version): is the URL the hub API's, ending in /hub/api?")  # fmt: skip
+        return model["version"]
 
     def hub_info(self) -> dict:
         """GET /info: version, python, spawner and authenticator classes (read:hub)."""
@@ -358,8 +400,9 @@ class HubClient:
     def _send(self, method: str, url: str, path: str, *, params=None, json=None,
               accept: str = "application/json", from_hub: bool = True,
               timeout: float | None = None, retries: int | None = None,
-              redirects: bool = True) -> requests.Response:  # fmt: skip
-        headers = {"Authorization": f"token {self._token}", "Accept": accept}
+              redirects: bool = True, token: str | None = None,
+              max_bytes: int = MAX_ANSWER_BYTES) -> requests.Response:  # fmt: skip
+        headers = {"Authorization": f"token {token or self._token}", "Accept": accept}
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
         attempt = 0
@@ -368,11 +411,15 @@ class HubClient:
             with self._count_lock:
                 self._requests_made += 1
             try:
+                deadline = time.monotonic() + timeout
                 reply = self.session.request(method, url, params=params, json=json,
                                              headers=headers, timeout=timeout,
-                                             allow_redirects=redirects)  # fmt: skip
+                                             allow_redirects=redirects, stream=True)  # fmt: skip
+                _read_body(reply, deadline, max_bytes, f"{method} {path}")
             except requests.RequestException as error:
                 failure, status, retryable = _describe(error), None, _may_retry(method, error)
+            except _TooSlow as error:
+                failure, status, retryable = str(error), None, True
             else:
                 status = reply.status_code
                 # Every hub reply carries X-JupyterHub-Version; a 404 without it comes from the
@@ -394,6 +441,50 @@ class HubClient:
                       path=path, attempt=attempt, retry_in_s=round(delay, 3),
                       error=failure)  # fmt: skip
             self._sleep(delay)
+
+
+class _TooSlow(Exception):
+    """The answer did not arrive whole within the request's timeout."""
+
+
+def _read_body(reply: requests.Response, deadline: float, max_bytes: int, where: str) -> None:
+    """Read a streamed answer into `reply` within `deadline` and `max_bytes`: requests' own
+    timeout bounds each read, so an answer sent a byte at a time would never end."""
+    chunks, size = [], 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise _TooSlow("the answer was not complete within the timeout")
+            try:
+                chunk = reply.raw.read1(65536, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError as error:
+                raise requests.ReadTimeout(error) from None
+            except urllib3.exceptions.DecodeError as error:
+                raise requests.exceptions.ContentDecodingError(error) from None
+            except (urllib3.exceptions.ProtocolError, OSError) as error:
+                raise requests.ConnectionError(error) from None
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise HubError(f"{where}: the answer is larger than {max_bytes} bytes; refused",
+                               status=reply.status_code)  # fmt: skip
+            chunks.append(chunk)
+    except BaseException:
+        reply.close()
+        raise
+    reply._content = b"".join(chunks)
+    reply._content_consumed = True
+    reply.close()
+
+
+def _json(reply: requests.Response, method: str, path: str) -> Any:
+    try:
+        return reply.json()
+    except ValueError:
+        kind = reply.headers.get("Content-Type", "no content type")
+        raise HubError(f"{method} {path}: the answer is not JSON ({reply.status_code}, {kind})",
+                       status=reply.status_code, method=method, path=path) from None  # fmt: skip
 
 
 def _checked(reply: requests.Response, method: str, path: str) -> requests.Response:

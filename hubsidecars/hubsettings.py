@@ -64,7 +64,10 @@ def resolve_hub_connection(settings, environ: Mapping[str, str] | None = None):
     url = settings.url or environ.get(HUB_URL_ENV) or DEFAULT_URL
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"url must be an http(s) URL, got {url!r}")
+        raise ConfigError(f"url must be an http(s) URL, got {parts.scheme or 'no scheme'}://…")
+    if parts.username or parts.password:
+        raise ConfigError("url must hold no user name or password (the hub API token "
+                          "authenticates; credentials in a URL end up in logs)")
     changes = {"url": url.rstrip("/")}
     if settings.request_timeout == 60.0 and environ.get(HUB_TIMEOUT_ENV):
         try:

@@ -90,11 +90,6 @@ def mine(run, names) -> dict[str, str]:
 # -- a user's own server against the culler ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: probe.py sends the culler's own hub token (list:users, delete:servers, "
-    "access:servers on every server) to each idle server's api/kernels, i.e. to a process its "
-    "user controls; a user reads it from the Authorization header and stops (or opens) "
-    "everyone else's servers"))  # fmt: skip
 def test_a_user_server_never_receives_a_token_that_stops_other_users_servers(
     hub, hostile, tmp_path
 ):
@@ -139,11 +134,6 @@ def test_a_stalled_server_costs_one_probe_timeout_and_others_go_on(hub, hostile,
     assert len(run.lines("cannot ask servers about their kernels")) == 1, run.log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: --probe-timeout (and --request-timeout) is a per-read timeout (requests' "
-    "timeout): a user's server that sends its api/kernels answer one byte every 0.5 s holds "
-    "its worker for ever, the pass never ends, and since passes never overlap nobody is culled "
-    "again while the daemon looks healthy (watchdog pings go on)"))  # fmt: skip
 def test_a_dribbling_server_cannot_hold_the_pass(hub, hostile, tmp_path):
     hostile.users["dribbler"] = {"api/kernels": hostile.dribble(0.5)}
     start(hub, "dribbler", "bystander")
@@ -185,10 +175,6 @@ def test_broken_answers_fall_back_to_the_hubs_activity(hub, hostile, tmp_path):
     assert not any(running(hub, name) for name in broken)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: hubapi.user_server_json reads a user's server's whole answer into memory "
-    "(reply.json()) whatever its size: a 1 GB api/kernels answer costs the culler 1 GB+ per "
-    "probe, --concurrency at a time, until the OOM killer ends it every pass"))  # fmt: skip
 def test_a_gigantic_answer_is_not_read_whole(hub, hostile, tmp_path):
     giant = Gigantic(32 * 1024 * 1024)
     hostile.users["giant"] = {"api/kernels": giant}
@@ -199,8 +185,11 @@ def test_a_gigantic_answer_is_not_read_whole(hub, hostile, tmp_path):
 
     assert run.returncode == 0, run.log
     assert decisions(run)["giant"] == "culled", run.log
-    # a kernel list is a few kB; a few MB is generous
-    assert giant.sent < 4 * 1024 * 1024, f"the culler read {giant.sent} bytes of api/kernels"
+    # The culler stops reading after 1 MB. What the server manages to write is more: the
+    # proxy's and the kernel's socket buffers on loopback take several MB before the writes
+    # block (5.3 MB here); far less than the 32 MB answer the culler used to read whole.
+    assert giant.sent < 12 * 1024 * 1024, f"the culler read {giant.sent} bytes of api/kernels"
+    assert "larger than 1048576 bytes" in run.log
 
 
 def test_odd_user_and_server_names_the_hub_accepts_are_culled(hub, tmp_path):
@@ -244,12 +233,6 @@ def test_a_second_culler_on_the_same_state_refuses_to_start(hub, tmp_path):
     assert f"pid {daemon.process.process.pid}" in line and "Traceback" not in second.log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: cli.run calls client.version(), which indexes get_json('/') unchecked: a --url "
-    "that answers HTML (the hub's /hub without /api: a redirect to the login page) or JSON "
-    "without `version` crashes the culler at start with a traceback (JSONDecodeError / "
-    "TypeError) instead of one line; the same HTML during a pass is logged as 'hub backend "
-    "crashed' with a traceback"))  # fmt: skip
 def test_a_url_that_is_not_the_api_is_one_line(hub, tmp_path):
     run = run_once(hub, "culler", tmp_path, "--timeout", "3", "--url", f"{hub.url}/hub")
     assert run.returncode == 1, run.log
@@ -280,9 +263,6 @@ def test_the_token_is_in_no_log_line_status_or_metrics_even_at_debug(hub, hostil
         assert token[:16] not in text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: cli.run logs settings.url as given: credentials in --url "
-    "(http://user:password@host/hub/api) land in the journal on every start"))  # fmt: skip
 def test_credentials_in_the_url_are_not_logged(hub, tmp_path):
     host = hub.api_url.split("://", 1)[1]
     url = f"http://ops:pw-in-the-url-0123@{host}"
@@ -373,10 +353,6 @@ def test_a_hub_that_never_answers_fails_the_pass_within_its_timeouts(fake_hub, t
     assert "ReadTimeout" in failed and "Traceback" not in run.log
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: --request-timeout is per read (requests' timeout), not per request: a hub (or a "
-    "proxy or load balancer in front of it) that sends its answer a byte at a time holds the "
-    "pass for ever; --once never exits"))  # fmt: skip
 def test_a_hub_that_dribbles_its_answer_fails_the_pass_within_its_timeouts(fake_hub, tmp_path):
     fake_hub.hub_routes[("GET", "/hub/api/users")] = fake_hub.dribble(0.3)
     try:
@@ -399,7 +375,9 @@ def test_sigterm_stops_the_daemon_stuck_on_a_dribbling_hub(fake_hub, tmp_path):
     finally:
         daemon.stop()
     assert code == 0 and took < 10, daemon.log()
-    assert "abandoning it" in daemon.log() and "msg=stopped" in daemon.log()
+    # each request now ends at its timeout however slowly the answer comes, so the pass ends
+    # on its own (or is abandoned if a stop is asked mid-request): either way, a clean stop
+    assert "msg=stopped" in daemon.log() and "Traceback" not in daemon.log()
 
 
 def _user(name: str, **server) -> dict:
@@ -448,10 +426,6 @@ def test_odd_names_are_stopped_under_their_own_escaped_path(fake_hub, tmp_path):
     assert set(decisions(run).values()) == {"culled"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: one user model the client cannot parse (a timestamp that is not ISO 8601, "
-    "`servers` not a dict) raises out of iter_users and fails the whole pass: nobody is "
-    "culled, with a traceback at ERROR; the bad record should be one failed decision"))  # fmt: skip
 @pytest.mark.parametrize("bad", [
     {"name": "odd", "last_activity": "yesterday", "servers": {}},
     {"name": "odd", "servers": [{"name": ""}]},
@@ -465,9 +439,6 @@ def test_one_malformed_user_does_not_spare_the_others(fake_hub, tmp_path, bad):
         "/hub/api/users/good/server"], run.log  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: iter_pages trusts the hub's offsets: a user listed twice (a listing that repeats "
-    "across pages) is judged, probed and stopped twice and counted twice (seen=2 culled=2)"))
 def test_a_user_listed_twice_is_counted_and_stopped_once(fake_hub, tmp_path):
     user = _user("dup")
 
@@ -489,10 +460,6 @@ def test_a_user_listed_twice_is_counted_and_stopped_once(fake_hub, tmp_path):
 # -- configuration ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: --cull-every (and a --timeout whose half is) beyond ~86e12 s passes the settings' "
-    "checks and crashes APScheduler's IntervalTrigger with OverflowError and a traceback, "
-    "instead of exit 2 with one line (settings.py: give cull_every/timeout a max)"))  # fmt: skip
 def test_a_huge_cull_every_is_refused_with_one_line(tmp_path):
     argv = [str(CULLER), "--url", "http://127.0.0.1:9/hub/api", "--request-timeout", "1",
             "--cull-every", "99999999999999", "--status-file", str(tmp_path / "s.json"),

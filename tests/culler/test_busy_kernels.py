@@ -25,7 +25,7 @@ FALLBACK = "cannot ask servers about their kernels"
 
 
 def services() -> list[HubService]:
-    blind = [scope for scope in CULLER_SCOPES if scope != "access:servers"]
+    blind = [scope for scope in CULLER_SCOPES if scope != "tokens"]
     return [
         HubService("admin", ["admin:users", "admin:servers", "access:servers"]),
         HubService("culler", CULLER_SCOPES),
@@ -62,13 +62,14 @@ def test_a_kernel_computing_with_no_browser_keeps_its_server_until_it_is_idle(
     assert running(hub, "kim") and running(hub, "lee")
     assert kept.lines(FALLBACK) == []
 
-    # 2. Without access:servers the servers cannot be asked: the hub's view decides, and the
+    # 2. Without the tokens scope the servers cannot be asked (the culler never sends its own
+    #    token to a user's server): the hub's view decides, and the
     #    log says so once, not once per server (dry run: nothing is stopped here).
     blind = run_once(hub, "blind-culler", tmp_path, "--timeout", str(TIMEOUT), "--dry-run")
     assert blind.returncode == 0, blind.log
     assert decisions(blind) == {"kim": "would-cull", "lee": "would-cull"}
     [warning] = [line for line in blind.lines(FALLBACK) if "level=warning" in line]
-    assert "access:servers" in warning
+    assert "tokens scope" in warning
     assert running(hub, "kim") and running(hub, "lee")
 
     # 3. With the check turned off, a busy kernel does not save its server.

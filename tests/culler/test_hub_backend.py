@@ -31,7 +31,7 @@ c.JupyterHub.last_activity_interval = 2
 c.Authenticator.admin_users = {{"tmpadmin"}}
 """
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                 "access:servers"]  # fmt: skip
+                 "tokens"]  # fmt: skip
 
 
 def services() -> list[HubService]:

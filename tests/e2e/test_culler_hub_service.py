@@ -17,7 +17,7 @@ pytestmark = pytest.mark.realhub
 
 SNIPPET = (REPO / "docs" / "jupyterhub_config_culler.py").read_text()
 MINIMAL_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                  "access:servers"]  # fmt: skip
+                  "tokens"]  # fmt: skip
 
 
 def snippet_with(**constants: str) -> str:

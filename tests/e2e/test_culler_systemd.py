@@ -21,7 +21,7 @@ TOKEN = "/etc/hub-sidecars/hub-api-token"
 STATUS = "/var/lib/hub-sidecars/culler/status.json"
 # The minimal scopes of docs/jupyterhub_config_culler.py.
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                 "access:servers"]  # fmt: skip
+                 "tokens"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
