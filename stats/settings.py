@@ -10,7 +10,7 @@ from hubsidecars.config import ConfigError, Duration, FileMode, render_example, 
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
 
 ENV_PREFIX = "HUB_STATS"
-DEFAULT_DB = "/var/lib/hub-sidecars/activity.sqlite"
+DEFAULT_DB = "/var/lib/hub-sidecars/stats/activity.sqlite"
 SERVE_TOKEN_CREDENTIAL = "stats-token"
 
 EXAMPLE_HEADER = f"""\
