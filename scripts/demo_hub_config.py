@@ -7,6 +7,7 @@
 #   demo's socket, accounts under its --prefix root) for the account;
 # - docs/jupyterhub_config_culler.py with HUB_MANAGED = False: the culler is a process of its
 #   own, as hub-culler.service is, with its own token and the documented role.
+# hub-stats (the collector) is a service of its own too, with a token and a read-only role.
 import os
 import re
 from pathlib import Path
@@ -92,3 +93,18 @@ exec(  # noqa: S102
     ),
     {"c": c},
 )
+
+# hub-stats, as hub-stats.service runs: a process of its own (started by ./scripts/demo) with a
+# token of its own, and only the scopes a full recording needs, all read-only.
+STATS_SCOPES = [
+    "list:users",  # list users and their servers
+    "read:users",  # admin flag and created date
+    "read:users:activity",  # last_activity of users and servers
+    "read:servers",  # server state (ready, pending, started)
+    "list:groups",  # list groups
+    "read:groups",  # their members
+]
+c.JupyterHub.services.append(
+    {"name": "stats", "api_token": (SCRATCH / "stats-hub.token").read_text().strip()}
+)
+c.JupyterHub.load_roles.append({"name": "hub-stats", "scopes": STATS_SCOPES, "services": ["stats"]})
