@@ -1,8 +1,9 @@
-"""./scripts/demo as a newcomer runs it: the real script, its real hub, restuser and culler.
+"""./scripts/demo as a newcomer runs it: the real script, its real hub, restuser, culler and
+hub-stats (collector and charts page).
 
-The culler's times are shortened through the demo's environment variables; everything else is
-what `./scripts/demo` does by default. Ctrl-C is sent as a terminal sends it: SIGINT to the
-demo's foreground process group.
+The culler's times and hub-stats's interval are shortened through the demo's environment
+variables; everything else is what `./scripts/demo` does by default. Ctrl-C is sent as a
+terminal sends it: SIGINT to the demo's foreground process group.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.realhub
 
 DEMO = REPO / "scripts" / "demo"
 BANNER = re.compile(r"The demo hub is up .* Open (http://127\.0\.0\.1:\d+) and log in")
+CHARTS_PAGE = re.compile(r"Charts page: (http://127\.0\.0\.1:\d+)\n")
 CULL_TIMEOUT_S = 5
 
 
@@ -41,6 +44,7 @@ class DemoRun:
             "HUB_SIDECARS_DEMO_CULL_TIMEOUT": f"{CULL_TIMEOUT_S}s",
             "HUB_SIDECARS_DEMO_CULL_EVERY": "2s",
             "HUB_SIDECARS_DEMO_ACTIVITY_INTERVAL": "2",
+            "HUB_SIDECARS_DEMO_STATS_EVERY": "5s",  # hub-stats's minimum
             **env,
         }
         with open(output, "wb") as sink:
@@ -49,6 +53,7 @@ class DemoRun:
                 env=environment, cwd=REPO, start_new_session=True,
             )  # fmt: skip
         self.url = ""
+        self.stats_url = ""
         self.seen: dict[int, bytes] = {}  # every process of this run seen so far
 
     def output(self) -> str:
@@ -60,6 +65,9 @@ class DemoRun:
         while time.monotonic() < deadline:
             if found := BANNER.search(self.output()):
                 self.url = found.group(1)
+                charts = CHARTS_PAGE.search(self.output())
+                assert charts, self.output()
+                self.stats_url = charts.group(1)
                 return self.url
             if self.process.poll() is not None:
                 raise AssertionError(f"the demo exited {self.process.returncode}:\n{self.output()}")
@@ -142,6 +150,22 @@ def login(url: str, name: str) -> requests.Session:
     return session
 
 
+def query(db: Path, sql: str, *args) -> list[tuple]:
+    """Rows of `sql` from the demo's activity.sqlite, read as an analyst would (read-only)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def banner_command(shown: str, label: str) -> str:
+    """The command the banner gives after `label` (e.g. "Download:")."""
+    found = re.search(rf"^ +{label} +(.+)$", shown, re.MULTILINE)
+    assert found, shown
+    return found.group(1)
+
+
 def wait_until(predicate, timeout: float, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -206,6 +230,43 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
     assert "Welcome.ipynb" in {item["name"] for item in listing.json()["content"]}
     culled_at_least_after = time.monotonic() + CULL_TIMEOUT_S
 
+    # hub-stats recorded the user and the server's run (a poll that saw it ready).
+    activity_db = scratch / "activity.sqlite"
+    sessions_of_newcomer = ("SELECT id, ready_poll, end_poll FROM sessions "
+                            "WHERE user = 'newcomer' AND server_name = ''")  # fmt: skip
+    wait_until(lambda: any(ready for _, ready, _ in query(activity_db, sessions_of_newcomer)), 30,
+               lambda: f"a poll with newcomer's server:\n{demo.logs()}")  # fmt: skip
+    assert query(activity_db, "SELECT name FROM users") == [("newcomer",)]
+    # The charts page and its API, on the served port, with the token from the file the banner
+    # names (0600); nothing without it.
+    stats_token_file = scratch / "stats-token"
+    assert stats_token_file.stat().st_mode & 0o777 == 0o600
+    stats_token = stats_token_file.read_text().strip()
+    stats_url = demo.stats_url
+    assert requests.get(f"{stats_url}/stats.json", timeout=10).status_code == 401
+    now = requests.get(f"{stats_url}/stats.json", timeout=10,
+                       headers={"Authorization": f"Bearer {stats_token}"})  # fmt: skip
+    assert now.status_code == 200, now.text[:300]
+    assert now.json()["users"] == 1 and now.json()["last_poll"]["ok"], now.json()
+    page = requests.get(f"{stats_url}/", auth=("anyone", stats_token), timeout=60,
+                        headers={"Accept": "text/html"})  # fmt: skip
+    assert page.status_code == 200 and "JupyterHub activity" in page.text, page.text[:300]
+    # The banner's commands, run as given: the download, and the query on the live file.
+    shown = demo.output()
+    download = banner_command(shown, "Download:")
+    subprocess.run(["bash", "-c", download], cwd=tmp_path, check=True, timeout=60)
+    downloaded = tmp_path / "activity.sqlite"
+    assert query(downloaded, "PRAGMA integrity_check") == [("ok",)]
+    assert any(ready for _, ready, _ in query(downloaded, sessions_of_newcomer))
+    daily_users = f"sqlite3 {activity_db} 'select * from daily_active_users'"
+    assert daily_users in shown, shown
+    daily = subprocess.run(["bash", "-c", daily_users], capture_output=True, text=True,
+                           check=True, timeout=30)  # fmt: skip
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d\|1\n", daily.stdout), daily.stdout
+    for told in ("Usage statistics", f"cat {stats_token_file}",
+                 f"hub-stats charts --db {activity_db} DIR"):  # fmt: skip
+        assert told in shown, shown
+
     # Nobody uses it any more: the culler stops it, and its status file says so meanwhile.
     def status_with_the_cull() -> dict | None:
         try:
@@ -219,6 +280,9 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
     assert time.monotonic() >= culled_at_least_after - 1  # not before the timeout
     assert status["ok"] and status["counts"]["culled"] == 1, status
     assert server_of("newcomer") is None
+    # hub-stats saw the stop too: newcomer's run has ended in the file.
+    wait_until(lambda: all(end for _, _, end in query(activity_db, sessions_of_newcomer)), 30,
+               lambda: f"a poll after the cull:\n{demo.logs()}")  # fmt: skip
     culler_log = (scratch / "logs" / "culler.log").read_text()
     assert re.search(r'msg="pass done" .*summary="seen=1 idle=1 .*culled=1 ', culler_log), (
         culler_log
@@ -239,12 +303,13 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
     running = demo.processes()
     commands = b"\n".join(running.values())
     for part in (b"hub-restuser", b"jupyterhub", b"hub-culler", b"configurable-http-proxy",
-                 b"jupyterhub-singleuser"):  # fmt: skip
+                 b"jupyterhub-singleuser", b"hub-stats\0--url", b"hub-stats\0serve"):  # fmt: skip
         assert part in commands, commands
     stop_seconds = demo.ctrl_c()
     assert still_running(running) == []
-    with pytest.raises(requests.ConnectionError):
-        requests.get(url, timeout=5)
+    for gone in (url, stats_url):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(gone, timeout=5)
     print(f"demo up in {start_seconds:.1f} s, stopped in {stop_seconds:.1f} s")
 
 
@@ -258,11 +323,15 @@ def test_a_second_demo_in_the_same_directory_is_refused_and_a_rerun_works(demos,
     assert "another ./scripts/demo is running in" in second.output()
     assert first.process.poll() is None
 
+    stats_token = (scratch / "stats-token").read_text().strip()
     first.ctrl_c()
     started = time.monotonic()
     rerun = demos(scratch)
     url = rerun.wait_until_up()
     assert requests.get(f"{url}/hub/api/", timeout=10).status_code == 200
+    # A browser logged in to the charts page before the re-run still is: the same token.
+    now = requests.get(f"{rerun.stats_url}/stats.json", auth=("x", stats_token), timeout=10)
+    assert now.status_code == 200 and now.json()["last_poll"]["ok"], now.text[:300]
     print(f"rerun up in {time.monotonic() - started:.1f} s")
     running = rerun.processes()
     rerun.ctrl_c()
