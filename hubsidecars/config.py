@@ -313,7 +313,14 @@ class SettingsParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         args = list(sys.argv[1:] if args is None else args)
-        takes_words = any(action.option_strings == [] for action in self._actions)
+        # A word after a boolean flag is its value unless a positional argument could take it
+        # (a subcommand named "yes" could; none is).
+        takes_words = any(
+            not action.option_strings
+            and (not isinstance(action, argparse._SubParsersAction)
+                 or any(_is_bool_word(name) for name in action.choices))
+            for action in self._actions
+        )  # fmt: skip
         rewritten = []
         position = 0
         while position < len(args):

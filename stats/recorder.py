@@ -31,9 +31,9 @@ def format_time(moment: datetime | None) -> str | None:
 class PollSummary:
     poll_id: int
     users: int
-    servers_running: int
-    servers_pending: int
-    active_users: int
+    servers_running: int | None
+    servers_pending: int | None
+    active_users: int | None
     users_new: int
     users_gone: int
     sessions_started: int
@@ -84,11 +84,13 @@ def record_poll(
         started, ended = writer.sessions(listing) if servers_visible else (0, 0)
         if groups is not None:
             writer.groups(groups)
-        running = sum(1 for u in listing.values() for s in u.servers.values() if s.ready)
-        pending = sum(1 for u in listing.values() for s in u.servers.values() if s.pending)
-        since = time - timedelta(seconds=interval)
-        active = sum(1 for u in listing.values()
-                     if u.servers and u.last_activity and u.last_activity >= since)  # fmt: skip
+        running = pending = active = None  # unknown when the token hides servers
+        if servers_visible:
+            running = sum(1 for u in listing.values() for s in u.servers.values() if s.ready)
+            pending = sum(1 for u in listing.values() for s in u.servers.values() if s.pending)
+            since = time - timedelta(seconds=interval)
+            active = sum(1 for u in listing.values()
+                         if u.servers and u.last_activity and u.last_activity >= since)  # fmt: skip
         db.execute(
             "UPDATE polls SET users = ?, servers_running = ?, servers_pending = ?, "
             "active_users = ?, duration_ms = ? WHERE id = ?",

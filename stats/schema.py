@@ -20,7 +20,13 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from hubsidecars.config import ConfigError
+
 SCHEMA_VERSION = 2
+
+
+class SchemaTooNew(ConfigError):
+    """The database was written by a newer hub-stats: it is left untouched."""
 
 # --- migrations: version N is reached by running MIGRATIONS[N] on a database at N - 1 -------
 
@@ -134,8 +140,10 @@ VIEWS: dict[str, str] = {
                 )) >= julianday(p.time) - p.interval_s / 86400.0
             THEN 1 ELSE 0 END AS active
         FROM polls p
-        JOIN users u ON u.first_poll <= p.id AND (u.gone_poll IS NULL OR u.gone_poll > p.id)
-        WHERE p.ok = 1
+        -- CROSS JOIN keeps polls as the outer loop: rows come poll by poll, as the compmodels
+        -- table had them, without sorting millions of rows
+        CROSS JOIN users u
+        WHERE p.ok = 1 AND u.first_poll <= p.id AND (u.gone_poll IS NULL OR u.gone_poll > p.id)
     """,
     "daily_active_users": """
         SELECT d.day, coalesce(a.active_users, 0) AS active_users
@@ -339,7 +347,7 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
     applied = []
     current = version(db)
     if current > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise SchemaTooNew(
             f"activity database is at schema version {current}, newer than this hub-stats "
             f"({SCHEMA_VERSION}): upgrade hub-stats"
         )

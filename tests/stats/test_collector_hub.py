@@ -288,9 +288,6 @@ def test_without_list_users_the_failed_poll_names_the_scope(start_hub, tmp_path)
     assert rows(db, "SELECT count(*) FROM users") == [(0,)]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: without read:servers the poll row says "
-                   "servers_running=0 and active_users=0 (absence recorded in the totals), so "
-                   "peak_concurrent_servers shows 0 servers for those polls")
 def test_without_read_servers_totals_not_recorded_as_zero(start_hub, tmp_path):
     hub = start_hub(services(), CONFIG, spawner="responder")
     db = tmp_path / "activity.sqlite"

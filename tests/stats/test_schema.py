@@ -137,9 +137,6 @@ def test_newer_database_refused_not_touched(tmp_path):
     assert rows(path, "SELECT name FROM sqlite_master") == [("future",)]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: hub-stats on a database newer than itself "
-                   "ends in a RuntimeError traceback, not one line with exit 2 (cli.main "
-                   "catches only ConfigError)")
 def test_newer_database_one_line_from_the_command(tmp_path):
     path = tmp_path / "activity.sqlite"
     conn = sqlite3.connect(path)
@@ -181,10 +178,6 @@ def test_views_on_crafted_polls(tmp_path):
         (1, 1, 3, 2, 1), (2, 1, 3, 2, 1), (3, 0, None, None, None), (4, 1, 3, 1, 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the legacy activity view gives its rows user "
-                   "by user (the planner scans users first), not poll by poll as the "
-                   "compmodels table had them; suggested fix: CROSS JOIN polls then users "
-                   "with ORDER BY p.id, u.id inside the view")
 def test_legacy_view_rows_in_poll_order(tmp_path):
     path = tmp_path / "activity.sqlite"
     old = sqlite3.connect(path)
