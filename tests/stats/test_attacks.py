@@ -394,3 +394,26 @@ def test_a_second_collector_on_the_same_database_is_refused(played, tmp_path):
 
     assert refused, "the second collector runs beside the first"
     assert "another" in second.log().lower() or str(db) in second.log()
+
+
+def test_a_full_disk_fails_polls_cleanly_and_recording_resumes_when_space_is_back(
+    played, tmp_path
+):
+    from tests.realparts.tmpfs import fill, tmpfs_prefix_root
+
+    with tmpfs_prefix_root(tmp_path / "small", size="4m") as root:
+        db = root / "activity.sqlite"
+        played.users = [hub_user("alice")]
+        with PlayedDaemon(played, db, tmp_path) as daemon:
+            daemon.wait_for('msg="poll done"')
+            filler = fill(root)
+            # a poll that has to write: 3000 new users with servers
+            played.users = [hub_user(f"user{n:04d}") for n in range(3000)]
+            log = daemon.wait_for('msg="poll failed"', timeout=30)
+            filler.unlink()
+            log = daemon.wait_for('msg="poll done"', count=2, timeout=30)
+            assert daemon.process.process.poll() is None, "the daemon died"
+        failed = [line for line in log.splitlines() if 'msg="poll failed"' in line]
+        assert "full" in failed[0] and "Traceback" not in log, log
+        assert rows(db, "SELECT max(users) FROM polls WHERE ok = 1") == [(3000,)]
+        check_whole_polls(db)
