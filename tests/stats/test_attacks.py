@@ -417,3 +417,206 @@ def test_a_full_disk_fails_polls_cleanly_and_recording_resumes_when_space_is_bac
         assert "full" in failed[0] and "Traceback" not in log, log
         assert rows(db, "SELECT max(users) FROM polls WHERE ok = 1") == [(3000,)]
         check_whole_polls(db)
+
+
+# --- hub-stats serve attacked -------------------------------------------------------------------
+
+PADDING_BYTES = 24 * 2**20  # a database too big for the sockets' buffers: downloads take reads
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One real `hub-stats serve` on loopback TCP with a token, debug log and access log, over
+    a ~24 MB database; snapshots for downloads are made in its own TMPDIR."""
+    from tests.stats import activity_data as known
+
+    workdir = tmp_path_factory.mktemp("served")
+    db = workdir / "activity.sqlite"
+    known.fill(str(db))
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE padding (blob BLOB)")
+    conn.executemany("INSERT INTO padding VALUES (?)",
+                     [(os.urandom(2**20),) for _ in range(PADDING_BYTES // 2**20)])  # fmt: skip
+    conn.commit()
+    conn.close()
+    token_file = workdir / "serve.token"
+    token_file.write_text(SERVE_TOKEN + "\n")
+    token_file.chmod(0o600)
+    scratch = workdir / "tmp"
+    scratch.mkdir()
+    endpoint = Endpoint(port=free_port())
+    process = StatsServeProcess(
+        db, endpoint, workdir / "serve.log", env={"TMPDIR": str(scratch)},
+        extra_args=["--serve-token-file", str(token_file), "--access-log", "--log-level",
+                    "debug"],
+    ).start()  # fmt: skip
+    process.scratch = scratch
+    yield process
+    process.stop()
+
+
+def worker_pids(served) -> list[int]:
+    master = served.process.process.pid
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                children.append(int(entry))
+    return children
+
+
+def snapshots_held(served) -> int:
+    """Snapshot copies the workers hold open (deleted files under the serve's TMPDIR)."""
+    held = 0
+    for pid in worker_pids(served):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            # (gunicorn's own heartbeat file lives there too)
+            if target.startswith(f"{served.scratch}/hub-stats-download."):
+                held += 1
+    return held
+
+
+def start_download(served, read: int = 0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", served.endpoint.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET /activity.sqlite HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 f"{SERVE_TOKEN}\r\n\r\n".encode())  # fmt: skip
+    got = 0
+    while got < read:
+        got += len(sock.recv(65536))
+    return sock
+
+
+HOSTILE_PATHS = [
+    "/views/..%2F..%2F..%2Fetc%2Fpasswd.csv",
+    "/views/%2e%2e%2factivity.sqlite%00.csv",
+    "/views/activity%00.csv",
+    "/views/activity.csv%00",
+    "/views/activity.sqlite",
+    "/views/sqlite_master.csv",
+    "/views/activity%5D%20UNION%20SELECT%20*%20FROM%20polls%20--.csv",
+    "/static/..%2F..%2Fstats%2Fweb.py",
+    "/static/%2e%2e/%2e%2e/etc/passwd",
+    "/static/vega.js%00.py",
+    "/activity.sqlite%00",
+    "/activity.sqlite/..%2F..%2Fetc%2Fpasswd",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_traversal_nul_and_sql_in_paths_give_nothing_but_an_error(served, path):
+    reply = served.endpoint.request("GET", path, SERVE_BEARER, timeout=30)
+
+    assert reply.status in (400, 404), (reply.status, reply.body[:200])
+    assert json.loads(reply.body)["title"].startswith(str(reply.status))
+    assert b"root:" not in reply.body and b"SQLite format 3" not in reply.body
+    assert b"import " not in reply.body and b"date,user,active" not in reply.body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_other_methods_need_the_token_and_then_are_refused(served, method):
+    body = b"\x00" * 1000
+    anonymous = served.endpoint.request(method, "/activity.sqlite", body=body)
+    with_token = served.endpoint.request(method, "/activity.sqlite", SERVE_BEARER, body=body)
+
+    assert anonymous.status == 401, anonymous.status
+    if method == "OPTIONS":  # Falcon's own answer: what the resource allows, nothing more
+        assert (with_token.status, with_token.body) == (200, b"")
+        assert with_token.headers["allow"] == "GET, HEAD"
+    else:
+        assert with_token.status in (405, 400), with_token.status
+
+
+def test_head_of_a_view_and_of_the_file_send_no_body(served):
+    for path in ("/views/activity.csv", "/activity.sqlite"):
+        reply = served.endpoint.request("HEAD", path, SERVE_BEARER)
+        assert reply.status == 200 and reply.body == b"", (path, reply.status)
+
+
+WRONG_CREDENTIALS = [
+    {},
+    {"Authorization": f"Bearer {SERVE_TOKEN}x"},
+    {"Authorization": f"Bearer {SERVE_TOKEN[:-1]}"},
+    {"Authorization": f"Token {SERVE_TOKEN}"},
+    {"Authorization": f"Bearer  {SERVE_TOKEN} trailing"},
+    {"Authorization": "Basic " + __import__("base64").b64encode(
+        f"{SERVE_TOKEN}:".encode()).decode()},  # the token as the user name, not the password
+    {"Authorization": "Basic !!!notbase64"},
+    {"Authorization": "Bearer " + "\u00e9" * 50},
+]
+
+
+@pytest.mark.parametrize("headers", WRONG_CREDENTIALS)
+def test_wrong_credentials_get_401_and_the_offered_value_is_not_echoed(served, headers):
+    for path in ("/activity.sqlite", "/views/activity.csv", "/stats.json", "/"):
+        reply = served.endpoint.request("GET", path, headers)
+        assert reply.status == 401, (path, reply.status)
+        offered = headers.get("Authorization", "").encode("latin-1", "replace")
+        assert not offered or offered.split()[-1] not in reply.body
+        assert SERVE_TOKEN.encode() not in reply.body
+
+
+def test_the_serve_token_is_never_in_the_log_even_at_debug_with_the_access_log(served):
+    import base64
+
+    basic = base64.b64encode(f"analyst:{SERVE_TOKEN}".encode()).decode()
+    before = len(served.log())
+    for headers in (SERVE_BEARER, {"Authorization": f"Basic {basic}"}):
+        assert served.endpoint.request("GET", "/stats.json", headers).status == 200
+    served.endpoint.request("GET", "/stats.json", {"Authorization": f"Bearer {SERVE_TOKEN}z"})
+    time.sleep(0.5)
+
+    log = served.log()[before:]
+    assert "/stats.json" in log  # the access log is on
+    assert SERVE_TOKEN not in log and basic not in log
+
+
+@pytest.mark.xfail(strict=True, reason="defect: the access log writes the whole request line, "
+                   "query string included: an analyst who tries JupyterHub's habit of ?token=... "
+                   "(refused with 401 here) leaves the serve token in the journal")  # fmt: skip
+def test_a_token_tried_in_the_query_string_is_not_written_to_the_access_log(served):
+    before = len(served.log())
+    reply = served.endpoint.request("GET", f"/activity.sqlite?token={SERVE_TOKEN}")
+    time.sleep(0.5)
+
+    assert reply.status == 401
+    log = served.log()[before:]
+    assert "/activity.sqlite" in log  # the access log is on
+    assert SERVE_TOKEN not in log
+
+
+def test_a_client_leaving_mid_download_leaves_no_copy_behind(served):
+    assert not list(served.scratch.iterdir())
+    clients = [start_download(served, read=256 * 1024) for _ in range(3)]
+    for sock in clients:
+        sock.close()
+
+    assert wait_until(lambda: snapshots_held(served) == 0, 15), (
+        f"{snapshots_held(served)} snapshot copies still open after the clients left")
+    assert not list(served.scratch.iterdir())
+    assert served.endpoint.request("GET", "/healthz").status == 200
+
+
+@pytest.mark.xfail(strict=True, reason="defect: every download holds its own full copy of the "
+                   "database (an unlinked temp file) for as long as its client stays connected, "
+                   "and a client that stops reading stays for ever (no send timeout): a few "
+                   "stalled downloads hold N x the database size in the service's /tmp; the "
+                   "one-at-a-time semaphore covers making the copy, not streaming it")  # fmt: skip
+def test_stalled_downloads_do_not_pile_up_copies_of_the_database(served):
+    clients = [start_download(served) for _ in range(6)]
+    try:
+        time.sleep(8)  # every copy is made one after another
+        held = snapshots_held(served)
+        assert served.endpoint.request("GET", "/healthz").status == 200
+    finally:
+        for sock in clients:
+            sock.close()
+    assert held <= 2, f"{held} copies of a {PADDING_BYTES >> 20} MB database held at once"
