@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from hubsidecars.logs import log_event
 from restuser.home import HomeBuilder, TooDeep, UnsafeHome, lstat_or_none
-from restuser.locking import FileLock, LockTimeout
+from hubsidecars.locking import FileLock, LockTimeout
 from restuser.names import NamePolicy, RefusedName
 from restuser.passwd import Account, PasswdFile
 from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError

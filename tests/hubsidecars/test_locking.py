@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from restuser.locking import FileLock, LockTimeout
+from hubsidecars.locking import FileLock, LockTimeout
 
 THREADS = 16
 ROUNDS = 200

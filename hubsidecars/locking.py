@@ -1,4 +1,5 @@
-"""An exclusive lock across processes (gunicorn workers) and threads, with a timeout."""
+"""An exclusive lock across processes and threads, with a timeout: restuser's account lock
+and hub-backup's per-chain and per-job locks."""
 
 from __future__ import annotations
 
