@@ -136,3 +136,22 @@ def systemd_container(systemd_image, wheelhouse):
         yield container
     finally:
         container.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh_server(tmp_path_factory):
+    """A real OpenSSH sshd on 127.0.0.1 (tests/realparts/sshd.py) accepting one throwaway key
+    for root, shared by the tests of a module; a test that stops or kills it restarts it."""
+    from tests.realparts.sshd import SSHServer
+
+    server = SSHServer(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def homes_root(tmp_path: Path) -> Path:
+    """An empty directory for tests/realparts/homes.make_homes to build homes in."""
+    root = tmp_path / "homes"
+    root.mkdir()
+    return root

@@ -116,6 +116,10 @@ class SSHServer:
         return self
 
     def _answers(self) -> bool:
+        # A banner alone could come from another server already on the port: only our sshd's
+        # own "listening" line says that the bind was ours.
+        if f"Server listening on {self.host} port {self.port}." not in self.log():
+            return False
         with socket.create_connection((self.host, self.port), timeout=2) as connection:
             return connection.recv(64).startswith(b"SSH-2.0-")
 
