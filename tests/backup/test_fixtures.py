@@ -16,8 +16,14 @@ import paramiko
 import pytest
 
 from tests.realparts.homes import (
-    MEGABYTE, big_home, compare, is_junk, make_homes, mutate, snapshot,
-)  # fmt: skip
+    MEGABYTE,
+    big_home,
+    compare,
+    is_junk,
+    make_homes,
+    mutate,
+    snapshot,
+)
 from tests.realparts.sshd import SSHServer, make_key_pair
 
 DUPLICITY = str(Path(sys.executable).parent / "duplicity")
@@ -25,8 +31,8 @@ USERS = {"ada": 2000, "bob": 2001, "cy": 2002}
 
 
 def run_ssh(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(argv, check=False, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
 
 
 def sftp_client(server: SSHServer, key: Path | None = None) -> paramiko.SSHClient:
@@ -154,12 +160,12 @@ def duplicity_env(tmp_path):
     env = dict(os.environ, PASSPHRASE="fixture-test-passphrase", GNUPGHOME=str(gnupg))
     env.pop("SSH_AUTH_SOCK", None)
     yield env
-    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, env=env, capture_output=True)
 
 
 def duplicity(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([DUPLICITY, *args], env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
+    return subprocess.run([DUPLICITY, *args], check=False, env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=300)  # fmt: skip
 
 
 JUNK_EXCLUDES = ["--exclude", "**/.cache", "--exclude", "**/.ipynb_checkpoints",

@@ -13,9 +13,10 @@ import hashlib
 import os
 import random
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 MEGABYTE = 1024 * 1024
 
@@ -67,9 +68,11 @@ def make_homes(root: Path, users: Mapping[str, int], files_per_home: int = 700,
     layout follow from `seed` and the name, so two calls with the same arguments build the
     same trees."""
     root.mkdir(parents=True, exist_ok=True)
-    return {name: _make_home(root / name, name, uid, files_per_home, megabyte_files,
-                             random.Random(f"{seed}:{name}"))  # fmt: skip
-            for name, uid in users.items()}  # fmt: skip
+    homes = {}
+    for name, uid in users.items():
+        rng = random.Random(f"{seed}:{name}")
+        homes[name] = _make_home(root / name, name, uid, files_per_home, megabyte_files, rng)
+    return homes
 
 
 def _make_home(home: Path, name: str, uid: int, files: int, megabyte_files: int,
@@ -145,8 +148,8 @@ def big_home(root: Path, name: str, size_mb: int, uid: int = 3000, files: int = 
         size = remaining // (files - index)
         remaining -= size
         with open(home / "data" / f"part-{index}.bin", "wb") as handle:
-            for offset in range(0, size, chunk):
-                handle.write(os.urandom(min(chunk, size - offset)))
+            handle.writelines(os.urandom(min(chunk, size - offset))
+                              for offset in range(0, size, chunk))  # fmt: skip
     (home / "notes.txt").write_text("the big home\n")
     (home / "data" / "README").write_text("large random files\n")
     _chown_tree(home, uid, uid)

@@ -106,8 +106,9 @@ class SSHServer:
         Raises RuntimeError with sshd's own output when either step fails."""
         if not os.path.exists(SSHD):
             raise RuntimeError(f"{SSHD} is missing: install Debian's openssh-server")
-        check = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True,
-                               text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        check = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], check=False,
+                               capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL)  # fmt: skip
         if check.returncode != 0:
             raise RuntimeError(f"sshd -t refused {self.config_path}:\n{check.stderr}")
         self._process = ManagedProcess([SSHD, "-D", "-e", "-f", str(self.config_path)],
