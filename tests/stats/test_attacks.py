@@ -904,3 +904,25 @@ def test_a_listing_that_never_ends_ends_the_poll(played, tmp_path):
     assert run.returncode != -9, f"still polling after 30 s, {endless.pages} pages asked"
     assert run.returncode == 1
     assert rows(db, "SELECT ok FROM polls") == [(0,)]
+
+
+def test_a_hub_error_carrying_markup_is_shown_as_text_on_the_charts_page(played, tmp_path):
+    db = tmp_path / "activity.sqlite"
+    played.users = [hub_user("alice")]
+    assert poll_played(played, db).returncode == 0
+    markup = b"<script>alert('hub')</script><img src=x onerror=alert(1)>"
+    played.users_behaviour = lambda handler: send(handler, 500, markup, "text/html")
+    assert poll_played(played, db, "--request-timeout", "1").returncode == 1
+    endpoint = Endpoint(unix=str(tmp_path / "stats.sock"))
+    serve = StatsServeProcess(db, endpoint, tmp_path / "serve.log").start()
+    try:
+        page = endpoint.request("GET", "/")
+        now = endpoint.request("GET", "/stats.json")
+    finally:
+        serve.stop()
+
+    assert page.status == 200 and b"failed" in page.body
+    assert b"<script>alert" not in page.body and b"<img src=x" not in page.body
+    assert b"&lt;script&gt;alert" in page.body
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "alert" in json.loads(now.body)["last_poll"]["error"]  # JSON, as text
