@@ -926,3 +926,31 @@ def test_a_hub_error_carrying_markup_is_shown_as_text_on_the_charts_page(played,
     assert b"&lt;script&gt;alert" in page.body
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "alert" in json.loads(now.body)["last_poll"]["error"]  # JSON, as text
+
+
+def test_serve_follows_the_database_being_deleted_and_replaced(played, tmp_path):
+    db = tmp_path / "activity.sqlite"
+    played.users = [hub_user("alice")]
+    assert poll_played(played, db).returncode == 0
+    endpoint = Endpoint(unix=str(tmp_path / "stats.sock"))
+    serve = StatsServeProcess(db, endpoint, tmp_path / "serve.log").start()
+    try:
+        assert json.loads(endpoint.request("GET", "/stats.json").body)["users"] == 1
+        assert endpoint.request("GET", "/").status == 200  # charts drawn and kept
+        for path in tmp_path.glob("activity.sqlite*"):
+            path.unlink()
+        gone = endpoint.request("GET", "/stats.json")
+        gone_page = endpoint.request("GET", "/")
+        played.users = [hub_user("alice"), hub_user("bob"), hub_user("carol")]
+        assert poll_played(played, db).returncode == 0  # a new file at the same path
+        back = endpoint.request("GET", "/stats.json")
+        download = endpoint.request("GET", "/activity.sqlite")
+    finally:
+        serve.stop()
+
+    assert gone.status == 503 and gone_page.status == 503
+    assert "no activity database" in json.loads(gone.body)["description"]
+    assert json.loads(back.body)["users"] == 3
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes(download.body)
+    assert rows(copy, "SELECT users FROM polls") == [(3,)]
