@@ -1,0 +1,631 @@
+"""The duplicity adapter: builds duplicity 3.x command lines, runs them, reads their --log-fd.
+
+duplicity has no usable Python API, so it runs as a subprocess through hubsidecars.commands
+(stdin /dev/null, minimal environment, own session, timeout). What we learn from a run comes from
+its machine-readable log (`--log-fd`, written to an unlinked temporary file), never from the
+human output, which is in local time and carries stray debug lines.
+
+Secrets: the passphrase travels only in the child's environment (PASSPHRASE) and is masked in
+everything logged or raised; a password inside a target URL is masked too. duplicity's own
+lockfile is not relied on (it is broken: see REALPARTS); callers hold their own lock per chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from urllib.parse import unquote, urlsplit
+
+from backup.gpg import home_env, prepare_home
+from backup.gpg import stop_agent as stop_gpg_agent
+from hubsidecars.commands import CommandFailed, CommandResult, Tool, mask, run_command
+
+# duplicity's exit codes are its log.ErrorCode values (a FatalError exits with its code).
+DUPLICITY = Tool(
+    "duplicity",
+    {
+        1: "generic error (verify: differences found)",
+        2: "bad command line",
+        3: "hostname mismatch",
+        4: "no manifests",
+        5: "mismatched manifests",
+        6: "unreadable manifests",
+        7: "cannot open file list",
+        8: "bad target URL",
+        9: "bad archive dir",
+        10: "deprecated option",
+        11: "restore target not empty",
+        12: "verify directory does not exist",
+        13: "backup source does not exist",
+        14: "file prefix error",
+        15: "bad include/exclude pattern",
+        16: "redundant inclusion",
+        17: "incremental without a full backup",
+        18: "no signatures found",
+        19: "path to restore not found in backup",
+        20: "no files to restore",
+        21: "remote volume checksum mismatch",
+        22: "unsigned volume",
+        23: "user error (lock held or bad option)",
+        30: "exception",
+        31: "gpg failure",
+        33: "not implemented",
+        34: "cannot read free space",
+        35: "not enough free space for temporary files",
+        36: "cannot read the open files limit",
+        37: "open files limit too low",
+        38: "connection to the backend failed",
+        39: "restart file not found",
+        42: "source changed (hostname or path mismatch)",
+        44: "volume of the wrong size",
+        45: "encryption mismatch",
+        46: "PYTHONOPTIMIZE set",
+        48: "bad request",
+        50: "backend error (target unreachable or unusable)",
+        51: "backend permission denied",
+        52: "backend not found",
+        53: "backend out of space",
+        54: "backend command error",
+        55: "backend code error",
+        56: "backend validation failed",
+        70: "redundant filter",
+        71: "trailing filter",
+        72: "absolute path in files-from",
+        73: "empty files-from",
+        80: "bad signing key",
+        81: "bad encryption key",
+        82: "bad hidden encryption key",
+    },
+)
+VERIFY_DIFFERENCES = "verify found differences"
+DETAIL_CHARS = 300
+# duplicity's own messages (under LC_ALL=C) saying a `backup` became a full one.
+_FULL_MESSAGES = (
+    "No signatures found, switching to full backup.",
+    "Last full backup is too old, forcing full backup",
+    "Latest chain has too many incrementals, forcing full backup",
+)
+_RECORD_HEADER = re.compile(r"^(DEBUG|INFO|NOTICE|WARNING|ERROR) (\d+)(?: (.*))?$")
+_VERIFY_SUMMARY = re.compile(r"Verify complete: (\d+) file\(s\) compared, (\d+) difference")
+_DIFFERENCE = "Difference found: "
+_COLLECTION_STATUS_CODE = 3  # log.InfoCode.collection_status
+_NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """How a chain is encrypted: exactly one of a GPG key (`key_id`) or a symmetric passphrase.
+
+    `passphrase` is the symmetric passphrase, or, with `key_id`, the secret key's passphrase for
+    restore and verify ("" or None for a key without one; a backup never needs it). Not shown in
+    repr, so a logged or raised Encryption cannot leak it."""
+
+    key_id: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.key_id is not None and not self.key_id.strip():
+            raise ValueError("encryption key id is empty")
+        if self.key_id is None and not self.passphrase:
+            raise ValueError("encryption needs a key id or a symmetric passphrase")
+
+    @property
+    def symmetric(self) -> bool:
+        return self.key_id is None
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record of duplicity's --log-fd output: `LEVEL CODE [EXTRA]` then the message."""
+
+    level: str
+    code: int
+    extra: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A duplicity run that ended as expected (errors raise DuplicityFailed instead).
+
+    `bytes` is TotalDestinationSizeChange of the backup statistics: what the run added to the
+    target (compressed, encrypted volumes and signatures), i.e. storage and transfer cost. The
+    other figures (RawDeltaSize, SourceFileSize, NewFiles, ...) are in `statistics`."""
+
+    action: str
+    exit_code: int
+    meaning: str
+    elapsed: float  # seconds, measured by us around the whole run
+    kind: str | None = None  # "full" / "incremental" for a backup, else None
+    bytes: int | None = None
+    statistics: Mapping[str, float] = field(default_factory=dict)
+    differences: tuple[str, ...] = ()  # verify: duplicity's "Difference found" messages
+    compared: int | None = None  # verify: files compared
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    kind: str  # "full" or "incremental"
+    time: datetime  # UTC; for an incremental, the time it brings the chain up to
+    volumes: int
+    encrypted: bool
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A full backup and its incrementals, oldest first.
+
+    `complete` is duplicity's own label (chain-complete): the newest chain, whose signatures
+    match and which the next incremental extends; older chains are listed as "no-sig". It does
+    not prove the last backup finished: after a killed run duplicity still says complete and the
+    next backup resumes. Keep your own record of successful runs for that."""
+
+    sets: tuple[BackupSet, ...]
+    complete: bool
+
+    @property
+    def start(self) -> datetime:
+        return self.sets[0].time
+
+    @property
+    def end(self) -> datetime:
+        return self.sets[-1].time
+
+    @property
+    def incrementals(self) -> int:
+        return sum(1 for backup_set in self.sets if backup_set.kind == "incremental")
+
+    @property
+    def volumes(self) -> int:
+        return sum(backup_set.volumes for backup_set in self.sets)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What collection-status reports for one target, chains oldest first."""
+
+    chains: tuple[Chain, ...]
+    orphaned_sets: int
+    incomplete_sets: int
+
+    @property
+    def last_full(self) -> datetime | None:
+        return self.chains[-1].start if self.chains else None
+
+    @property
+    def last_backup(self) -> datetime | None:
+        return self.chains[-1].end if self.chains else None
+
+
+class DuplicityFailed(CommandFailed):
+    """duplicity exited with an error. str() is one line: the action, the exit code and its
+    meaning, and the most useful line of duplicity's own report (secrets masked)."""
+
+    def __init__(self, action: str, failed: CommandFailed, detail: str) -> None:
+        super().__init__(failed.tool, failed.argv, failed.exit_code, failed.stderr, failed.stdout)
+        self.action = action
+        self.detail = detail
+        if failed.exit_code < 0:
+            message = f"duplicity {action} was {failed.meaning}"
+        else:
+            message = f"duplicity {action} failed with exit {failed.exit_code} ({failed.meaning})"
+        if detail:
+            message += f": {detail}"
+        self.args = (message,)
+
+
+class Duplicity:
+    """Runs duplicity 3.x for one archive dir and one GnuPG home.
+
+    Every method takes the chain's `name` (duplicity's --name: the subdirectory of the archive
+    dir that caches the chain's signatures) and its Encryption. Raises DuplicityFailed for an
+    error exit, CommandTimeout / CommandNotStarted (hubsidecars.commands) otherwise.
+
+    The gpg-agent that runs leave behind is shared by every run on this GnuPG home; stop it with
+    stop_agent() once no run is in progress (stopping it under a running duplicity breaks it)."""
+
+    def __init__(
+        self,
+        executable: str,
+        *,
+        archive_dir: str,
+        gnupg_home: str | None = None,
+        tempdir: str | None = None,
+        volsize_mb: int = 200,
+        timeout: float = 6 * 3600,
+        extra_env: Mapping[str, str] = _NO_ENV,
+        ssh_options: str = "",
+        num_retries: int | None = None,
+        retry_delay: int | None = None,
+        gpgconf: str = "gpgconf",
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if volsize_mb < 1:
+            raise ValueError(f"volume size must be at least 1 MB, not {volsize_mb}")
+        self.executable = executable
+        self.archive_dir = os.path.abspath(archive_dir)
+        # Without a home of our own, gpg would use (and leave an agent on) $HOME/.gnupg; the
+        # default lives beside the chains' caches (a chain name cannot start with a dot: user
+        # names cannot).
+        self.gnupg_home = os.path.abspath(gnupg_home or os.path.join(self.archive_dir, ".gnupg"))
+        self.tempdir = os.path.abspath(tempdir) if tempdir else None
+        self.volsize_mb = volsize_mb
+        self.timeout = timeout
+        self.extra_env = dict(extra_env)
+        self.ssh_options = ssh_options
+        self.num_retries = num_retries
+        self.retry_delay = retry_delay
+        self.gpgconf = gpgconf
+        self.logger = logger or logging.getLogger("backup.duplicity")
+
+    # --- the verbs ---------------------------------------------------------------------------
+
+    def backup(
+        self,
+        source: str,
+        target: str,
+        *,
+        name: str,
+        encryption: Encryption,
+        full: bool = False,
+        full_if_older_than: float | None = None,
+        excludes: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> RunResult:
+        """A full backup when `full`, else duplicity decides: an incremental on the current
+        chain, a full when there is none or the last full is older than `full_if_older_than`
+        seconds. --allow-source-mismatch: a home backed up from a renamed host or a moved
+        source root continues its chain instead of failing with 42."""
+        options = ["--allow-source-mismatch", f"--volsize={self.volsize_mb}"]
+        if full_if_older_than is not None and not full:
+            options.append(f"--full-if-older-than={max(1, int(full_if_older_than))}s")
+        options += [f"--exclude={pattern}" for pattern in excludes]
+        if dry_run:
+            options.append("--dry-run")
+        verb = "full" if full else "backup"
+        records, result, elapsed = self._run(
+            verb, options, [_local(source), target], name=name, encryption=encryption
+        )
+        statistics = backup_statistics(records)
+        return RunResult(
+            action=verb,
+            exit_code=result.exit_code,
+            meaning=result.meaning,
+            elapsed=elapsed,
+            kind=backup_kind(records, full_requested=full),
+            bytes=_int_or_none(statistics.get("TotalDestinationSizeChange")),
+            statistics=statistics,
+        )
+
+    def collection_status(self, target: str, *, name: str, encryption: Encryption) -> Collection:
+        records, _, _ = self._run(
+            "collection-status", [], [target], name=name, encryption=encryption
+        )
+        return parse_collection(records)
+
+    def remove_all_but_n_full(
+        self, target: str, n: int, *, name: str, encryption: Encryption, dry_run: bool = False
+    ) -> RunResult:
+        """Delete every chain but the `n` newest. With `dry_run`, duplicity only lists them."""
+        if n < 1:
+            raise ValueError(f"keeping fewer than one full chain ({n}) would delete every backup")
+        options = [] if dry_run else ["--force"]
+        return self._simple("remove-all-but-n-full", options, [str(n), target], name, encryption)
+
+    def cleanup(
+        self, target: str, *, name: str, encryption: Encryption, dry_run: bool = False
+    ) -> RunResult:
+        """Delete the leftovers of failed runs (partial sets, orphaned files). Only after a
+        backup that succeeded: on a chain whose last run was killed, the partial upload it
+        deletes is what the next backup would have resumed."""
+        options = [] if dry_run else ["--force"]
+        return self._simple("cleanup", options, [target], name, encryption)
+
+    def restore(
+        self,
+        target: str,
+        destination: str,
+        *,
+        name: str,
+        encryption: Encryption,
+        path: str | None = None,
+        time: str | None = None,
+        force: bool = False,
+    ) -> RunResult:
+        """Restore the chain (or `path` inside it, relative to the backed-up root) as of `time`
+        (duplicity's time formats: "now", "3D", ISO 8601; default: the latest) into
+        `destination`, which must not exist unless `force` (exit 11 otherwise)."""
+        options = []
+        if path is not None:
+            options.append(f"--path-to-restore={path}")
+        if time is not None:
+            options.append(f"--time={time}")
+        if force:
+            options.append("--force")
+        return self._simple("restore", options, [target, _local(destination)], name, encryption)
+
+    def verify(
+        self,
+        source: str,
+        target: str,
+        *,
+        name: str,
+        encryption: Encryption,
+        compare_data: bool = True,
+        path: str | None = None,
+    ) -> RunResult:
+        """Compare the latest backup with `source`. Differences are a result, not an error:
+        exit 1 with duplicity's verify summary gives meaning VERIFY_DIFFERENCES, the
+        `differences` messages and `compared`; a 1 without the summary is a failure."""
+        options = ["--allow-source-mismatch"]
+        if compare_data:
+            options.append("--compare-data")
+        if path is not None:
+            options.append(f"--path-to-restore={path}")
+        records, result, elapsed = self._run(
+            "verify", options, [target, _local(source)], name=name, encryption=encryption,
+            accept_differences=True,
+        )  # fmt: skip
+        compared, differences = verify_outcome(records)
+        meaning = VERIFY_DIFFERENCES if result.exit_code == 1 else result.meaning
+        return RunResult("verify", result.exit_code, meaning, elapsed,
+                         differences=differences, compared=compared)  # fmt: skip
+
+    def stop_agent(self) -> None:
+        """Stop the gpg-agent of this GnuPG home (each duplicity run leaves one running)."""
+        stop_gpg_agent(self.gnupg_home, gpgconf=self.gpgconf, logger=self.logger)
+
+    # --- running -----------------------------------------------------------------------------
+
+    def argv(
+        self, verb: str, options: Sequence[str], positional: Sequence[str], *, name: str,
+        encryption: Encryption, log_fd: int,
+    ) -> list[str]:  # fmt: skip
+        """The whole command line (no secret ever goes in it). Public so that a benchmark can
+        run the very same commands bare."""
+        common = [
+            f"--archive-dir={self.archive_dir}",
+            f"--name={name}",
+            f"--log-fd={log_fd}",
+            "--verbosity=notice",
+        ]
+        if encryption.key_id is not None:
+            common.append(f"--encrypt-key={encryption.key_id}")
+        if self.tempdir:
+            common.append(f"--tempdir={self.tempdir}")
+        if self.ssh_options:
+            common.append(f"--ssh-options={self.ssh_options}")
+        if self.num_retries is not None:
+            common.append(f"--num-retries={self.num_retries}")
+        if self.retry_delay is not None:
+            common.append(f"--backend-retry-delay={self.retry_delay}")
+        return [self.executable, verb, *options, *common, *positional]
+
+    def env(self, encryption: Encryption) -> dict[str, str]:
+        """The child's environment beyond hubsidecars.commands.BASE_ENV."""
+        env = {**self.extra_env, **home_env(self.gnupg_home)}
+        # Always set, even empty (key without passphrase, or a backup that needs none): unset,
+        # duplicity would prompt on a terminal it does not have.
+        env["PASSPHRASE"] = encryption.passphrase or ""
+        if self.tempdir:
+            env["TMPDIR"] = self.tempdir
+        return env
+
+    def _simple(self, verb, options, positional, name, encryption) -> RunResult:
+        _, result, elapsed = self._run(verb, options, positional, name=name,
+                                       encryption=encryption)  # fmt: skip
+        return RunResult(verb, result.exit_code, result.meaning, elapsed)
+
+    def _run(
+        self, verb, options, positional, *, name, encryption, accept_differences=False
+    ) -> tuple[list[LogRecord], CommandResult, float]:
+        _check_name(name)
+        prepare_home(self.gnupg_home)
+        os.makedirs(self.archive_dir, mode=0o700, exist_ok=True)
+        secrets = _secrets(encryption, positional)
+        # An unlinked file, not a pipe: nobody reads a pipe while run_command waits, and a full
+        # pipe would block duplicity forever.
+        with tempfile.TemporaryFile(dir=self.tempdir) as log_file:
+            fd = log_file.fileno()
+            argv = self.argv(verb, options, positional, name=name, encryption=encryption,
+                             log_fd=fd)  # fmt: skip
+            ok_codes = (0, 1) if accept_differences else (0,)
+            try:
+                result = run_command(argv, tool=DUPLICITY, timeout=self.timeout,
+                                     env=self.env(encryption), secrets=secrets, ok_codes=ok_codes,
+                                     pass_fds=(fd,), logger=self.logger)  # fmt: skip
+            except CommandFailed as failed:
+                records = parse_log(_read(log_file))
+                detail = mask(failure_detail(records, failed.stderr), secrets)
+                raise DuplicityFailed(verb, failed, detail) from None
+            records = parse_log(_read(log_file))
+        if result.exit_code == 1 and verify_outcome(records)[0] is None:
+            # Exit 1 is accepted from verify only as "differences found".
+            failed = CommandFailed(DUPLICITY, result.argv, 1, mask(result.stderr, secrets))
+            detail = mask(failure_detail(records, result.stderr), secrets)
+            raise DuplicityFailed(verb, failed, detail)
+        return records, result, result.duration_ms / 1000
+
+
+# --- reading the log -------------------------------------------------------------------------
+
+
+def parse_log(text: str) -> list[LogRecord]:
+    """Split --log-fd output into records. Each is a header line `LEVEL CODE[ EXTRA]`, maybe
+    more EXTRA lines (collection-status puts its chains there), message lines each starting
+    with ". ", and a blank line."""
+    records: list[LogRecord] = []
+    header = None
+    extra: list[str] = []
+    message: list[str] = []
+
+    def close() -> None:
+        if header is not None:
+            level, code, first = header
+            records.append(LogRecord(level, code, "\n".join([first, *extra]).strip("\n"),
+                                     "\n".join(message)))  # fmt: skip
+
+    for line in text.splitlines():
+        if header is None:
+            match = _RECORD_HEADER.match(line)
+            if match:
+                header = (match[1], int(match[2]), match[3] or "")
+                extra, message = [], []
+            continue
+        if line == "":
+            close()
+            header = None
+        elif line.startswith("."):
+            message.append(line[2:] if line.startswith(". ") else line[1:])
+        else:
+            extra.append(line)
+    close()
+    return records
+
+
+def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:
+    """The figures of duplicity's "Backup Statistics" block (the last one), e.g. SourceFiles,
+    RawDeltaSize, TotalDestinationSizeChange, Errors; {} when it printed none."""
+    for record in reversed(records):
+        if "[ Backup Statistics ]" in record.message:
+            figures: dict[str, float] = {}
+            for line in record.message.splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].isalpha():
+                    try:
+                        figures[parts[0]] = float(parts[1])
+                    except ValueError:
+                        continue
+            return figures
+    return {}
+
+
+def backup_kind(records: Sequence[LogRecord], *, full_requested: bool) -> str | None:
+    """"full" or "incremental" for a backup run that printed statistics, else None."""
+    if full_requested or any(
+        text in record.message for record in records for text in _FULL_MESSAGES
+    ):
+        return "full"
+    return "incremental" if backup_statistics(records) else None
+
+
+def parse_collection(records: Sequence[LogRecord]) -> Collection:
+    """The collection-status record (INFO 3): `chain-no-sig N` / `chain-complete` lines, each
+    followed by ` full|inc TIME VOLUMES enc|noenc` lines, then the orphaned and incomplete
+    set counts."""
+    status = [r for r in records if r.level == "INFO" and r.code == _COLLECTION_STATUS_CODE]
+    if not status:
+        raise ValueError("duplicity collection-status printed no collection status record")
+    chains: list[Chain] = []
+    sets: list[BackupSet] | None = None
+    complete = False
+    counts = {"orphaned-sets-num": 0, "incomplete-sets-num": 0}
+
+    def close() -> None:
+        if sets:
+            chains.append(Chain(tuple(sets), complete))
+
+    for line in status[-1].extra.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] in ("chain-no-sig", "chain-complete"):
+            close()
+            sets, complete = [], words[0] == "chain-complete"
+        elif words[0] in ("full", "inc") and sets is not None and len(words) >= 3:
+            sets.append(BackupSet(
+                kind="full" if words[0] == "full" else "incremental",
+                time=parse_duplicity_time(words[1]),
+                volumes=int(words[2]),
+                encrypted=len(words) < 4 or words[3] == "enc",
+            ))  # fmt: skip
+        elif words[0] in counts and len(words) == 2:
+            counts[words[0]] = int(words[1])
+    close()
+    chains.sort(key=lambda chain: chain.start)
+    return Collection(tuple(chains), counts["orphaned-sets-num"], counts["incomplete-sets-num"])
+
+
+def parse_duplicity_time(text: str) -> datetime:
+    """duplicity's time string (20261123T082642Z, always UTC) as an aware datetime."""
+    return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
+def verify_outcome(records: Sequence[LogRecord]) -> tuple[int | None, tuple[str, ...]]:
+    """(files compared, difference messages) of a verify run; (None, ()) without a summary."""
+    compared = None
+    differences = []
+    for record in records:
+        if record.message.startswith(_DIFFERENCE):
+            differences.append(record.message[len(_DIFFERENCE):].strip())
+        match = _VERIFY_SUMMARY.search(record.message)
+        if match:
+            compared = int(match[1])
+    return compared, tuple(differences)
+
+
+def failure_detail(records: Sequence[LogRecord], stderr: str) -> str:
+    """The one line that best says why duplicity failed: from its last ERROR record the last
+    `gpg:` line of an embedded GnuPG log, else the record's first line; without an ERROR
+    record, the last stderr line that is not part of a traceback."""
+    errors = [record for record in records if record.level == "ERROR"]
+    line = ""
+    if errors:
+        lines = [text.strip() for text in errors[-1].message.splitlines() if text.strip()]
+        gpg_lines = [text for text in lines if text.startswith("gpg: ")]
+        if gpg_lines:
+            line = gpg_lines[-1]
+        elif lines:
+            line = lines[0]
+    if not line:
+        for text in reversed(stderr.splitlines()):
+            text = text.strip()
+            if text and not text.startswith(("File ", "Traceback", "^", "~")):
+                line = text
+                break
+    line = " ".join(line.split())
+    return line if len(line) <= DETAIL_CHARS else line[: DETAIL_CHARS - 3] + "..."
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _read(log_file) -> str:
+    log_file.flush()
+    log_file.seek(0)
+    return log_file.read().decode("utf-8", errors="replace")
+
+
+def _local(path: str) -> str:
+    """An absolute path: never mistaken for an option, independent of the child's cwd."""
+    return os.path.abspath(path)
+
+
+def _check_name(name: str) -> None:
+    if not name or name.startswith(".") or "/" in name or "\0" in name:
+        raise ValueError(f"unusable chain name {name!r}")
+
+
+def _secrets(encryption: Encryption, positional: Sequence[str]) -> list[str]:
+    """Everything to mask: the passphrase and any password inside a URL argument."""
+    secrets = [encryption.passphrase] if encryption.passphrase else []
+    for argument in positional:
+        if "://" in argument:
+            password = urlsplit(argument).password
+            if password:
+                secrets += [password, unquote(password)]
+    return secrets
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)
