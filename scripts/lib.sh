@@ -93,3 +93,26 @@ ensure_hub_venv() {
     rm -f "$log"
     printf '%s' "${wanted[*]}" >"$stamp"
 }
+
+# ensure_duplicity: duplicity 3.x in .venv for hub-backup, without the cloud SDKs a plain
+# `pip install duplicity` pulls (366 MB): --no-deps, plus what file:// (fasteners) and sftp://
+# (paramiko) need. Not a pyproject dependency for that reason. Needs gpg (Debian gnupg).
+ensure_duplicity() {
+    local wanted=("duplicity==3.2.1" "fasteners" "paramiko") stamp="$VENV/.installed-duplicity"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${wanted[*]}" ] &&
+        [ -x "$VENV/bin/duplicity" ]; then
+        return 0
+    fi
+    say "installing duplicity into $VENV (no cloud SDKs)"
+    local log
+    log=$(mktemp)
+    if ! { "$VENV/bin/python" -m pip install -q --no-deps "${wanted[0]}" &&
+        "$VENV/bin/python" -m pip install -q "${wanted[@]:1}"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        say "pip install of duplicity failed"
+        exit 1
+    fi
+    rm -f "$log"
+    printf '%s' "${wanted[*]}" >"$stamp"
+}
