@@ -576,17 +576,15 @@ def verify_outcome(records: Sequence[LogRecord]) -> tuple[int | None, tuple[str,
 
 def failure_detail(records: Sequence[LogRecord], stderr: str) -> str:
     """The one line that best says why duplicity failed: from its last ERROR record the last
-    `gpg:` line of an embedded GnuPG log, else the record's first line; without an ERROR
-    record, the last stderr line that is not part of a traceback."""
+    `gpg:` line of an embedded GnuPG log, else the whole message joined on one line (duplicity
+    often gives the reason in its later lines); without an ERROR record, the last stderr line
+    that is not part of a traceback. Cut at DETAIL_CHARS."""
     errors = [record for record in records if record.level == "ERROR"]
     line = ""
     if errors:
         lines = [text.strip() for text in errors[-1].message.splitlines() if text.strip()]
         gpg_lines = [text for text in lines if text.startswith("gpg: ")]
-        if gpg_lines:
-            line = gpg_lines[-1]
-        elif lines:
-            line = lines[0]
+        line = gpg_lines[-1] if gpg_lines else " ".join(lines)
     if not line:
         for text in reversed(stderr.splitlines()):
             text = text.strip()

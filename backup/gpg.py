@@ -57,7 +57,9 @@ def home_env(home: str) -> dict[str, str]:
     return {"GNUPGHOME": home}
 
 
-def stop_agent(home: str, *, gpgconf: str = "gpgconf", logger: logging.Logger | None = None) -> None:
+def stop_agent(
+    home: str, *, gpgconf: str = "gpgconf", logger: logging.Logger | None = None
+) -> None:
     """Stop the gpg-agent serving `home`, if any. Never raises: a leftover agent is untidy, not
     a failed backup; the failure is logged."""
     try:

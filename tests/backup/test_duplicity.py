@@ -279,6 +279,15 @@ def test_wrong_passphrase_is_a_gpg_failure_in_one_line(setup, caplog):
     assert PASSPHRASE not in everything
 
 
+def test_a_multi_line_duplicity_error_is_kept_whole_on_one_line(setup):
+    with pytest.raises(DuplicityFailed) as caught:
+        setup.backup(SYMMETRIC, excludes=["/elsewhere/cache"])
+    line = one_line(caught.value)
+    assert caught.value.exit_code == 14
+    # duplicity explains over several lines; the reason is in the later ones.
+    assert "/elsewhere/cache" in line and "cannot match any files" in line, line
+
+
 def test_unreachable_file_target_is_one_line(tmp_path):
     made = Setup(tmp_path, num_retries=1, retry_delay=1)
     blocker = tmp_path / "a-file"
@@ -365,7 +374,9 @@ def test_passphrase_never_in_ps_logs_or_errors(setup, caplog):
 
     def watch_ps():
         while not done.is_set():
-            listing = subprocess.run(["ps", "-e", "-ww", "-o", "args"], capture_output=True, text=True)
+            # -ww: unlimited width, or ps cuts lines at 80 columns when not on a terminal
+            listing = subprocess.run(["ps", "-e", "-ww", "-o", "args"], capture_output=True,
+                                     text=True)  # fmt: skip
             seen.extend(listing.stdout.splitlines())
             time.sleep(0.05)
 
