@@ -1,0 +1,152 @@
+"""`hub-backup run | cleanup | status | restore | verify | drill`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from hubsidecars import suite_version
+from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.logs import log_event, setup_logging
+
+from backup import settings as backup_settings
+
+log = logging.getLogger("backup")
+
+DESCRIPTION = """\
+Encrypted duplicity backups of the user homes: one chain per home, an incremental every run,
+a new full chain every full_every, cleanup keeping keep_full full chains, status, restore,
+verify and a restore drill. Every option can also be set in the TOML file given with --config
+(default /etc/hub-sidecars/backup.toml when it exists) or in the environment variable shown.
+"""
+DEFAULT_CONFIG = "/etc/hub-sidecars/backup.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = SettingsParser(prog="hub-backup", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
+    parser.add_argument("--generate-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the example configuration file and exit")  # fmt: skip
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_options(sub, backup_settings.BackupSettings, backup_settings.ENV_PREFIX)
+        return sub
+
+    run = command("run", "back up every home: an incremental, or a new full when it is due")
+    run.add_argument("users", nargs="*", metavar="USER", help="only these users")
+    cleanup = command("cleanup", "keep the keep_full newest full chains per user, remove the "
+                      "rest and duplicity's leftovers")  # fmt: skip
+    cleanup.add_argument("users", nargs="*", metavar="USER", help="only these users")
+    status = command("status", "per user: newest full, incrementals, last success and its age; "
+                     "exit 1 when a chain's last success is older than max_age")  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print JSON")
+    restore = command("restore", "restore a user's home, or one path in it, into a staging "
+                      "directory (never over live data unless --in-place)")  # fmt: skip
+    restore.add_argument("user", metavar="USER")
+    restore.add_argument("path", nargs="?", metavar="PATH", help="relative to the home")
+    restore.add_argument("--time", metavar="T", help="as it was at T (duplicity time format: "
+                         "2026-11-20T08:00:00, 3D, ...)")  # fmt: skip
+    restore.add_argument("--to", metavar="DIR", help="staging directory (must not exist or be "
+                         "empty)")  # fmt: skip
+    restore.add_argument("--in-place", action="store_true", help="replace the live files (the "
+                         "current ones are moved aside first)")  # fmt: skip
+    verify = command("verify", "compare every chain's latest backup with the homes")
+    verify.add_argument("users", nargs="*", metavar="USER")
+    drill = command("drill", "restore a sample of files of every chain and compare them with "
+                    "the homes (content and mode)")  # fmt: skip
+    drill.add_argument("users", nargs="*", metavar="USER")
+    return parser
+
+
+def build_jobs(settings):
+    from backup.duplicity import Duplicity, Encryption
+    from backup.jobs import BackupJobs
+
+    if settings.encrypt_key:
+        encryption = Encryption(key_id=settings.encrypt_key,
+                                passphrase=backup_settings.read_passphrase(settings,
+                                                                           required=False))  # fmt: skip
+    else:
+        encryption = Encryption(passphrase=backup_settings.read_passphrase(settings,
+                                                                          required=True))  # fmt: skip
+    ssh = []
+    if settings.ssh_key_file:
+        ssh.append(f"-oIdentityFile={settings.ssh_key_file}")
+    if settings.ssh_known_hosts:
+        ssh.append(f"-oUserKnownHostsFile={settings.ssh_known_hosts}")
+    duplicity = Duplicity(
+        backup_settings.duplicity_command(settings), archive_dir=settings.archive_dir,
+        gnupg_home=settings.gnupg_home or None, volsize_mb=settings.volsize,
+        timeout=settings.chain_timeout, ssh_options=" ".join(ssh),
+        logger=logging.getLogger("backup.duplicity"),
+    )  # fmt: skip
+    return BackupJobs(settings, duplicity, encryption)
+
+
+def print_status(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"{'user':20} {'newest full':25} {'incr':>4} {'last success':25} {'age':>8}  state")
+    for row in rows:
+        age = "-" if row["age_s"] is None else f"{row['age_s'] / 3600:.1f}h"
+        state = "STALE" if row["stale"] else "ok"
+        if row["last_error"]:
+            state += f" (last error: {row['last_error'][:60]})"
+        if not row["home_present"]:
+            state += " (home gone)"
+        print(f"{row['user'] or row['chain']:20} {row['newest_full'] or '-':25} "
+              f"{row['incrementals']:>4} {row['last_success'] or 'never':25} {age:>8}  {state}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    try:
+        if args.pop("generate_config", False):
+            print(backup_settings.example_config(), end="")
+            return 0
+        command = args.pop("command", None)
+        if command is None:
+            raise ConfigError("give a command: run, cleanup, status, restore, verify or drill")
+        import os
+
+        if "config" not in args and os.path.exists(DEFAULT_CONFIG):
+            args["config"] = DEFAULT_CONFIG
+        settings = backup_settings.resolve(
+            load_settings(backup_settings.BackupSettings, backup_settings.ENV_PREFIX, args)
+        )
+        setup_logging(settings.log_format, settings.log_level)
+        jobs = build_jobs(settings)
+        return dispatch(jobs, command, args)
+    except ConfigError as error:
+        print(f"hub-backup: error: {error}", file=sys.stderr)
+        return 2
+
+
+def dispatch(jobs, command: str, args: dict) -> int:
+    from backup.jobs import EXIT_BUSY, JobBusy
+
+    if command == "status":
+        rows = jobs.status()
+        print_status(rows, args.get("json", False))
+        return 1 if any(row["stale"] for row in rows) else 0
+    if command == "restore":
+        return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
+                            to=args.get("to"), in_place=args.get("in_place", False))  # fmt: skip
+    try:
+        report = getattr(jobs, command)(args.get("users") or None)
+    except JobBusy as error:
+        print(f"hub-backup: {error}", file=sys.stderr)
+        return EXIT_BUSY
+    for outcome in report.failed:
+        print(f"hub-backup: {outcome.chain}: {outcome.detail}", file=sys.stderr)
+    log_event(log, report.summary(), logging.INFO if not report.failed else logging.ERROR)
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

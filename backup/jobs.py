@@ -1,0 +1,347 @@
+"""The hub-backup jobs: run, cleanup, status; each over every chain, chains side by side.
+
+Locks: one for the whole job (run and cleanup take it: a second run waits `lock_wait` or exits
+saying who holds it) and one per chain (restore, verify and drill take only that one). Both are
+flock()s: the kernel drops them with the process, so a kill -9 never leaves a stale lock.
+duplicity's own lock is not relied on (REALPARTS: it is broken).
+
+Every chain's attempt is recorded before duplicity starts (`in_progress`) and after it ends:
+a run killed mid-full leaves `in_progress`, which keeps cleanup away from that chain until a
+later run has completed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hubsidecars.commands import CommandError
+from hubsidecars.locking import FileLock, LockTimeout
+from hubsidecars.logs import log_event
+
+from backup.chains import Chain, list_chains
+from backup.state import ChainRecord, StateStore
+
+log = logging.getLogger("backup")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the job lock
+
+
+class JobBusy(Exception):
+    """Another hub-backup run or cleanup holds the job lock."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class ChainOutcome:
+    chain: str
+    user: str
+    ok: bool
+    action: str  # full, incremental, cleanup, skipped, would-...
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class JobReport:
+    job: str
+    outcomes: list[ChainOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ChainOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.ok]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+    def summary(self) -> str:
+        done = sum(1 for outcome in self.outcomes if outcome.ok)
+        return f"{self.job}: {done} chain(s) ok, {len(self.failed)} failed"
+
+
+class BackupJobs:
+    def __init__(self, settings, duplicity, encryption, *, state: StateStore | None = None,
+                 now: Callable[[], datetime] = utcnow) -> None:  # fmt: skip
+        self.settings = settings
+        self.duplicity = duplicity
+        self.encryption = encryption
+        self.state = state or StateStore(settings.state_dir)
+        self.now = now
+        locks = Path(settings.state_dir) / "locks"
+        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._locks_dir = locks
+        self._record_lock = threading.Lock()
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def job_lock(self) -> FileLock:
+        return FileLock(self._locks_dir / "job.lock", max(self.settings.lock_wait, 0.001))
+
+    def chain_lock(self, chain: Chain, wait: float = 0.001) -> FileLock:
+        return FileLock(self._locks_dir / f"{chain.name}.lock", wait)
+
+    def _holding_job_lock(self, job: str, work: Callable[[], JobReport]) -> JobReport:
+        try:
+            with self.job_lock().held():
+                return work()
+        except LockTimeout:
+            raise JobBusy(f"another hub-backup run or cleanup is running (lock "
+                          f"{self._locks_dir / 'job.lock'}); {job} not started") from None  # fmt: skip
+
+    # -- chains ----------------------------------------------------------------------------
+
+    def chains(self, only: Iterable[str] | None = None) -> list[Chain]:
+        known = {record.user for record in self.state.all() if record.user}
+        return list_chains(self.settings.source, self.settings.target, self.settings.layout,
+                           known, set(only) if only is not None else None)  # fmt: skip
+
+    def _record(self, chain: Chain) -> ChainRecord:
+        return self.state.load(chain.name) or ChainRecord(chain.name, chain.user, chain.target)
+
+    def _side_by_side(self, chains: list[Chain], work: Callable[[Chain], ChainOutcome],
+                      job: str) -> JobReport:  # fmt: skip
+        report = JobReport(job)
+        # A run killed with -9 leaves its gpg-agent behind, and the agent (started by
+        # duplicity) holds duplicity's lock file open: the next run would fail with "another
+        # duplicity instance is running". Under the job lock no duplicity of ours runs.
+        self._stop_agent()
+        with ThreadPoolExecutor(max_workers=self.settings.parallelism,
+                                thread_name_prefix=job) as pool:  # fmt: skip
+            report.outcomes = list(pool.map(work, chains))
+        self._stop_agent()
+        return report
+
+    def _stop_agent(self) -> None:
+        try:
+            self.duplicity.stop_agent()
+        except Exception as error:  # noqa: BLE001 - a leftover agent is not worth failing for
+            log_event(log, "could not stop gpg-agent", logging.WARNING, error=str(error))
+
+    # -- run -------------------------------------------------------------------------------
+
+    def run(self, only: Iterable[str] | None = None) -> JobReport:
+        return self._holding_job_lock("run", lambda: self._side_by_side(
+            self.chains(only), self._backup_chain, "run"))
+
+    def _backup_chain(self, chain: Chain) -> ChainOutcome:
+        if not chain.present:
+            return ChainOutcome(chain.name, chain.user, True, "skipped",
+                                "home gone; its backups are kept for cleanup to judge")  # fmt: skip
+        if self.settings.dry_run:
+            record = self._record(chain)
+            kind = "full" if self._full_due(record) else "incremental"
+            log_event(log, "would back up", chain=chain.name, kind=kind, target=chain.target)
+            return ChainOutcome(chain.name, chain.user, True, f"would-{kind}")
+        try:
+            with self.chain_lock(chain).held():
+                return self._backup_locked(chain)
+        except LockTimeout:
+            return ChainOutcome(chain.name, chain.user, False, "skipped",
+                                "its chain is locked by a restore, verify or drill")  # fmt: skip
+
+    def _full_due(self, record: ChainRecord) -> bool:
+        if not record.newest_full:
+            return True
+        age = (self.now() - datetime.fromisoformat(record.newest_full)).total_seconds()
+        return age >= self.settings.full_every
+
+    def _backup_locked(self, chain: Chain) -> ChainOutcome:
+        record = self._record(chain)
+        started = self.now()
+        record.last_attempt = iso(started)
+        record.in_progress = True
+        self.state.save(record)
+        try:
+            result = self.duplicity.backup(
+                chain.source, chain.target, name=chain.name, encryption=self.encryption,
+                full_if_older_than=self.settings.full_every,
+                excludes=[_exclude(chain.source, pattern) for pattern in self.settings.excludes],
+            )  # fmt: skip
+        except CommandError as error:
+            return self._failed(record, chain, started, error)
+        finished = self.now()
+        kind = result.kind or ("full" if self._full_due(record) else "incremental")
+        record.in_progress = False
+        record.last_success = record.last_attempt
+        record.last_kind = kind
+        record.last_duration_s = round((finished - started).total_seconds(), 3)
+        record.last_bytes = result.bytes
+        record.exit_code, record.meaning, record.error = result.exit_code, result.meaning, None
+        if kind == "full":
+            record.newest_full = record.last_attempt
+            record.incrementals = 0
+            record.fulls = [*record.fulls, record.last_attempt]
+        else:
+            record.incrementals += 1
+        record.history.append({"at": record.last_attempt, "kind": kind, "ok": True,
+                               "seconds": record.last_duration_s, "bytes": result.bytes})  # fmt: skip
+        self.state.save(record)
+        log_event(log, "backed up", chain=chain.name, kind=kind,
+                  seconds=record.last_duration_s, bytes=result.bytes)  # fmt: skip
+        return ChainOutcome(chain.name, chain.user, True, kind, seconds=record.last_duration_s)
+
+    def _failed(self, record: ChainRecord, chain: Chain, started: datetime,
+                error: CommandError) -> ChainOutcome:  # fmt: skip
+        record.in_progress = False
+        record.exit_code = getattr(error, "exit_code", None)
+        record.meaning = getattr(error, "meaning", None)
+        record.error = str(error).splitlines()[0][:500]
+        record.last_duration_s = round((self.now() - started).total_seconds(), 3)
+        record.history.append({"at": record.last_attempt, "ok": False, "error": record.error})
+        self.state.save(record)
+        log_event(log, "backup failed", logging.ERROR, chain=chain.name, error=record.error)
+        return ChainOutcome(chain.name, chain.user, False, "failed", record.error,
+                            record.last_duration_s)  # fmt: skip
+
+    # -- cleanup ---------------------------------------------------------------------------
+
+    def cleanup(self, only: Iterable[str] | None = None) -> JobReport:
+        return self._holding_job_lock("cleanup", lambda: self._side_by_side(
+            self.chains(only), self._cleanup_chain, "cleanup"))
+
+    def _cleanup_chain(self, chain: Chain) -> ChainOutcome:
+        record = self.state.load(chain.name)
+        if record is None or not record.succeeded_last:
+            why = "never backed up" if record is None else (
+                "its last backup did not complete" if record.in_progress
+                else "its last backup failed")  # fmt: skip
+            log_event(log, "cleanup skipped", chain=chain.name, reason=why)
+            return ChainOutcome(chain.name, chain.user, True, "skipped", why)
+        dry = self.settings.dry_run
+        try:
+            with self.chain_lock(chain).held():
+                keep = self.settings.keep_full
+                self.duplicity.remove_all_but_n_full(chain.target, keep, name=chain.name,
+                                                     encryption=self.encryption, dry_run=dry)  # fmt: skip
+                self.duplicity.cleanup(chain.target, name=chain.name, encryption=self.encryption,
+                                       dry_run=dry)  # fmt: skip
+        except LockTimeout:
+            return ChainOutcome(chain.name, chain.user, False, "skipped",
+                                "its chain is locked by a restore, verify or drill")  # fmt: skip
+        except CommandError as error:
+            line = str(error).splitlines()[0][:500]
+            log_event(log, "cleanup failed", logging.ERROR, chain=chain.name, error=line)
+            return ChainOutcome(chain.name, chain.user, False, "failed", line)
+        if not dry:
+            record = self.state.load(chain.name) or record
+            record.last_cleanup = iso(self.now())
+            record.fulls = record.fulls[-self.settings.keep_full:]
+            self.state.save(record)
+        log_event(log, "cleaned up" if not dry else "would clean up", chain=chain.name,
+                  keep_full=self.settings.keep_full)  # fmt: skip
+        return ChainOutcome(chain.name, chain.user, True, "would-cleanup" if dry else "cleanup")
+
+    def restore(self, user: str, path: str | None, *, time: str | None, to: str | None,
+                in_place: bool) -> int:
+        return restore(self, user, path, time=time, to=to, in_place=in_place)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        """Per chain, from the records (no network): newest full, incrementals since, last
+        success and its age, last error; `stale` when older than max_age or never."""
+        now = self.now()
+        rows = []
+        for chain in self.chains():
+            record = self.state.load(chain.name)
+            success = record.last_success if record else None
+            age = (now - datetime.fromisoformat(success)).total_seconds() if success else None
+            rows.append({
+                "user": chain.user, "chain": chain.name, "target": chain.target,
+                "home_present": chain.present,
+                "newest_full": record.newest_full if record else None,
+                "incrementals": record.incrementals if record else 0,
+                "full_chains": len(record.fulls) if record else 0,
+                "last_success": success,
+                "age_s": None if age is None else round(age),
+                "last_attempt": record.last_attempt if record else None,
+                "last_error": record.error if record else None,
+                "in_progress": bool(record and record.in_progress),
+                "stale": age is None or age > self.settings.max_age,
+            })  # fmt: skip
+        return rows
+
+
+def _exclude(home: str, pattern: str) -> str:
+    """duplicity matches excludes against full paths: a relative pattern is anchored at the
+    home; one starting with ** matches at any depth as it is."""
+    if pattern.startswith(("/", "**")):
+        return pattern
+    return f"{home.rstrip('/')}/{pattern}"
+
+
+# -- restore --------------------------------------------------------------------------------
+
+
+def restore(jobs: BackupJobs, user: str, path: str | None, *, time: str | None,
+            to: str | None, in_place: bool) -> int:
+    """Restore `user`'s home (or `path` in it) as of `time` into `to`, or over the live files
+    with `in_place` (the live ones are moved aside first, never overwritten). Returns 0."""
+    import os
+
+    from hubsidecars.config import ConfigError
+
+    if bool(to) == bool(in_place):
+        raise ConfigError("give --to DIR (a staging directory) or --in-place, one of them")
+    relative = (path or "").strip("/")
+    if any(part in ("..", ".") for part in relative.split("/") if part):
+        raise ConfigError(f"PATH must stay inside the home, got {path!r}")
+    chains = [chain for chain in jobs.chains() if chain.user == user or chain.user == ""]
+    if not chains:
+        raise ConfigError(f"no backups of {user!r} (no home and no record)")
+    chain = chains[0]
+    in_chain = relative if chain.user else "/".join(part for part in (user, relative) if part)
+    stamp = jobs.now().strftime("%Y%m%dT%H%M%SZ")
+    home = Path(jobs.settings.source) / user
+    live = home / relative if relative else home
+    if in_place:
+        # staged beside the live files (same file system: the final step is two renames)
+        destination = live.parent / f".{live.name}.hub-backup-restore-{stamp}"
+    else:
+        staging = Path(to)
+        if staging.exists() and any(staging.iterdir()):
+            raise ConfigError(f"--to {to} is not empty: restores go into an empty directory")
+        staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+        destination = staging / live.name if relative else staging
+        if destination == staging:
+            staging.rmdir()  # duplicity creates the directory it restores into
+    wait = max(jobs.settings.lock_wait, 60.0)
+    try:
+        with jobs.chain_lock(chain, wait).held():
+            jobs.duplicity.restore(chain.target, str(destination), name=chain.name,
+                                   encryption=jobs.encryption, path=in_chain or None,
+                                   time=time)  # fmt: skip
+            if in_place:
+                aside = None
+                if os.path.lexists(live):
+                    aside = live.parent / f"{live.name}.before-restore-{stamp}"
+                    os.rename(live, aside)
+                os.rename(destination, live)
+    except LockTimeout:
+        raise ConfigError(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
+                          "try again later") from None  # fmt: skip
+    finally:
+        try:
+            jobs.duplicity.stop_agent()
+        except Exception:  # noqa: BLE001
+            pass
+    where = live if in_place else destination
+    log_event(log, "restored", user=user, path=relative or "(home)", time=time or "latest",
+              to=str(where), moved_aside=str(aside) if in_place and aside else "")  # fmt: skip
+    print(f"restored {user}:{relative or '(whole home)'} to {where}")
+    return 0

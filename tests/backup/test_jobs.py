@@ -1,0 +1,207 @@
+"""hub-backup's jobs with real duplicity, real gpg and real homes (file:// targets): run (full,
+then incrementals), status, restore of one file and of a whole home byte for byte with owners
+and modes, cleanup keeping the newest full chains, the job lock, a run killed mid-full."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backup.cli import build_jobs
+from backup.jobs import JobBusy
+from backup.settings import BackupSettings
+from tests.realparts.homes import big_home, compare, make_homes, mutate, snapshot
+
+PASSPHRASE = "correct horse battery staple 0123"
+HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
+
+
+@pytest.fixture
+def setup(tmp_path):
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    made = make_homes(homes, {"ada": 3001, "bob": 3002, "cyd": 3003}, files_per_home=150,
+                      megabyte_files=0)  # fmt: skip
+    secret = tmp_path / "backup.passphrase"
+    secret.write_text(PASSPHRASE + "\n")
+    secret.chmod(0o600)
+    settings = BackupSettings(
+        source=str(homes), target=f"file://{tmp_path}/backups/{{user}}",
+        passphrase_file=str(secret), archive_dir=str(tmp_path / "cache"),
+        state_dir=str(tmp_path / "state"), parallelism=2,
+    )  # fmt: skip
+    return settings, made, tmp_path
+
+
+def jobs_for(settings, **changes):
+    return build_jobs(dataclasses.replace(settings, **changes))
+
+
+def actions(report) -> dict[str, str]:
+    return {outcome.chain: outcome.action for outcome in report.outcomes}
+
+
+def test_full_then_incremental_then_restores_byte_for_byte(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    first = jobs.run()
+    assert first.exit_code == 0, first.outcomes
+    assert actions(first) == {"home-ada": "full", "home-bob": "full", "home-cyd": "full"}
+
+    changed = mutate(made["ada"].path, 6, seed=1)
+    second = jobs.run()
+    assert actions(second)["home-ada"] == "incremental"
+    rows = {row["user"]: row for row in jobs.status()}
+    assert rows["ada"]["incrementals"] == 1 and rows["ada"]["newest_full"]
+    assert not any(row["stale"] for row in rows.values())
+
+    # the whole home, as it is now (junk excluded, owners and modes kept)
+    whole = work / "restore-whole"
+    assert jobs.restore("ada", None, time=None, to=str(whole), in_place=False) == 0
+    assert compare(snapshot(made["ada"].path, skip_junk=True), snapshot(whole)) == []
+    assert not (whole / ".cache").exists()
+
+    # one file, into a staging directory; the live home is not touched
+    one = changed.changed[0] if changed.changed else changed.added[-1]
+    staged = work / "restore-one"
+    before = snapshot(made["ada"].path)
+    jobs.restore("ada", one, time=None, to=str(staged), in_place=False)
+    restored = staged / Path(one).name
+    assert restored.read_bytes() == (made["ada"].path / one).read_bytes()
+    assert restored.stat().st_mode == (made["ada"].path / one).stat().st_mode
+    assert restored.stat().st_uid == 3001
+    assert snapshot(made["ada"].path) == before
+
+
+def test_in_place_restore_moves_the_live_file_aside(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    jobs.run(["bob"])
+    victim = made["bob"].path / "notes" / "readme.md"
+    original = victim.read_bytes()
+    victim.write_text("ransomware was here")
+    jobs.restore("bob", "notes/readme.md", time=None, to=None, in_place=True)
+    assert victim.read_bytes() == original
+    [aside] = list(victim.parent.glob("readme.md.before-restore-*"))
+    assert aside.read_text() == "ransomware was here"
+
+
+def test_cleanup_keeps_the_newest_full_chains(setup):
+    settings, made, work = setup
+    # a full every run: full_every 1 s, a second between runs
+    jobs = jobs_for(settings, full_every=1.0)
+    for _ in range(3):
+        assert actions(jobs.run(["cyd"])) == {"home-cyd": "full"}
+        time.sleep(1.2)
+    chain = [c for c in jobs.chains() if c.user == "cyd"][0]
+    status = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                              encryption=jobs.encryption)  # fmt: skip
+    assert len(status.chains) == 3
+
+    dry = jobs_for(settings, dry_run=True).cleanup(["cyd"])
+    assert actions(dry) == {"home-cyd": "would-cleanup"}
+    assert len(jobs.duplicity.collection_status(
+        chain.target, name=chain.name, encryption=jobs.encryption).chains) == 3
+
+    report = jobs.cleanup(["cyd"])
+    assert report.exit_code == 0 and actions(report) == {"home-cyd": "cleanup"}
+    kept = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                            encryption=jobs.encryption)  # fmt: skip
+    assert len(kept.chains) == 2
+    assert kept.chains[0].start > status.chains[0].start  # the oldest went
+
+
+def test_a_second_run_while_one_runs_exits_busy(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    with jobs.job_lock().held():
+        with pytest.raises(JobBusy, match="another hub-backup run or cleanup is running"):
+            jobs_for(settings).run()
+
+
+def write_config(settings, path: Path, **changes) -> Path:
+    values = dataclasses.asdict(dataclasses.replace(settings, **changes))
+    lines = []
+    for key, value in values.items():
+        lines.append(f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
+    settings, made, work = setup
+    big_home(Path(settings.source), "dan", 60, uid=3004)
+    config = write_config(settings, work / "backup.toml", volsize=5)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    run = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config), "dan"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # fmt: skip
+    # kill -9 (the whole group: hub-backup and duplicity) once volumes are being written
+    target = work / "backups" / "dan"
+    deadline = time.monotonic() + 60
+    while not (target.exists() and len(list(target.glob("*.vol*"))) >= 2):
+        assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()
+        time.sleep(0.05)
+    # as systemd stops a unit: everything it started, duplicity in its own session included
+    for pid in [run.pid, *descendants(run.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    run.wait()
+
+    jobs = jobs_for(settings)
+    [row] = [row for row in jobs.status() if row["user"] == "dan"]
+    assert row["in_progress"] and row["stale"]
+    # cleanup never touches a chain whose last backup did not complete
+    assert actions(jobs.cleanup(["dan"])) == {"home-dan": "skipped"}
+
+    again = jobs.run(["dan"])
+    assert again.exit_code == 0, again.outcomes
+    [row] = [row for row in jobs.status() if row["user"] == "dan"]
+    assert not row["in_progress"] and not row["stale"]
+    restored = work / "dan-restored"
+    jobs.restore("dan", None, time=None, to=str(restored), in_place=False)
+    assert compare(snapshot(Path(settings.source) / "dan"), snapshot(restored)) == []
+
+
+def test_the_passphrase_never_shows_in_ps_or_the_log(setup):
+    settings, made, work = setup
+    big_home(Path(settings.source), "eve", 40, uid=3005)
+    config = write_config(settings, work / "backup.toml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    run = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config), "--log-level",
+                            "debug"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen = []
+    while run.poll() is None:
+        seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                   text=True).stdout)  # fmt: skip
+        time.sleep(0.05)
+    log = run.stdout.read()
+    assert run.returncode == 0, log
+    assert any("duplicity" in listing for listing in seen)  # we did look while it ran
+    assert not any(PASSPHRASE in listing for listing in seen)
+    assert PASSPHRASE not in log
