@@ -91,6 +91,8 @@ _FULL_MESSAGES = (
     "Last full backup is too old, forcing full backup",
     "Latest chain has too many incrementals, forcing full backup",
 )
+_MANIFEST = re.compile(r"\bduplicity-(full|inc)\.[0-9A-Za-z.]+?\.manifest\b")
+_RESTART = "Restarting after volume"
 _RECORD_HEADER = re.compile(r"^(DEBUG|INFO|NOTICE|WARNING|ERROR) (\d+)(?: (.*))?$")
 _VERIFY_SUMMARY = re.compile(r"Verify complete: (\d+) file\(s\) compared, (\d+) difference")
 _DIFFERENCE = "Difference found: "
@@ -511,11 +513,20 @@ def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:
 
 
 def backup_kind(records: Sequence[LogRecord], *, full_requested: bool) -> str | None:
-    """"full" or "incremental" for a backup run that printed statistics, else None."""
+    """"full" or "incremental" for a backup run that printed statistics, else None.
+
+    From duplicity's messages saying it turned the run into a full one; else from the name of
+    the manifest it wrote (duplicity 3.2 notes each file it finishes): a run that resumes a
+    killed full says neither "switching" nor "forcing", and is a full all the same."""
     if full_requested or any(
         text in record.message for record in records for text in _FULL_MESSAGES
     ):
         return "full"
+    written = {match[1] for record in records for match in _MANIFEST.finditer(record.message)}
+    if len(written) == 1:
+        return "full" if written == {"full"} else "incremental"
+    if any(_RESTART in record.message for record in records):
+        return None  # resumed a set of a kind this duplicity did not name
     return "incremental" if backup_statistics(records) else None
 
 

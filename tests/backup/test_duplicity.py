@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import stat
 import subprocess
 import threading
@@ -27,6 +28,7 @@ from backup.duplicity import (
     parse_collection,
     parse_log,
 )
+from hubsidecars.commands import CommandError
 from tests.realparts.gpg import agents_for, make_key, stop_agent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -235,6 +237,62 @@ def test_verify_ok_then_differences_are_a_result_not_a_crash(setup):
     assert any("file2.txt" in line for line in found.differences), found.differences
     assert any("private" in line for line in found.differences), found.differences
     assert len(found.differences) == 2
+
+
+def kill_when(predicate, marker: str, timeout: float = 60) -> list[int]:
+    """SIGKILL the process group of every process whose argv holds `marker`, once
+    `predicate()` holds; return the pids killed."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition to kill duplicity never came"
+        time.sleep(0.02)
+    killed = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in argv:
+            os.killpg(int(pid), signal.SIGKILL)
+            killed.append(int(pid))
+    return killed
+
+
+def test_a_full_killed_midway_is_resumed_and_reported_as_full(tmp_path):
+    made = Setup(tmp_path, volsize_mb=2)
+    (made.source / "big.bin").write_bytes(os.urandom(40 * 1024 * 1024))
+    target_dir = tmp_path / "target"
+
+    def volumes_written():
+        return target_dir.is_dir() and len(list(target_dir.glob("*.difftar.gpg"))) >= 4
+
+    killer_result = []
+    killer = threading.Thread(
+        target=lambda: killer_result.append(kill_when(volumes_written, "--name=alice"))
+    )
+    killer.start()
+    try:
+        with pytest.raises(CommandError) as caught:
+            made.duplicity.backup(str(made.source), made.target, name="alice",
+                                  encryption=SYMMETRIC)  # fmt: skip
+        killer.join()
+        assert killer_result[0], "nothing was killed"
+        assert "SIGKILL" in one_line(caught.value)
+        # duplicity calls the half-written full a complete chain (REALPARTS): not to be trusted.
+        (partial,) = made.status(SYMMETRIC).chains
+        assert partial.complete and partial.incrementals == 0
+
+        resumed = made.backup(SYMMETRIC)
+        assert resumed.kind == "full", resumed
+        (chain,) = made.status(SYMMETRIC).chains
+        assert (chain.start, chain.incrementals) == (partial.start, 0)
+        assert chain.volumes > partial.volumes
+        restored = tmp_path / "restored"
+        made.duplicity.restore(made.target, str(restored), name="alice", encryption=SYMMETRIC)
+        assert snapshot(restored) == snapshot(made.source)
+    finally:
+        killer.join()
+        made.duplicity.stop_agent()
 
 
 def test_remove_all_but_n_full_keeps_the_newest_n(setup):
