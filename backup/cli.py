@@ -82,6 +82,7 @@ def build_jobs(settings):
         backup_settings.duplicity_command(settings), archive_dir=settings.archive_dir,
         gnupg_home=settings.gnupg_home or None, volsize_mb=settings.volsize,
         timeout=settings.chain_timeout, ssh_options=" ".join(ssh),
+        num_retries=settings.retries, retry_delay=int(settings.retry_delay),
         logger=logging.getLogger("backup.duplicity"),
     )  # fmt: skip
     return BackupJobs(settings, duplicity, encryption)

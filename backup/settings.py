@@ -76,6 +76,11 @@ class BackupSettings:
     chain_timeout: Duration = setting(
         6 * 3600.0, "how long one duplicity run may take before it is stopped", min=60
     )
+    retries: int = setting(
+        2, "duplicity's retries of a failed transfer (its own default, 5 x 30 s, makes an "
+        "unreachable target cost minutes per chain)", metavar="N", min=0, max=20,
+    )  # fmt: skip
+    retry_delay: Duration = setting(5.0, "seconds between those retries", min=1, max=600)
     lock_wait: Duration = setting(
         0.0, "how long a run waits for another one to finish (0: exit at once, saying so)",
         min=0, max=86400,

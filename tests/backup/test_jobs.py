@@ -205,3 +205,35 @@ def test_the_passphrase_never_shows_in_ps_or_the_log(setup):
     assert any("duplicity" in listing for listing in seen)  # we did look while it ran
     assert not any(PASSPHRASE in listing for listing in seen)
     assert PASSPHRASE not in log
+
+
+def test_unreachable_target_and_wrong_passphrase_fail_per_chain_in_one_line(setup, capsys):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    assert jobs.run(["ada"]).exit_code == 0
+    before = sorted(p.name for p in (work / "backups" / "ada").iterdir())
+
+    # a target that cannot be written: one line per failed chain, exit 1, quickly
+    blocker = work / "not-a-directory"
+    blocker.write_text("")
+    config = write_config(settings, work / "unreachable.toml",
+                          target=f"file://{blocker}/{{user}}", retry_delay=1.0, retries=0)  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    started = time.monotonic()
+    done = subprocess.run([str(HUB_BACKUP), "run", "--config", str(config), "ada", "bob"],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1
+    failed = [line for line in done.stderr.splitlines() if line.startswith("hub-backup: home-")]
+    assert sorted(line.split(":")[1].strip() for line in failed) == ["home-ada", "home-bob"]
+    assert time.monotonic() - started < 60
+
+    # the wrong passphrase: gpg cannot read the chain; earlier backups untouched
+    wrong = work / "wrong.passphrase"
+    wrong.write_text("not the passphrase at all\n")
+    wrong.chmod(0o600)
+    mutate(made["ada"].path, 3, seed=9)
+    report = jobs_for(settings, passphrase_file=str(wrong)).run(["ada"])
+    [outcome] = report.outcomes
+    assert not outcome.ok and "gpg" in outcome.detail.lower() and "\n" not in outcome.detail
+    assert sorted(p.name for p in (work / "backups" / "ada").iterdir()) == before
+    assert jobs.run(["ada"]).exit_code == 0  # the right passphrase goes on with the chain
