@@ -365,8 +365,10 @@ class Duplicity:
         encryption: Encryption,
         compare_data: bool = True,
         path: str | None = None,
+        excludes: Sequence[str] = (),
     ) -> RunResult:
-        """Compare the latest backup with `source`. Differences are a result, not an error:
+        """Compare the latest backup with `source` (give the backup's `excludes`, or the
+        excluded files count as differences). Differences are a result, not an error:
         exit 1 with duplicity's verify summary gives meaning VERIFY_DIFFERENCES, the
         `differences` messages and `compared`; a 1 without the summary is a failure."""
         options = ["--allow-source-mismatch"]
@@ -374,6 +376,7 @@ class Duplicity:
             options.append("--compare-data")
         if path is not None:
             options.append(f"--path-to-restore={path}")
+        options += [f"--exclude={pattern}" for pattern in excludes]
         records, result, elapsed = self._run(
             "verify", options, [target, _local(source)], name=name, encryption=encryption,
             accept_differences=True,

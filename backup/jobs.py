@@ -246,6 +246,84 @@ class BackupJobs:
                   keep_full=self.settings.keep_full)  # fmt: skip
         return ChainOutcome(chain.name, chain.user, True, "would-cleanup" if dry else "cleanup")
 
+    # -- verify and drill ----------------------------------------------------------------
+
+    def verify(self, only: Iterable[str] | None = None) -> JobReport:
+        """Every chain's latest backup against its home (duplicity verify --compare-data).
+        Files changed since that backup show as differences too."""
+        return self._holding_job_lock("verify", lambda: self._side_by_side(
+            [c for c in self.chains(only) if c.present], self._verify_chain, "verify"))
+
+    def _verify_chain(self, chain: Chain) -> ChainOutcome:
+        try:
+            with self.chain_lock(chain, 60).held():
+                result = self.duplicity.verify(
+                    chain.source, chain.target, name=chain.name, encryption=self.encryption,
+                    excludes=[_exclude(chain.source, p) for p in self.settings.excludes],
+                )  # fmt: skip
+        except (LockTimeout, CommandError) as error:
+            line = str(error).splitlines()[0][:500]
+            log_event(log, "verify failed", logging.ERROR, chain=chain.name, error=line)
+            return ChainOutcome(chain.name, chain.user, False, "failed", line)
+        if result.exit_code == 0:
+            log_event(log, "verified", chain=chain.name, compared=result.compared)
+            return ChainOutcome(chain.name, chain.user, True, "verified",
+                                f"{result.compared} file(s) compared")  # fmt: skip
+        first = result.differences[0] if result.differences else ""
+        detail = (f"{len(result.differences)} difference(s) with the home (files changed since "
+                  f"the backup count too); first: {first}")  # fmt: skip
+        log_event(log, "verify found differences", logging.WARNING, chain=chain.name,
+                  differences=len(result.differences))  # fmt: skip
+        return ChainOutcome(chain.name, chain.user, False, "differences", detail[:500])
+
+    def drill(self, only: Iterable[str] | None = None) -> JobReport:
+        """Restore a sample of files of every chain into a temporary directory and compare
+        them with the home (content, mode, owner): the files that have not changed since the
+        chain's last successful backup."""
+        return self._holding_job_lock("drill", lambda: self._side_by_side(
+            [c for c in self.chains(only) if c.present], self._drill_chain, "drill"))
+
+    def _drill_chain(self, chain: Chain) -> ChainOutcome:
+        import random
+        import shutil
+        import tempfile
+
+        record = self.state.load(chain.name)
+        if record is None or not record.last_success:
+            return ChainOutcome(chain.name, chain.user, False, "failed", "never backed up")
+        since = datetime.fromisoformat(record.last_success).timestamp() - 2
+        candidates = sorted(_unchanged_files(Path(chain.source), since, self.settings.excludes))
+        sample = random.Random(f"{chain.name}:{record.last_success}").sample(
+            candidates, min(self.settings.drill_files, len(candidates)))  # fmt: skip
+        problems = []
+        scratch = tempfile.mkdtemp(prefix=f"hub-backup-drill-{chain.name}-",
+                                   dir=self.settings.state_dir)  # fmt: skip
+        try:
+            with self.chain_lock(chain, 60).held():
+                for number, relative in enumerate(sample):
+                    restored = Path(scratch) / str(number)
+                    # relative to the chain's source: the home, or the root in the single layout
+                    self.duplicity.restore(chain.target, str(restored), name=chain.name,
+                                           encryption=self.encryption, path=relative)  # fmt: skip
+                    problem = _same_file(Path(chain.source) / relative, restored)
+                    if problem:
+                        problems.append(f"{relative}: {problem}")
+        except (LockTimeout, CommandError) as error:
+            line = str(error).splitlines()[0][:500]
+            log_event(log, "drill failed", logging.ERROR, chain=chain.name, error=line)
+            return ChainOutcome(chain.name, chain.user, False, "failed", line)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if problems:
+            log_event(log, "drill found differences", logging.ERROR, chain=chain.name,
+                      files=len(sample), problems=len(problems), first=problems[0])  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, False, "differences",
+                                f"{len(problems)} of {len(sample)} restored file(s) differ; "
+                                f"first: {problems[0]}"[:500])  # fmt: skip
+        log_event(log, "drill passed", chain=chain.name, files=len(sample))
+        return ChainOutcome(chain.name, chain.user, True, "drilled",
+                            f"{len(sample)} file(s) restored and identical")  # fmt: skip
+
     def restore(self, user: str, path: str | None, *, time: str | None, to: str | None,
                 in_place: bool) -> int:
         return restore(self, user, path, time=time, to=to, in_place=in_place)
@@ -275,6 +353,49 @@ class BackupJobs:
                 "stale": age is None or age > self.settings.max_age,
             })  # fmt: skip
         return rows
+
+
+def _unchanged_files(home: Path, before: float, excludes) -> list[str]:
+    """Regular files under `home` (relative paths) not modified since `before`, outside the
+    excluded junk; symlinks are not followed."""
+    import fnmatch
+    import os
+    import stat as stat_module
+
+    found = []
+    for directory, dirs, files in os.walk(home):
+        relative_dir = os.path.relpath(directory, home)
+        dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes,
+                                                    fnmatch)]  # fmt: skip
+        for name in files:
+            relative = os.path.normpath(os.path.join(relative_dir, name))
+            info = os.lstat(os.path.join(directory, name))
+            if stat_module.S_ISREG(info.st_mode) and info.st_mtime < before:
+                found.append(relative)
+    return found
+
+
+def _excluded(relative: str, excludes, fnmatch) -> bool:
+    relative = relative[2:] if relative.startswith("./") else relative
+    for pattern in excludes:
+        bare = pattern[3:] if pattern.startswith("**/") else pattern
+        if fnmatch.fnmatch(relative, bare) or fnmatch.fnmatch(relative, "*/" + bare):
+            return True
+    return False
+
+
+def _same_file(original: Path, restored: Path) -> str:
+    """'' when the restored file has the original's content, mode and owner."""
+    try:
+        want, got = original.lstat(), restored.lstat()
+    except OSError as error:
+        return f"missing after restore ({error.strerror})"
+    if (want.st_mode, want.st_uid, want.st_gid) != (got.st_mode, got.st_uid, got.st_gid):
+        return (f"mode/owner {oct(got.st_mode)} {got.st_uid}:{got.st_gid}, expected "
+                f"{oct(want.st_mode)} {want.st_uid}:{want.st_gid}")  # fmt: skip
+    if original.read_bytes() != restored.read_bytes():
+        return "content differs"
+    return ""
 
 
 def _exclude(home: str, pattern: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 from backup.cli import build_jobs
 from backup.jobs import JobBusy
 from backup.settings import BackupSettings
-from tests.realparts.homes import big_home, compare, make_homes, mutate, snapshot
+from tests.realparts.homes import big_home, compare, is_junk, make_homes, mutate, snapshot
 
 PASSPHRASE = "correct horse battery staple 0123"
 HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
@@ -237,3 +237,36 @@ def test_unreachable_target_and_wrong_passphrase_fail_per_chain_in_one_line(setu
     assert not outcome.ok and "gpg" in outcome.detail.lower() and "\n" not in outcome.detail
     assert sorted(p.name for p in (work / "backups" / "ada").iterdir()) == before
     assert jobs.run(["ada"]).exit_code == 0  # the right passphrase goes on with the chain
+
+
+def test_verify_and_drill_report_per_user_and_catch_a_damaged_backup(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings, drill_files=4)
+    # the drill samples files not modified since the backup: these were written an hour ago
+    an_hour_ago = time.time() - 3600
+    for home in (made["ada"].path, made["bob"].path):
+        for path in home.rglob("*"):
+            os.utime(path, (an_hour_ago, an_hour_ago), follow_symlinks=False)
+    assert jobs.run(["ada", "bob"]).exit_code == 0
+
+    verified = jobs.verify(["ada", "bob"])
+    assert verified.exit_code == 0, verified.outcomes
+    assert all(o.action == "verified" and "compared" in o.detail for o in verified.outcomes)
+    drilled = jobs.drill(["ada", "bob"])
+    assert drilled.exit_code == 0, drilled.outcomes
+    assert {o.chain: o.detail for o in drilled.outcomes} == {
+        "home-ada": "4 file(s) restored and identical",
+        "home-bob": "4 file(s) restored and identical"}  # fmt: skip
+
+    # a home file changed behind the backup's back (same size and mtime: as bit rot would)
+    victim = sorted(p for p in made["bob"].path.rglob("*.txt") if p.stat().st_size > 10
+                    and not is_junk(str(p.relative_to(made["bob"].path))))[0]  # fmt: skip
+    info = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[0] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+    verified = jobs.verify(["bob"])
+    [outcome] = verified.outcomes
+    assert not outcome.ok and outcome.action == "differences"
+    assert victim.name in outcome.detail
