@@ -261,6 +261,7 @@ class HubClient:
         (one page, as the hub sends it without pagination support)."""
         query = dict(params or {})
         offset = 0
+        total = None
         while True:
             reply = self.request("GET", path, params={**query, "offset": offset,
                                  "limit": self.page_size}, accept=PAGINATION_MEDIA_TYPE)  # fmt: skip
@@ -270,13 +271,25 @@ class HubClient:
             if isinstance(page, list):
                 yield from page
                 return
-            yield from page.get("items", [])
-            following = (page.get("_pagination") or {}).get("next")
+            items = page.get("items") if isinstance(page, dict) else None
+            if not isinstance(items, list):
+                raise HubError(f"GET {path}: the answer is not a page of items")
+            yield from items
+            pagination = page.get("_pagination")
+            following = pagination.get("next") if isinstance(pagination, dict) else None
             if not following:
                 return
-            next_offset = int(following["offset"])
+            if total is None and isinstance(pagination.get("total"), int):
+                total = pagination["total"]
+            try:
+                next_offset = int(following["offset"])
+            except (KeyError, TypeError, ValueError):
+                raise HubError(f"GET {path}: the next page's offset is unreadable") from None
             if next_offset <= offset:  # a hub must move forward; never loop forever
                 raise HubError(f"GET {path}: pagination did not advance past offset {offset}")
+            if total is not None and next_offset > total + MAX_PAGE_SIZE:
+                raise HubError(f"GET {path}: pagination runs past the {total} items the hub "
+                               "announced")  # fmt: skip
             offset = next_offset
 
     # -- users and servers -----------------------------------------------------------------
@@ -418,6 +431,9 @@ class HubClient:
                 _read_body(reply, deadline, max_bytes, f"{method} {path}")
             except requests.RequestException as error:
                 failure, status, retryable = _describe(error), None, _may_retry(method, error)
+            except HubError as error:  # an answer over the size cap
+                raise HubError(self._scrub(str(error)), status=error.status, method=method,
+                               path=path) from None  # fmt: skip
             except _TooSlow as error:
                 failure, status, retryable = str(error), None, True
             else:
@@ -426,8 +442,8 @@ class HubClient:
                 # proxy while a restarting hub has not added its route yet.
                 not_the_hub = status == 404 and from_hub and _HUB_HEADER not in reply.headers
                 if status < 500 and not not_the_hub:
-                    return _checked(reply, method, path)
-                failure = f"{status} {_hub_message(reply)}".strip()
+                    return _checked(reply, method, path, scrub=self._scrub)
+                failure = self._scrub(f"{status} {_hub_message(reply)}".strip())
                 if not_the_hub:
                     failure = f"404 from the proxy, not the hub ({failure})"
                 retryable = True
@@ -441,6 +457,11 @@ class HubClient:
                       path=path, attempt=attempt, retry_in_s=round(delay, 3),
                       error=failure)  # fmt: skip
             self._sleep(delay)
+
+
+    def _scrub(self, text: str) -> str:
+        """A message without the token, whatever an answer echoed back."""
+        return text.replace(self._token, "[token]") if self._token else text
 
 
 class _TooSlow(Exception):
@@ -487,12 +508,13 @@ def _json(reply: requests.Response, method: str, path: str) -> Any:
                        status=reply.status_code, method=method, path=path) from None  # fmt: skip
 
 
-def _checked(reply: requests.Response, method: str, path: str) -> requests.Response:
+def _checked(reply: requests.Response, method: str, path: str,
+             scrub=lambda text: text) -> requests.Response:  # fmt: skip
     """Return a 2xx/3xx/404 reply; turn other 4xx into the matching error."""
     status = reply.status_code
     if status < 400 or status == 404:
         return reply
-    message = _hub_message(reply)
+    message = scrub(_hub_message(reply))
     where = f"{method} {path}"
     if status == 401 or (status == 403 and "invalid credentials" in message.lower()):
         raise TokenRejected(f"{where}: the hub rejected the API token ({status}: {message})",

@@ -20,6 +20,52 @@ from hubsidecars.periodic import PassReport
 from stats.recorder import record_failed_poll, record_poll
 from stats.schema import connect
 
+LOCK_SUFFIX = ".lock"
+
+
+def hold_collector_lock(db_path: str) -> int:
+    """One collector per database: a second one would record every poll twice (and the
+    compmodels view would show two rows per user per interval). flock beside the file, held
+    for the life of the process; the kernel drops it with the process."""
+    import fcntl
+    import os
+
+    from hubsidecars.config import ConfigError
+
+    path = db_path + LOCK_SUFFIX
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as error:
+        raise ConfigError(f"cannot open the activity database's lock {path}: "
+                          f"{error.strerror}") from None  # fmt: skip
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"another hub-stats collector (pid {holder}) records into {db_path}; "
+                          "two would record every poll twice") from None  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    import os
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _unique(users) -> list:
+    seen: dict = {}
+    for user in users:
+        seen.setdefault(user.name, user)
+    return list(seen.values())
+
 log = logging.getLogger("stats")
 
 
@@ -30,7 +76,10 @@ class Collector:
         """`containers`, when given, is called with (db, poll_id) after a recorded poll to add
         the Docker samples (stats.containers)."""
         self.client = client
+        self.db_path = db_path
+        self._lock_fd = hold_collector_lock(db_path)
         self.db = connect(db_path)
+        self._identity = _identity(db_path)
         self.interval = interval
         self.want_groups = groups
         self.containers = containers
@@ -40,21 +89,34 @@ class Collector:
     def __call__(self, stop: threading.Event) -> PassReport:
         moment = self.now()
         started = time.monotonic()
+        self._reopen_if_replaced()
+        unreadable: set[str] = set()
+
+        def skip_user(model, error: Exception) -> None:
+            name = model.get("name") if isinstance(model, dict) else None
+            unreadable.add(str(name))
+            self._once(f"unreadable:{name}", "a user the hub lists cannot be read; left as "
+                       "it was", user=str(name), error=f"{type(error).__name__}: {error}")  # fmt: skip
+
         try:
-            users = list(self.client.iter_users())
+            users = _unique(self.client.iter_users(on_malformed=skip_user))
             self._say_hidden(users)
             groups = self._groups()
             version = self.client.version()
-        except HubError as error:
+            self._refuse_empty_listing(users, unreadable)
+        except Exception as error:  # noqa: BLE001 - every failure is a recorded failed poll
+            reason = str(error) if isinstance(error, HubError) else (
+                f"{type(error).__name__}: {error}")  # fmt: skip
             duration = round((time.monotonic() - started) * 1000)
-            record_failed_poll(self.db, time=moment, interval=self.interval, error=str(error),
+            record_failed_poll(self.db, time=moment, interval=self.interval, error=reason,
                                duration_ms=duration)  # fmt: skip
-            return PassReport(f"poll failed: {error}", ok=False)
+            return PassReport(f"poll failed: {reason}", ok=False)
         duration = round((time.monotonic() - started) * 1000)
         servers_visible = not any("servers" in user.hidden for user in users)
         summary = record_poll(self.db, users, time=moment, interval=self.interval,
                               duration_ms=duration, hub_version=version, groups=groups,
-                              servers_visible=servers_visible)  # fmt: skip
+                              servers_visible=servers_visible,
+                              unreadable=frozenset(unreadable))  # fmt: skip
         if self.containers is not None:
             try:
                 self.containers(self.db, summary.poll_id)
@@ -62,6 +124,33 @@ class Collector:
                 log_event(log, "container samples failed", logging.WARNING,
                           error=f"{type(error).__name__}: {error}")  # fmt: skip
         return PassReport(summary.line())
+
+    def _refuse_empty_listing(self, users: list, unreadable: set[str]) -> None:
+        """A hub that lists nobody while the database has users present is glitching (its
+        database answered nothing for a moment): recording it would end every user and every
+        server run, and split them all when they come back."""
+        if users or unreadable:
+            return
+        present = self.db.execute("SELECT count(*) FROM users WHERE gone_poll IS NULL")
+        count = present.fetchone()[0]
+        if count:
+            raise HubError(f"the hub listed no users while {count} were present at the last "
+                           "poll; not recorded (a hub that really lost every user shows at "
+                           "the next poll too)")  # fmt: skip
+
+    def _reopen_if_replaced(self) -> None:
+        """An admin who deletes the file, or puts a restored copy in its place, must find the
+        next polls in the file at the path, not in the old file's unlinked inode."""
+        if _identity(self.db_path) == self._identity:
+            return
+        log_event(log, "the activity database was replaced or deleted; reopening",
+                  logging.WARNING, db=self.db_path)  # fmt: skip
+        try:
+            self.db.conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.db = connect(self.db_path)
+        self._identity = _identity(self.db_path)
 
     def _groups(self) -> dict[str, tuple[str, ...]] | None:
         if not self.want_groups:

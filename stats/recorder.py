@@ -68,18 +68,20 @@ def record_poll(
     hub_version: str | None = None,
     groups: Mapping[str, Iterable[str]] | None = None,
     servers_visible: bool = True,
+    unreadable: frozenset[str] = frozenset(),
 ) -> PollSummary:
     """Record a complete listing of the hub's users taken at `time`. `groups` maps group name
     to member names when the token may read them (else memberships are left as they were);
     `servers_visible=False` (the token hides servers) leaves server runs as they were, rather
-    than ending them all."""
+    than ending them all. Users in `unreadable` were listed but could not be read: they and
+    their server runs stay as they were (not recorded as gone)."""
     listing = {user.name: user for user in users}
     with transaction(db):
         poll_id = db.execute(
             "INSERT INTO polls (time, interval_s, ok, duration_ms, hub_version) "
             "VALUES (?, ?, 1, ?, ?)", [format_time(time), interval, duration_ms, hub_version],
         ).lastrowid  # fmt: skip
-        writer = _PollWriter(db, poll_id)
+        writer = _PollWriter(db, poll_id, unreadable)
         new, gone = writer.users(listing)
         started, ended = writer.sessions(listing) if servers_visible else (0, 0)
         if groups is not None:
@@ -103,9 +105,11 @@ def record_poll(
 class _PollWriter:
     """The diff of one poll against the present state; used inside record_poll's transaction."""
 
-    def __init__(self, db: sqlite_utils.Database, poll_id: int) -> None:
+    def __init__(self, db: sqlite_utils.Database, poll_id: int,
+                 unreadable: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.db = db
         self.poll_id = poll_id
+        self.unreadable = unreadable
         self.events = 0
         self._event_rows: list[tuple] = []
 
@@ -129,7 +133,8 @@ class _PollWriter:
                 "SELECT id, name, admin, created, last_activity FROM users "
                 "WHERE gone_poll IS NULL")
         }  # fmt: skip
-        gone = [(self.poll_id, present[name][0]) for name in present.keys() - listing.keys()]
+        gone = [(self.poll_id, present[name][0])
+                for name in present.keys() - listing.keys() - self.unreadable]  # fmt: skip
         self.db.conn.executemany("UPDATE users SET gone_poll = ? WHERE id = ?", gone)
         new_rows, changes = [], []
         for name, user in listing.items():
@@ -192,7 +197,8 @@ class _PollWriter:
                 if last:
                     self._event(user.name, server.name, row_id, last)
         for key in open_runs.keys() - seen:
-            ended.append((self.poll_id, open_runs[key][0]))
+            if key[0] not in self.unreadable:
+                ended.append((self.poll_id, open_runs[key][0]))
         self.db.conn.executemany("UPDATE sessions SET end_poll = ? WHERE id = ?", ended)
         self._flush_events()
         return started_count, len(ended) + restarted

@@ -328,12 +328,15 @@ def connect(path: str, *, readonly: bool = False) -> sqlite_utils.Database:
         db = sqlite_utils.Database(conn)
         db.execute("PRAGMA busy_timeout = 5000")
         return db
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA busy_timeout = 5000")
-    db.enable_wal()
-    db.execute("PRAGMA synchronous = NORMAL")
-    migrate(db)
+    try:
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.enable_wal()
+        db.execute("PRAGMA synchronous = NORMAL")
+        migrate(db)
+    except sqlite3.Error as error:
+        raise ConfigError(f"cannot open the activity database {path}: {error}") from None
     return db
 
 
@@ -356,10 +359,25 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
             MIGRATIONS[target](db)
             db.execute(f"PRAGMA user_version = {target}")
         applied.append(target)
-    with _transaction(db):
-        _rebuild_views(db)
-        _rebuild_docs(db)
+    if applied or not _views_current(db):
+        # only when something changed: a start needs no write lock otherwise
+        with _transaction(db):
+            _rebuild_views(db)
+            _rebuild_docs(db)
     return applied
+
+
+def _views_current(db: sqlite_utils.Database) -> bool:
+    stored = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+    if any((stored.get(name) or "").rstrip() != f"CREATE VIEW [{name}] AS {sql}".rstrip()
+           for name, sql in VIEWS.items()):  # fmt: skip
+        return False
+    if "schema_docs" not in db.table_names():
+        return False
+    count = db.execute("SELECT count(*) FROM schema_docs").fetchone()[0]
+    expected = 1 + sum(1 + len(columns) for docs in (TABLE_DOCS, VIEW_DOCS)
+                       for _, columns in docs.values())  # fmt: skip
+    return count == expected
 
 
 def _rebuild_views(db: sqlite_utils.Database) -> None:
