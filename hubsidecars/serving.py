@@ -39,6 +39,7 @@ from hubsidecars.logs import log_event
 from hubsidecars.web import error_body
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_SEND_TIMEOUT = 60.0
 
 
 class JsonErrorProtocol(ASGIProtocol):
@@ -49,7 +50,9 @@ class JsonErrorProtocol(ASGIProtocol):
       request, gunicorn's keep-alive timeout bounds the wait for the next one);
     - beyond the worker's connection limit, a new connection evicts the oldest one still
       waiting for its headers, so a flood of idle connections cannot lock out real clients
-      (and the worker never runs out of file descriptors).
+      (and the worker never runs out of file descriptors);
+    - a client that stops taking the response (the send buffer full and not shrinking for
+      the server's `send_timeout`) is dropped, so that what its response holds is freed.
     """
 
     def connection_made(self, transport):
@@ -69,8 +72,38 @@ class JsonErrorProtocol(ASGIProtocol):
         self._stop_waiting_for_headers()
         return super()._on_headers_complete()
 
+    def pause_writing(self):
+        super().pause_writing()
+        self._watch_send(self.transport.get_write_buffer_size())
+
+    def resume_writing(self):
+        self._stop_watching_send()
+        super().resume_writing()
+
+    def _watch_send(self, buffered):
+        self._stop_watching_send()
+        self._send_timer = self.worker.loop.call_later(
+            self.worker.send_timeout, self._check_send, buffered, self.transport
+        )
+
+    def _check_send(self, buffered_before, transport):
+        self._send_timer = None
+        buffered = transport.get_write_buffer_size()
+        if buffered < buffered_before:
+            self._watch_send(buffered)  # the client takes data, slowly
+            return
+        self.log.warning("the client took no data for %.0f s; dropping the connection",
+                         self.worker.send_timeout)  # fmt: skip
+        transport.abort()
+
+    def _stop_watching_send(self):
+        if getattr(self, "_send_timer", None) is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
     def connection_lost(self, exc):
         self._stop_waiting_for_headers()
+        self._stop_watching_send()
         super().connection_lost(exc)
 
     def _stop_waiting_for_headers(self):
@@ -132,6 +165,7 @@ class ServiceWorker(gasgi.ASGIWorker):
         # the worker process only) is the one hook gunicorn offers for its error answers.
         gasgi.ASGIProtocol = JsonErrorProtocol
         self.header_timeout = self.app.header_timeout
+        self.send_timeout = self.app.send_timeout
         # Connections that have not sent their headers yet, oldest first.
         self.waiting_for_headers: dict[JsonErrorProtocol, None] = {}
         # Keep clear of the descriptor limit: an accepted connection reaches
@@ -194,10 +228,12 @@ class GunicornServer(BaseApplication):
         app_factory: Callable[[], Any],
         options: dict[str, Any],
         header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        send_timeout: float = DEFAULT_SEND_TIMEOUT,
     ) -> None:
         self.app_factory = app_factory
         self.options = options
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         super().__init__()
 
     def load_config(self) -> None:

@@ -17,10 +17,13 @@ is created with mode 0600, like everything holding user names.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import sqlite3
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from hubsidecars.config import ConfigError
 from stats.schema import VIEWS
@@ -31,7 +34,9 @@ class ExportError(ConfigError):
 
 
 def export_snapshot(db_path: str, out_path: str, *, overwrite: bool = False) -> str:
-    """Write a consistent, standalone copy of `db_path` to `out_path`; returns out_path."""
+    """Write a consistent, standalone copy of `db_path` to `out_path`; returns out_path.
+    A failure to write the copy (a full disk included) is one ExportError, and leaves
+    nothing beside the target."""
     source = _open_source(db_path)
     out = Path(out_path)
     if not overwrite and out.exists():
@@ -58,21 +63,43 @@ def export_snapshot(db_path: str, out_path: str, *, overwrite: bool = False) -> 
                 raise ExportError(f"{out} exists: choose another name or remove it first") from None
             os.unlink(temporary)
         _fsync_dir(out.parent)
+    except (sqlite3.Error, OSError) as error:
+        _remove_with_journals(temporary)
+        raise ExportError(f"cannot write the copy at {out}: {_describe(error)}") from None
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        _remove_with_journals(temporary)
         raise
     return str(out)
 
 
+def _remove_with_journals(path: str) -> None:
+    """The file and whatever SQLite made beside it while writing it (VACUUM INTO writes
+    through a rollback journal; a WAL copy has -wal and -shm)."""
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+
+
+def _describe(error: sqlite3.Error | OSError) -> str:
+    """The error in a few words for one line; a full disk said plainly."""
+    if isinstance(error, OSError):
+        if error.errno == errno.ENOSPC:
+            return "its file system is full"
+        return error.strerror or str(error)
+    if getattr(error, "sqlite_errorname", "") == "SQLITE_FULL":
+        return "its file system is full"
+    return str(error)
+
+
 def export_csv(db_path: str, out_dir: str) -> list[str]:
-    """Each view of VIEWS as OUT_DIR/NAME.csv (UTF-8, a header row, NULL as an empty field),
-    all read from the same moment of the database. Existing files of those names are replaced
-    (each atomically; new files are 0600). Returns the paths written, in VIEWS order."""
+    """Each view of VIEWS as OUT_DIR/NAME.csv (UTF-8, a header row, NULL as an empty field,
+    text that a spreadsheet would run as a formula quoted: see `write_csv`), all read from
+    the same moment of the database. Existing files of those names are replaced (each
+    atomically; new files are 0600). Returns the paths written, in VIEWS order."""
     source = _open_source(db_path)
     target = Path(out_dir)
-    target.mkdir(parents=True, exist_ok=True)
     written = []
     try:
+        target.mkdir(parents=True, exist_ok=True)
         source.execute("BEGIN")  # one read transaction: every file shows the same polls
         missing = [name for name in VIEWS if not _has_view(source, name)]
         if missing:
@@ -85,10 +112,33 @@ def export_csv(db_path: str, out_dir: str) -> list[str]:
             header = [column[0] for column in cursor.description]
             written.append(_write_csv(target / f"{name}.csv", header, cursor))
         source.execute("COMMIT")
+        _fsync_dir(target)
+    except (sqlite3.Error, OSError) as error:
+        raise ExportError(f"cannot write the CSV files in {target}: {_describe(error)}") from None
     finally:
         source.close()
-    _fsync_dir(target)
     return written
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's list): the
+# hub lets users pick names such as '=HYPERLINK(...)' under some authenticators.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text value a spreadsheet would run as a formula gets a leading single quote (shown
+    as text, the quote hidden, by Excel, LibreOffice and Google Sheets); others unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """The one CSV writer of hub-stats (export --csv and the web's /views/NAME.csv): a
+    header row, NULL as an empty field, formula-like text quoted (`spreadsheet_safe`)."""
+    writer = csv.writer(out)
+    writer.writerow([spreadsheet_safe(name) for name in header])
+    writer.writerows([spreadsheet_safe(value) for value in row] for row in rows)
 
 
 def _open_source(db_path: str) -> sqlite3.Connection:
@@ -126,9 +176,7 @@ def _write_csv(path: Path, header: list[str], rows) -> str:
                                          dir=path.parent)  # fmt: skip
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(header)
-            writer.writerows(rows)
+            write_csv(out, header, rows)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

@@ -6,7 +6,10 @@ Routes (HEAD wherever GET; errors are JSON `{"title", "description"}`):
   inside vl-convert-python) and the page's script: nothing is ever loaded from a CDN;
 - `GET /activity.sqlite`: a consistent snapshot of the database (stats.export), streamed;
 - `GET /views`: the views and what they hold; `GET /views/NAME.csv`: one view as CSV
-  (only the views of stats.schema.VIEWS: no SQL from the client, ever);
+  (only the views of stats.schema.VIEWS: no SQL from the client, ever), written to a
+  temporary file first so that no read transaction waits on the client;
+- both downloads are a file on disk while they stream: a worker runs a few at once (more
+  get 503 and Retry-After), and a client that takes no data for SEND_TIMEOUT_S is dropped;
 - `GET /stats.json`: what is happening now (the latest successful poll, Docker hosts);
 - `GET /healthz`: 200 while the service runs (public, tells nothing about the data).
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import csv
 import gzip
 import hashlib
 import hmac
@@ -31,7 +33,8 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,8 +49,17 @@ from stats.schema import VIEW_DOCS, VIEWS, connect
 log = logging.getLogger("stats.web")
 
 PUBLIC_PATHS = ("/healthz",)
-CSV_BATCH_ROWS = 2000
 FILE_CHUNK = 256 * 1024
+# Copies held at once per worker for downloads (each a whole file on disk until its last
+# client has it; clients of the same poll share one); a client that takes no data for
+# SEND_TIMEOUT_S is dropped, which frees its copy.
+SNAPSHOT_COPIES = 2
+CSV_COPIES = 4
+RETRY_AFTER_S = 30
+SEND_TIMEOUT_S = 60.0
+# The access log: no query string (a token tried as ?token=... would land in the journal)
+# and no Referer (a page opened with one would carry it).
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s"'
 # Vega evaluates chart expressions with Function() ('unsafe-eval'); everything else the page
 # may load comes from this app, and connect-src keeps it from reaching anything else.
 PAGE_POLICY = ("default-src 'none'; script-src 'self' 'unsafe-eval'; "
@@ -101,18 +113,41 @@ class ActivityStore:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def view_rows(self, name: str) -> tuple[Any, list[str], sqlite3.Cursor]:
-        """(connection, column names, cursor) of one view of VIEWS; the caller closes the
-        connection after reading the cursor."""
+    def view_csv(self, name: str):
+        """An open binary file holding one view of VIEWS as CSV (stats.export.write_csv),
+        with no name left on disk. The view is read in one go, inside one short read
+        transaction: a client that takes the file slowly (or never) must not hold a read
+        transaction open, which would keep every WAL checkpoint from completing."""
+        from stats.export import write_csv
+
         if name not in VIEWS:
             raise KeyError(name)
+        out = tempfile.TemporaryFile(prefix="hub-stats-csv.", dir=self.scratch_dir)
+        try:
+            db = self.open()
+            try:
+                cursor = db.conn.execute(f"SELECT * FROM [{name}]")
+                text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=False)
+                write_csv(text, [column[0] for column in cursor.description], cursor)
+                text.flush()
+                text.detach()
+            finally:
+                db.conn.close()
+            out.seek(0)
+        except BaseException:
+            out.close()
+            raise
+        return out
+
+    def version(self) -> tuple[int, int | None]:
+        """Which file and which poll the database is at: its copies change with nothing
+        else (a poll is one transaction)."""
         db = self.open()
         try:
-            cursor = db.conn.execute(f"SELECT * FROM [{name}]")
-        except BaseException:
+            return (os.stat(self.db_path).st_ino,
+                    db.execute("SELECT max(id) FROM polls").fetchone()[0])  # fmt: skip
+        finally:
             db.conn.close()
-            raise
-        return db.conn, [column[0] for column in cursor.description], cursor
 
     def charts(self) -> list[Chart]:
         with self._charts_lock:  # one worker thread builds them, the others wait for it
@@ -296,12 +331,86 @@ class PageResource:
         return self.store.charts(), self.store.now()
 
 
+class SharedCopy:
+    """A copy on disk (no name left) that any number of downloads read at once, each at its
+    own offset: ten clients fetching the same poll's data cost one copy, not ten."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.size = os.fstat(handle.fileno()).st_size
+        self.readers = 0
+
+
+class CopyCache:
+    """The copies (snapshots or CSV files) that downloads of this worker are reading, one
+    per thing and moment of the database (poll), made one at a time and freed when their
+    last download ends. At most `limit` copies are held at once: a download that would need
+    another is refused with 503 and Retry-After, so that slow or stalled clients across
+    several polls cannot fill the disk with copies (a stalled client is dropped after the
+    server's send timeout, which frees its copy)."""
+
+    def __init__(self, what: str, limit: int, retry_after: int = RETRY_AFTER_S) -> None:
+        self.what = what
+        self.limit = limit
+        self.retry_after = retry_after
+        self._copies: dict[Any, SharedCopy] = {}
+        self._making = asyncio.Lock()
+
+    async def download(self, key: Callable[[], Any], make: Callable[[], Any]) -> FileDownload:
+        """A download of the copy for `key()` (called on a thread), made by `make()` (an
+        open binary file, on a thread) unless one is held already."""
+        async with self._making:
+            wanted = await asyncio.to_thread(key)
+            copy = self._copies.get(wanted)
+            if copy is None:
+                if len(self._copies) >= self.limit:
+                    raise http_error(
+                        falcon.HTTP_503,
+                        f"{len(self._copies)} copies of {self.what} are being downloaded, "
+                        f"the most at once; try again in {self.retry_after} s",
+                        headers={"Retry-After": str(self.retry_after)},
+                    )  # fmt: skip
+                copy = SharedCopy(await asyncio.to_thread(make))
+                self._copies[wanted] = copy
+            copy.readers += 1
+        return FileDownload(copy, lambda: self._release(wanted, copy))
+
+    def _release(self, key: Any, copy: SharedCopy) -> None:
+        copy.readers -= 1
+        if copy.readers == 0:
+            if self._copies.get(key) is copy:
+                del self._copies[key]
+            copy.handle.close()
+
+    def held(self) -> int:
+        return len(self._copies)
+
+
+class FileDownload:
+    """One client's read of a SharedCopy, streamed as a response body: Falcon reads it with
+    `read` and always calls `close` when the response ends (the client gone or dropped
+    included), which lets the copy go. Should Falcon never get to stream it (the request
+    cancelled first), the garbage collector does the same."""
+
+    def __init__(self, copy: SharedCopy, release: Callable[[], None]) -> None:
+        self.size = copy.size
+        self._fd = copy.handle.fileno()
+        self._offset = 0
+        self._finalizer = weakref.finalize(self, release)
+
+    async def read(self, size: int = FILE_CHUNK) -> bytes:
+        chunk = await asyncio.to_thread(os.pread, self._fd, max(size, FILE_CHUNK), self._offset)
+        self._offset += len(chunk)
+        return chunk
+
+    async def close(self) -> None:
+        self._finalizer()
+
+
 class SnapshotResource:
-    def __init__(self, store: ActivityStore) -> None:
+    def __init__(self, store: ActivityStore, copies: CopyCache) -> None:
         self.store = store
-        # Each download is a full copy on disk while it streams: made one at a time, so a
-        # burst of clicks costs time, not a disk full of copies being written at once.
-        self._one_at_a_time = asyncio.Semaphore(1)
+        self.copies = copies
 
     @staticmethod
     def _headers(resp: falcon.Response) -> None:
@@ -311,25 +420,16 @@ class SnapshotResource:
         resp.cache_control = ["no-store"]
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        async with self._one_at_a_time:
-            handle = await asyncio.to_thread(self.store.snapshot)
+        download = await self.copies.download(self.store.version, self.store.snapshot)
         self._headers(resp)
-        resp.content_length = os.fstat(handle.fileno()).st_size
-        resp.stream = _file_chunks(handle)
+        resp.content_length = download.size
+        resp.stream = download
 
     async def on_head(self, req: falcon.Request, resp: falcon.Response) -> None:
         # Answered without making a snapshot: its size is known only once it is made.
         if not os.path.isfile(self.store.db_path):
             raise NoDatabase(f"no activity database at {self.store.db_path}")
         self._headers(resp)
-
-
-async def _file_chunks(handle) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await asyncio.to_thread(handle.read, FILE_CHUNK):
-            yield chunk
-    finally:
-        handle.close()
 
 
 class ViewIndexResource:
@@ -343,40 +443,30 @@ class ViewIndexResource:
 
 
 class ViewCsvResource:
-    def __init__(self, store: ActivityStore) -> None:
+    def __init__(self, store: ActivityStore, copies: CopyCache) -> None:
         self.store = store
+        self.copies = copies
+
+    @staticmethod
+    def _headers(resp: falcon.Response, name: str) -> None:
+        resp.content_type = "text/csv; charset=utf-8"
+        resp.downloadable_as = f"{name}.csv"
+        resp.cache_control = ["no-store"]
 
     async def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         if name not in VIEWS:
             raise http_error(falcon.HTTP_404, f"no view {name!r}; GET /views lists them")
-        conn, header, cursor = await asyncio.to_thread(self.store.view_rows, name)
-        resp.content_type = "text/csv; charset=utf-8"
-        resp.downloadable_as = f"{name}.csv"
-        resp.cache_control = ["no-store"]
-        if req.method == "HEAD":
-            conn.close()
-            return
-        resp.stream = _csv_chunks(conn, header, cursor)
+        download = await self.copies.download(lambda: (name, self.store.version()),
+                                              lambda: self.store.view_csv(name))  # fmt: skip
+        self._headers(resp, name)
+        resp.content_length = download.size
+        resp.stream = download
 
-
-async def _csv_chunks(conn: sqlite3.Connection, header: list[str],
-                      cursor: sqlite3.Cursor) -> AsyncIterator[bytes]:  # fmt: skip
-    """The rows as CSV (as `hub-stats export --csv` writes them: a header row, NULL as an
-    empty field), a batch at a time: a year of the activity view is millions of rows."""
-    try:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(header)
-        while True:
-            rows = await asyncio.to_thread(cursor.fetchmany, CSV_BATCH_ROWS)
-            writer.writerows(rows)
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-            if not rows:
-                break
-    finally:
-        conn.close()
+    async def on_head(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        if name not in VIEWS:
+            raise http_error(falcon.HTTP_404, f"no view {name!r}; GET /views lists them")
+        await asyncio.to_thread(lambda: self.store.open().conn.close())  # 503 without one
+        self._headers(resp, name)
 
 
 class StatsResource:
@@ -405,9 +495,10 @@ def create_app(store: ActivityStore, token: str | None) -> JsonApp:
     static = StaticFiles()
     app.add_route("/", PageResource(store, static))
     app.add_route("/static/{name}", static)
-    app.add_route("/activity.sqlite", SnapshotResource(store))
+    snapshots = CopyCache("the database", SNAPSHOT_COPIES)
+    app.add_route("/activity.sqlite", SnapshotResource(store, snapshots))
     app.add_route("/views", ViewIndexResource())
-    app.add_route("/views/{name}.csv", ViewCsvResource(store))
+    app.add_route("/views/{name}.csv", ViewCsvResource(store, CopyCache("views", CSV_COPIES)))
     app.add_route("/stats.json", StatsResource(store))
     app.add_route("/healthz", HealthResource())
     app.add_error_handler(NoDatabase, _no_database)
@@ -455,5 +546,7 @@ def serve(settings) -> int:
         log_level=settings.log_level, access_log=settings.access_log,
         socket_mode=settings.socket_mode, socket_group=settings.socket_group, logger=log,
     )  # fmt: skip
-    GunicornServer(app_factory, options, header_timeout=settings.header_timeout).run()
+    options["access_log_format"] = ACCESS_LOG_FORMAT
+    GunicornServer(app_factory, options, header_timeout=settings.header_timeout,
+                   send_timeout=SEND_TIMEOUT_S).run()  # fmt: skip
     return 0

@@ -591,9 +591,6 @@ def test_the_serve_token_is_never_in_the_log_even_at_debug_with_the_access_log(s
     assert SERVE_TOKEN not in log and basic not in log
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the access log writes the whole request line, "
-                   "query string included: an analyst who tries JupyterHub's habit of ?token=... "
-                   "(refused with 401 here) leaves the serve token in the journal")  # fmt: skip
 def test_a_token_tried_in_the_query_string_is_not_written_to_the_access_log(served):
     before = len(served.log())
     reply = served.endpoint.request("GET", f"/activity.sqlite?token={SERVE_TOKEN}")
@@ -618,12 +615,6 @@ def test_a_client_leaving_mid_download_leaves_no_copy_behind(served):
     assert served.endpoint.request("GET", "/healthz").status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="defect: every download holds its own full copy of the "
-                   "database (an unlinked temp file) for as long as its client stays connected, "
-                   "and a client that stops reading keeps it (still held after 90 s: no send "
-                   "timeout): a few stalled downloads hold N x the database size in the "
-                   "service's /tmp; the "
-                   "one-at-a-time semaphore covers making the copy, not streaming it")  # fmt: skip
 def test_stalled_downloads_do_not_pile_up_copies_of_the_database(served):
     clients = [start_download(served) for _ in range(6)]
     try:
@@ -647,12 +638,6 @@ def checkpoint(db: Path) -> int:
         writer.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: /views/NAME.csv streams from one open read "
-                   "transaction for as long as the client takes; a client that stops reading "
-                   "keeps it open while connected (no send timeout), and no WAL checkpoint "
-                   "can pass it: "
-                   "the collector's -wal file grows with every poll until the client "
-                   "goes")  # fmt: skip
 def test_a_stalled_csv_download_does_not_pin_the_wal(served):
     assert checkpoint(served.db) == 0  # without a download, it completes
     sock = socket.create_connection(("127.0.0.1", served.endpoint.port))
@@ -725,11 +710,6 @@ def export_csv(db: Path, out: Path) -> dict[str, list[dict]]:
     return views
 
 
-@pytest.mark.xfail(strict=True, reason="defect (CSV injection): the hub accepts user names such "
-                   "as '=1+2' or '@sum(a1)' (any authenticator that lets people pick their "
-                   "name), and the CSVs (export --csv, /views/NAME.csv) write them as they are: "
-                   "the analyst's spreadsheet runs them as formulas (=HYPERLINK(...) can send "
-                   "the sheet's cells away)")  # fmt: skip
 def test_a_user_named_like_a_formula_is_not_a_formula_in_the_csv(hub, tmp_path):
     names = ["=1+2", "@sum(a1)", "+1-1", "-2+3"]
     reply = hub.api("POST", "/users", "admin", json={"usernames": names})
@@ -815,11 +795,6 @@ def test_export_while_an_analyst_holds_the_write_lock_still_copies(small_db, tmp
     assert rows(tmp_path / "out.sqlite", "PRAGMA integrity_check") == [("ok",)]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: an export that meets a full disk (VACUUM INTO "
-                   "fails with SQLITE_FULL) ends in a Python traceback and exit 1, not one line "
-                   "saying the target's file system is full and exit 2; and it leaves "
-                   "'.out.sqlite.XXXX.partial-journal' beside the target (the cleanup removes "
-                   "the .partial only, VACUUM INTO made a rollback journal of it)")  # fmt: skip
 def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_db, tmp_path):
     from tests.realparts.tmpfs import tmpfs_prefix_root
 

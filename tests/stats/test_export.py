@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.hubapi import Server, User
-from stats.export import ExportError, export_csv, export_snapshot
+from stats.export import ExportError, export_csv, export_snapshot, spreadsheet_safe
 from stats.recorder import record_failed_poll, record_poll
 from stats.schema import SCHEMA_VERSION, VIEWS, connect
 from tests.realparts.restuser import REPO
@@ -175,7 +175,7 @@ def test_a_full_disk_leaves_nothing_at_the_target(tmp_path):
                    check=True, capture_output=True)  # fmt: skip
     try:
         fill(mountpoint, leave=256 * 1024)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(ExportError, match="snap.sqlite: its file system is full"):
             export_snapshot(str(db_path), str(mountpoint / "snap.sqlite"))
         assert sorted(p.name for p in mountpoint.iterdir()) == ["filler"]
     finally:
@@ -237,6 +237,26 @@ def test_csv_files_are_the_views_rows(tmp_path):
     names = {row[1] for row in activity}
     assert "zoë" in names and "jürgen,comma" in names
     assert {row[2] for row in activity[1:]} == {"0", "1"}
+
+
+def test_csv_text_a_spreadsheet_would_run_is_quoted(tmp_path):
+    """User names are whatever the authenticator allowed: '=1+2' must reach a spreadsheet
+    as text, not as a formula; negative numbers stay numbers."""
+    from hubsidecars.hubapi import User
+    from stats.recorder import record_poll
+
+    names = ["=1+2", "@sum(a1)", "+1-1", "-2+3", "\tcmd", "\rx", "plain-name"]
+    db = connect(str(tmp_path / "activity.sqlite"))
+    moment = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    record_poll(db, [User(name, False, (), None, moment) for name in names],
+                time=moment, interval=300)  # fmt: skip
+    db.conn.close()
+
+    written = export_csv(str(tmp_path / "activity.sqlite"), str(tmp_path / "csv"))
+
+    users = {row[1] for row in read_csv(written[list(VIEWS).index("activity")])[1:]}
+    assert users == {"'=1+2", "'@sum(a1)", "'+1-1", "'-2+3", "'\tcmd", "'\rx", "plain-name"}
+    assert spreadsheet_safe(-3) == -3 and spreadsheet_safe(-0.5) == -0.5
 
 
 def test_csv_files_taken_while_a_collector_writes_agree_with_each_other(writer, tmp_path):

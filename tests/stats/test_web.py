@@ -9,6 +9,7 @@ import io
 import json
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -138,6 +139,53 @@ def test_a_large_view_streams_in_batches_and_arrives_whole(tmp_path):
     rows = csv_rows(app.simulate_get("/views/activity.csv").text)
     assert len(rows) == 1 + 400 * 30
     assert rows == view_rows_as_csv_text(path, "activity")
+
+
+FORMULA_NAMES = ["=1+2", "@sum(a1)", "+1-1", "-2+3", "\tcmd", "=HYPERLINK(\"x\")"]
+
+
+def record_users(path: Path, names: list[str]) -> None:
+    from hubsidecars.hubapi import User
+    from stats.recorder import record_poll
+
+    db = connect(str(path))
+    users = [User(name, False, (), None, known.at(2, 9)) for name in names]
+    record_poll(db, users, time=known.at(2, 9, 5), interval=300)
+    db.conn.close()
+
+
+def test_csv_text_a_spreadsheet_would_run_is_quoted_and_numbers_are_not(tmp_path):
+    path = tmp_path / "activity.sqlite"
+    record_users(path, [*FORMULA_NAMES, "alice"])
+    app = falcon.testing.TestClient(create_app(ActivityStore(str(path)), None))
+
+    rows = csv_rows(app.simulate_get("/views/activity.csv").text)
+
+    assert rows[0] == ["date", "user", "active"]
+    assert sorted(user for _, user, _ in rows[1:]) == sorted(
+        ["'" + name for name in FORMULA_NAMES] + ["alice"])  # fmt: skip
+    assert {active for _, _, active in rows[1:]} == {"0"}
+    hours = csv_rows(app.simulate_get("/views/hour_of_week.csv").text)
+    assert all(not cell.startswith("'") for row in hours for cell in row)
+
+
+def test_a_csv_download_is_written_whole_before_it_is_sent(tmp_path):
+    """The view is read in one short read transaction, then sent from a file: a checkpoint
+    completes while the response is still unread."""
+    path = tmp_path / "activity.sqlite"
+    known.fill(str(path))
+    store = ActivityStore(str(path), scratch_dir=str(tmp_path))
+    handle = store.view_csv("activity")
+    try:
+        writer = sqlite3.connect(path)
+        writer.execute("INSERT INTO polls (time, interval_s, ok) VALUES ('2026-03-09', 300, 0)")
+        writer.commit()
+        assert writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        writer.close()
+        assert csv_rows(handle.read().decode()) == view_rows_as_csv_text(path, "activity")
+    finally:
+        handle.close()
+    assert not list(tmp_path.glob("hub-stats-csv.*")), "the file has no name on disk"
 
 
 @pytest.mark.parametrize("path", [
@@ -458,3 +506,105 @@ def test_the_page_follows_each_new_poll(client, activity_db):
     page = client.simulate_get("/").text
     assert "2026-03-09" in page and "2026-03-09" not in first
     assert "Peak concurrent servers" in page  # four days of polls now
+
+
+# --- downloads that stall -------------------------------------------------------------------
+
+# The real server stack of `hub-stats serve` (gunicorn, its asyncio worker, the app) with a
+# send timeout of 2 s instead of 60 s, so that a stalled client is dropped within the test.
+SERVE_WITH_SHORT_SEND_TIMEOUT = """
+import sys
+from hubsidecars.listeners import parse_bind
+from hubsidecars.serving import GunicornServer, server_options
+from stats.web import ActivityStore, create_app
+
+options = server_options([parse_bind(sys.argv[2])], proc_name="hub-stats-test", workers=1,
+                         log_level="info")
+GunicornServer(lambda: create_app(ActivityStore(sys.argv[1]), None), options,
+               send_timeout=2).run()
+"""
+
+
+def copies_held(master_pid: int, scratch: Path) -> int:
+    """Open descriptors of the server's worker on download copies (names gone) in scratch."""
+    import os
+
+    held = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            links = [os.readlink(fd) for fd in Path(f"/proc/{entry}/fd").iterdir()]
+        except OSError:
+            continue
+        if parent == master_pid:
+            held += sum(link.startswith(f"{scratch}/hub-stats-download.") for link in links)
+    return held
+
+
+def stalled_download(endpoint: Endpoint) -> socket.socket:
+    """A client that takes the first 64 kB of /activity.sqlite and then stops reading."""
+    sock = socket.create_connection((endpoint.host, endpoint.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"GET /activity.sqlite HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while len(got) < 64 * 1024:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the download: {got[:300]!r}"
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got[:300]
+    return sock
+
+
+def new_poll(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO polls (time, interval_s, ok, users) "
+                 "VALUES ('2026-03-09T00:00:00.000+00:00', 300, 1, 0)")  # fmt: skip
+    conn.commit()
+    conn.close()
+
+
+def test_stalled_downloads_share_a_copy_are_capped_and_dropped(activity_db, tmp_path):
+    import os
+    import sys
+
+    from tests.realparts.hostile import wait_until
+    from tests.realparts.process import ManagedProcess
+
+    conn = sqlite3.connect(activity_db)
+    conn.execute("CREATE TABLE padding (blob BLOB)")
+    conn.executemany("INSERT INTO padding VALUES (?)", [(os.urandom(2**20),)] * 8)
+    conn.commit()
+    conn.close()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    endpoint = Endpoint(port=free_port())
+    server = ManagedProcess(
+        [sys.executable, "-c", SERVE_WITH_SHORT_SEND_TIMEOUT, str(activity_db),
+         f"127.0.0.1:{endpoint.port}"],
+        tmp_path / "serve.log", env={**os.environ, "TMPDIR": str(scratch)},
+    )  # fmt: skip
+    server.start(lambda: endpoint.request("GET", "/healthz", timeout=2).status == 200, 30,
+                 "gunicorn with the stats app")  # fmt: skip
+    master = server.process.pid
+    try:
+        same_poll = [stalled_download(endpoint), stalled_download(endpoint)]
+        one_copy = copies_held(master, scratch)
+        new_poll(activity_db)
+        next_poll = stalled_download(endpoint)
+        two_copies = copies_held(master, scratch)
+        new_poll(activity_db)
+        refused = endpoint.request("GET", "/activity.sqlite")
+        dropped = wait_until(lambda: copies_held(master, scratch) == 0, 20)
+        after = endpoint.request("GET", "/activity.sqlite")
+        for sock in [*same_poll, next_poll]:
+            sock.close()
+    finally:
+        server.stop()
+
+    assert (one_copy, two_copies) == (1, 2)  # clients of the same poll share one copy
+    assert refused.status == 503 and refused.headers["retry-after"] == "30"
+    assert "copies of the database" in json.loads(refused.body)["description"]
+    assert dropped, "the stalled clients still hold their copies after their send timeout"
+    assert server.log().count("took no data for 2 s; dropping the connection") == 3
+    assert after.status == 200 and len(after.body) == int(after.headers["content-length"])
+    assert not list(scratch.iterdir())
