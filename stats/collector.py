@@ -94,7 +94,11 @@ class Collector:
 
         def skip_user(model, error: Exception) -> None:
             name = model.get("name") if isinstance(model, dict) else None
-            unreadable.add(str(name))
+            if not isinstance(name, str) or not name:
+                # without a name it cannot be left "as it was": the poll fails instead
+                raise HubError(f"the hub listed something that is not a user: "
+                               f"{type(error).__name__}: {error}")  # fmt: skip
+            unreadable.add(name)
             self._once(f"unreadable:{name}", "a user the hub lists cannot be read; left as "
                        "it was", user=str(name), error=f"{type(error).__name__}: {error}")  # fmt: skip
 
