@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.realparts.process import ManagedProcess
+from tests.realparts.process import LoggedDaemon, ManagedProcess
 
 CULLER = Path(sys.executable).parent / "hub-culler"
 
@@ -50,8 +50,10 @@ def run_once(hub, service: str, workdir: Path, *args: str, timeout: float = 180,
     return CullerRun(done.returncode, done.stderr + done.stdout, status)
 
 
-class CullerDaemon:
+class CullerDaemon(LoggedDaemon):
     """`hub-culler` running in the background (its own session), log in a file."""
+
+    name = "hub-culler"
 
     def __init__(self, hub, service: str, workdir: Path, *args: str, **env: str) -> None:
         self.status_file = workdir / "daemon-status.json"
@@ -60,26 +62,6 @@ class CullerDaemon:
                 "--probe-state-file", str(workdir / "probe-marks.json"), *args]  # fmt: skip
         self.process = ManagedProcess(argv, self.log_path, env=culler_env(hub.token(service),
                                                                          **env))  # fmt: skip
-
-    def start(self, timeout: float = 30) -> CullerDaemon:
-        self.process.start(lambda: "msg=started" in self.log(), timeout, "hub-culler")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for(self, needle: str, count: int = 1, timeout: float = 60) -> str:
-        """Wait until `needle` appears `count` times in the log; return the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(needle) >= count:
-                return log
-            if self.process.process.poll() is not None:
-                raise AssertionError(f"hub-culler exited {self.process.process.returncode}:\n{log}")
-            time.sleep(0.2)
-        raise AssertionError(f"{needle!r} x{count} not in the culler's log in {timeout} s:\n"
-                             f"{self.log()[-4000:]}")  # fmt: skip
 
     def status(self) -> dict:
         return json.loads(self.status_file.read_text())

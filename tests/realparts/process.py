@@ -58,3 +58,34 @@ class ManagedProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class LoggedDaemon:
+    """What the tests' daemons (hub-culler, hub-stats) share: a ManagedProcess `process` whose
+    log file `log_path` says msg=started once it runs. Subclasses set both and `name`."""
+
+    name = "daemon"
+    process: ManagedProcess
+    log_path: Path
+
+    def start(self, timeout: float = 30):
+        self.process.start(lambda: "msg=started" in self.log(), timeout, self.name)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 60) -> str:
+        """Wait until `needle` appears `count` times in the log; return the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if log.count(needle) >= count:
+                return log
+            if self.process.process.poll() is not None:
+                raise AssertionError(
+                    f"{self.name} exited {self.process.process.returncode}:\n{log}"
+                )
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} x{count} not in {self.name}'s log in {timeout} s:\n"
+                             f"{self.log()[-4000:]}")  # fmt: skip

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.realparts.process import ManagedProcess
+from tests.realparts.process import LoggedDaemon, ManagedProcess
 
 HUB_STATS = Path(sys.executable).parent / "hub-stats"
 # What a full recording needs: every user, their servers and activity, admin/created, groups.
@@ -117,34 +117,16 @@ def run_command(command: list[str], env: dict[str, str], timeout: float = 180) -
                     time.monotonic() - started)  # fmt: skip
 
 
-class StatsDaemon:
+class StatsDaemon(LoggedDaemon):
     """`hub-stats` (the collector daemon) in the background, in its own session."""
+
+    name = "hub-stats"
 
     def __init__(self, hub, service: str, db: Path, workdir: Path, *args: str,
                  interval: float = 5, url: str | None = None) -> None:  # fmt: skip
         self.log_path = workdir / f"hub-stats-{time.monotonic_ns()}.log"
         command = argv(url or hub.api_url, db, *args, interval=interval)
         self.process = ManagedProcess(command, self.log_path, env=stats_env(hub.token(service)))
-
-    def start(self, timeout: float = 30) -> StatsDaemon:
-        self.process.start(lambda: "msg=started" in self.log(), timeout, "hub-stats")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_for(self, needle: str, count: int = 1, timeout: float = 60) -> str:
-        """Wait until `needle` appears `count` times in the log; return the log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(needle) >= count:
-                return log
-            if self.process.process.poll() is not None:
-                raise AssertionError(f"hub-stats exited {self.process.process.returncode}:\n{log}")
-            time.sleep(0.1)
-        raise AssertionError(f"{needle!r} x{count} not in hub-stats' log in {timeout} s:\n"
-                             f"{self.log()[-4000:]}")  # fmt: skip
 
     def running(self) -> bool:
         return self.process.process.poll() is None
@@ -159,6 +141,7 @@ class StatsDaemon:
 
 def rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
     """Query the database as an analyst would: a separate, read-only connection."""
+
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()
