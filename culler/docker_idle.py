@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubsidecars.config import format_duration
+from hubsidecars.files import replace_file
 from hubsidecars.logs import log_event
 
 STATE_VERSION = 1
@@ -153,19 +153,4 @@ class StateFile:
         return DockerState()
 
     def save(self, state: DockerState) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".docker-state.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(state.to_json(), out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, json.dumps(state.to_json()), 0o600)

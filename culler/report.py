@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hubsidecars.files import replace_file
 from hubsidecars.logs import log_event
+from hubsidecars.prometheus import MetricsText
 
 from culler.outcomes import RESULTS, PassResult
 
@@ -70,13 +70,8 @@ class Totals:
 
 def metrics_text(result: PassResult, finished: datetime, duration_s: float,
                  totals: Totals) -> str:  # fmt: skip
-    lines = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP hub_culler_{name} {help_text}")
-        lines.append(f"# TYPE hub_culler_{name} {kind}")
-        lines.extend(f"hub_culler_{name}{labels} {_number(value)}" for labels, value in samples)
-
+    metrics = MetricsText("hub_culler")
+    metric = metrics.add
     metric("last_pass_timestamp_seconds", "gauge", "When the last pass finished (Unix time).",
            [("", finished.timestamp())])  # fmt: skip
     metric("last_pass_duration_seconds", "gauge", "How long the last pass took.",
@@ -88,37 +83,20 @@ def metrics_text(result: PassResult, finished: datetime, duration_s: float,
     last = Counter((o.kind, o.result) for o in result.outcomes)
     kinds = sorted({kind for kind, _ in last} | {kind for kind, _ in totals.by_kind_result})
     metric("last_pass_outcomes", "gauge", "What the last pass decided, per kind and result.",
-           [(f'{{kind="{k}",result="{r}"}}', last[(k, r)]) for k in kinds for r in RESULTS])
+           [({"kind": k, "result": r}, last[(k, r)]) for k in kinds for r in RESULTS])
     metric("outcomes_total", "counter", "Decisions since the culler started.",
-           [(f'{{kind="{k}",result="{r}"}}', totals.by_kind_result[(k, r)])
+           [({"kind": k, "result": r}, totals.by_kind_result[(k, r)])
             for k in kinds for r in RESULTS])  # fmt: skip
     metric("passes_total", "counter", "Passes since the culler started.", [("", totals.passes)])
     metric("failed_passes_total", "counter", "Failed passes since the culler started.",
            [("", totals.failed_passes)])  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def _number(value: float) -> str:
-    """Every digit: a timestamp in %g would be off by up to 83 minutes."""
-    return str(value) if isinstance(value, int) else repr(float(value))
+    return metrics.text()
 
 
 def write_atomically(path: str, text: str, mode: int = 0o644) -> bool:
     """Replace `path` with `text`; False (and one warning) when that fails."""
-    directory = os.path.dirname(path) or "."
     try:
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fchmod(out.fileno(), mode)
-                os.fsync(out.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        replace_file(path, text, mode)
     except OSError as error:
         log_event(log, "cannot write file", logging.WARNING, path=path, error=error.strerror)
         return False

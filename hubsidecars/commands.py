@@ -13,7 +13,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -147,6 +147,7 @@ def run_command(
     pass_fds: Collection[int] = (),
     cwd: str | os.PathLike[str] | None = None,
     logger: logging.Logger | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> CommandResult:
     """Run `argv` to completion and return its result.
 
@@ -154,6 +155,8 @@ def run_command(
     is masked in logs and exception messages; pass any secret the command may see, e.g. a
     PASSPHRASE given in `env`. `pass_fds` are kept open in the child (duplicity's --log-fd:
     pass a file's descriptor, not a pipe that nobody drains while the command runs).
+    `on_start` is given the child as soon as it runs (a caller that must be able to stop it
+    from another thread, e.g. on SIGTERM, keeps it; it runs in its own process group).
     Raises CommandFailed for an exit code outside `ok_codes`, CommandTimeout, CommandNotStarted.
     """
     argv = [os.fspath(arg) for arg in argv]
@@ -185,6 +188,8 @@ def run_command(
                      reason=reason)  # fmt: skip
         raise CommandNotStarted(reason, tool, shown) from None
 
+    if on_start is not None:
+        on_start(process)
     try:
         stdout, stderr = _communicate(process, timeout)
     except subprocess.TimeoutExpired as expired:

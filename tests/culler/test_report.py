@@ -16,7 +16,6 @@ import re
 import stat
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from culler.outcomes import RESULTS, Outcome, PassResult
