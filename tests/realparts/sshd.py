@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.realparts.net import free_port
 from tests.realparts.process import ManagedProcess
+from tests.realparts.proctree import descendants
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to start without an absolute path (it re-executes itself)
 PRIVSEP_DIR = Path("/run/sshd")
@@ -150,7 +151,7 @@ class SSHServer:
             return
         pid = self.pid
         if pid is not None:
-            for child in _descendants(pid):
+            for child in descendants(pid):
                 _signal(child, signal.SIGKILL if signum == signal.SIGKILL else signum)
             if signum == signal.SIGKILL:
                 os.killpg(pid, signal.SIGKILL)
@@ -197,27 +198,6 @@ class SSHServer:
                 "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "GlobalKnownHostsFile=/dev/null",
                 "-i", str(key or self.client_key), f"{self.user}@{self.host}", *remote]  # fmt: skip
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # The command name in parentheses may hold spaces: split after its last ")".
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
 
 
 def _signal(pid: int, signum: int) -> None:
