@@ -94,20 +94,27 @@ ensure_hub_venv() {
     printf '%s' "${wanted[*]}" >"$stamp"
 }
 
-# ensure_duplicity: duplicity 3.x in .venv for hub-backup, without the cloud SDKs a plain
-# `pip install duplicity` pulls (366 MB): --no-deps, plus what file:// (fasteners) and sftp://
-# (paramiko) need. Not a pyproject dependency for that reason. Needs gpg (Debian gnupg).
+# duplicity 3.x for hub-backup, without the cloud SDKs a plain `pip install duplicity` pulls
+# (366 MB): the first installed with --no-deps, the others with theirs: what the file://
+# (fasteners) and sftp:// (paramiko) backends need. Not a pyproject dependency for that reason.
+# Needs gpg (Debian gnupg).
+DUPLICITY_PACKAGES=("duplicity==3.2.1" "fasteners" "paramiko")
+
+# ensure_duplicity [VENV [PIP_OPTION...]]: DUPLICITY_PACKAGES in VENV (default .venv). The
+# PIP_OPTIONs go to both pip calls (scripts/install --wheels: --no-index --find-links DIR).
 ensure_duplicity() {
-    local wanted=("duplicity==3.2.1" "fasteners" "paramiko") stamp="$VENV/.installed-duplicity"
+    local venv=${1:-$VENV}
+    [ $# -gt 0 ] && shift
+    local wanted=("${DUPLICITY_PACKAGES[@]}") stamp="$venv/.installed-duplicity"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${wanted[*]}" ] &&
-        [ -x "$VENV/bin/duplicity" ]; then
+        [ -x "$venv/bin/duplicity" ]; then
         return 0
     fi
-    say "installing duplicity into $VENV (no cloud SDKs)"
+    say "installing duplicity into $venv (no cloud SDKs)"
     local log
     log=$(mktemp)
-    if ! { "$VENV/bin/python" -m pip install -q --no-deps "${wanted[0]}" &&
-        "$VENV/bin/python" -m pip install -q "${wanted[@]:1}"; } >"$log" 2>&1; then
+    if ! { "$venv/bin/python" -m pip install -q "$@" --no-deps "${wanted[0]}" &&
+        "$venv/bin/python" -m pip install -q "$@" "${wanted[@]:1}"; } >"$log" 2>&1; then
         cat "$log" >&2
         rm -f "$log"
         say "pip install of duplicity failed"
@@ -115,4 +122,12 @@ ensure_duplicity() {
     fi
     rm -f "$log"
     printf '%s' "${wanted[*]}" >"$stamp"
+}
+
+# duplicity_wheels DIR: the wheels ensure_duplicity installs, into DIR, for an offline
+# `scripts/install --wheels DIR` (beside `pip wheel -w DIR .`).
+duplicity_wheels() {
+    local dir=${1:?duplicity_wheels needs a directory} python=${PYTHON:-$VENV/bin/python}
+    "$python" -m pip download -q --no-deps -d "$dir" "${DUPLICITY_PACKAGES[0]}" &&
+        "$python" -m pip wheel -q -w "$dir" "${DUPLICITY_PACKAGES[@]:1}"
 }

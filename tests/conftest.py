@@ -116,6 +116,10 @@ def wheelhouse(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("wheels")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(target), str(REPO)],
                    check=True, capture_output=True, timeout=600)  # fmt: skip
+    # scripts/install also puts duplicity (hub-backup's, no cloud SDKs) into its venv.
+    subprocess.run(["bash", "-c", 'source scripts/lib.sh && duplicity_wheels "$1"', "-",
+                    str(target)], cwd=REPO, check=True, capture_output=True,
+                   timeout=600)  # fmt: skip
     return target
 
 

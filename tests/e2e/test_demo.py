@@ -1,5 +1,5 @@
-"""./scripts/demo as a newcomer runs it: the real script, its real hub, restuser, culler and
-hub-stats (collector and charts page).
+"""./scripts/demo as a newcomer runs it: the real script, its real hub, restuser, culler,
+hub-stats (collector and charts page) and hub-backup (real duplicity and gpg, a file:// target).
 
 The culler's times and hub-stats's interval are shortened through the demo's environment
 variables; everything else is what `./scripts/demo` does by default. Ctrl-C is sent as a
@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ DEMO = REPO / "scripts" / "demo"
 BANNER = re.compile(r"The demo hub is up .* Open (http://127\.0\.0\.1:\d+) and log in")
 CHARTS_PAGE = re.compile(r"Charts page: (http://127\.0\.0\.1:\d+)\n")
 CULL_TIMEOUT_S = 5
+RESTORED = re.compile(r"hub-backup restored newcomer's Welcome\.ipynb from the backup: (/\S+), "
+                      r"the same bytes as in the home\n")  # fmt: skip
 
 
 class DemoRun:
@@ -175,6 +178,46 @@ def wait_until(predicate, timeout: float, what):
     raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
 
 
+class ProcessWatch:
+    """Samples the demo's processes (their command lines) ten times a second in a thread, to
+    see the short-lived ones: hub-backup, duplicity and gpg."""
+
+    def __init__(self, demo: DemoRun) -> None:
+        self.demo = demo
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.stopping.wait(0.1):
+            self.demo.processes()
+
+    def stop(self) -> list[bytes]:
+        """Every command line seen so far."""
+        self.stopping.set()
+        self.thread.join()
+        return list(self.demo.seen.values())
+
+
+def backup_processes(gnupg_home: Path) -> list[str]:
+    """The command lines of duplicity, gpg and gpg-agent working for the demo's hub-backup:
+    every process with `gnupg_home` as GNUPGHOME (they run in sessions of their own) or, for
+    gpg-agent, as --homedir."""
+    setting, home = f"GNUPGHOME={gnupg_home}".encode(), str(gnupg_home).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if setting in environment or (b"gpg-agent" in words[0] and home in words):
+            found.append(b" ".join(words).decode(errors="replace"))
+    return found
+
+
 def still_running(before: dict[int, bytes], pids: bool = False) -> list:
     """Those of `before` (pid: command line) still running: their command lines, or pids."""
     left = []
@@ -213,6 +256,9 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
         return reply.json().get("servers", {}).get("")
 
     # Logging in spawns the server; the pre-spawn hook made the account through restuser.
+    # Its new home is backed up at once: the watch sees hub-backup's, duplicity's and gpg's
+    # command lines meanwhile.
+    watch = ProcessWatch(demo)
     session = login(url, "newcomer")
     wait_until(lambda: (server_of("newcomer") or {}).get("ready"), 60,
                lambda: f"newcomer's server to start:\n{demo.logs()}")  # fmt: skip
@@ -297,6 +343,46 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
                  "Ctrl-C"):  # fmt: skip
         assert told in shown, shown
 
+    # The new home was backed up (a full, encrypted, into the file:// target), the status shown
+    # and Welcome.ipynb restored from the backup into a staging directory, byte for byte.
+    home = scratch / "root" / "home" / "newcomer"
+    found = wait_until(lambda: RESTORED.search(demo.output()), 90,
+                       lambda: f"the demo's restore:\n{demo.output()}\n{demo.logs()}")  # fmt: skip
+    restored = Path(found.group(1))
+    assert restored.parent.parent == scratch / "restored", restored
+    assert restored.read_bytes() == (home / "Welcome.ipynb").read_bytes()
+    assert restored.read_bytes() == (REPO / "skel" / "Welcome.ipynb").read_bytes()
+    commands_seen = watch.stop()
+    shown = demo.output()
+    assert re.search(r"\d\d:\d\d:\d\d hub-backup backed up newcomer \(full, [\d.]+ s\)\n", shown)
+    assert re.search(r"hub-backup status:\n +user +newest full .*\n +newcomer +\d{4}-.* ok\n",
+                     shown), shown  # fmt: skip
+    volumes = list((scratch / "backups" / "newcomer").glob("duplicity-full.*.vol1.difftar.gpg"))
+    assert len(volumes) == 1, volumes
+    assert b"Welcome" not in volumes[0].read_bytes()  # encrypted
+    # The banner's commands, as a newcomer runs them: the status, and the restore the demo
+    # suggests after its own, into a directory of theirs.
+    status = subprocess.run(["bash", "-c", banner_command(shown, "Status:") + " --json"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    rows = {row["user"]: row for row in json.loads(status.stdout)}
+    assert list(rows) == ["newcomer"], rows
+    assert rows["newcomer"]["last_success"] and rows["newcomer"]["newest_full"], rows
+    assert not rows["newcomer"]["stale"] and not rows["newcomer"]["last_error"], rows
+    mine = tmp_path / "my-restore"
+    restore = banner_command(shown, "Restore files yourself:").replace(" DIR ", f" {mine} ")
+    subprocess.run(["bash", "-c", restore], check=True, timeout=120, capture_output=True)
+    assert (mine / "Welcome.ipynb").read_bytes() == (home / "Welcome.ipynb").read_bytes()
+    # The passphrase: a file of root's alone, in no command line, output, log or setting.
+    passphrase_file = scratch / "backup.passphrase"
+    assert passphrase_file.stat().st_mode & 0o777 == 0o600
+    passphrase = passphrase_file.read_text().strip()
+    assert len(passphrase) >= 32
+    assert any(b"duplicity" in command for command in commands_seen), commands_seen
+    assert not [command for command in commands_seen if passphrase.encode() in command]
+    assert passphrase not in demo.output() and passphrase not in demo.logs()
+    assert passphrase not in (scratch / "backup.toml").read_text()
+
     # A running server, then Ctrl-C: every process the demo started is gone.
     session.get(f"{url}/hub/spawn", timeout=60)
     wait_until(lambda: (server_of("newcomer") or {}).get("ready"), 60, demo.logs)
@@ -307,6 +393,8 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
         assert part in commands, commands
     stop_seconds = demo.ctrl_c()
     assert still_running(running) == []
+    assert backup_processes(scratch / "backup" / "gnupg") == []
+    assert passphrase not in demo.output()
     for gone in (url, stats_url):
         with pytest.raises(requests.ConnectionError):
             requests.get(gone, timeout=5)
@@ -324,15 +412,30 @@ def test_a_second_demo_in_the_same_directory_is_refused_and_a_rerun_works(demos,
     assert first.process.poll() is None
 
     stats_token = (scratch / "stats-token").read_text().strip()
+    passphrase = (scratch / "backup.passphrase").read_text()
     first.ctrl_c()
+    # A home with a big file, and backups every second: the re-run is in the middle of one
+    # most of the time, and its Ctrl-C comes while duplicity works.
+    bulky = scratch / "root" / "home" / "bulky"
+    bulky.mkdir(parents=True)
+    (bulky / "data.bin").write_bytes(os.urandom(64 << 20))
     started = time.monotonic()
-    rerun = demos(scratch)
+    rerun = demos(scratch, HUB_SIDECARS_DEMO_BACKUP_EVERY="1s")
     url = rerun.wait_until_up()
     assert requests.get(f"{url}/hub/api/", timeout=10).status_code == 200
     # A browser logged in to the charts page before the re-run still is: the same token.
     now = requests.get(f"{rerun.stats_url}/stats.json", auth=("x", stats_token), timeout=10)
     assert now.status_code == 200 and now.json()["last_poll"]["ok"], now.text[:300]
+    # The backups made before stay readable: the same passphrase.
+    assert (scratch / "backup.passphrase").read_text() == passphrase
     print(f"rerun up in {time.monotonic() - started:.1f} s")
+    gnupg_home = scratch / "backup" / "gnupg"
+    wait_until(lambda: any("duplicity" in c for c in backup_processes(gnupg_home)), 60,
+               lambda: f"a backup of bulky:\n{rerun.output()}\n{rerun.logs()}")  # fmt: skip
     running = rerun.processes()
-    rerun.ctrl_c()
+    stop_seconds = rerun.ctrl_c()
     assert still_running(running) == []
+    # The backup in flight stopped with the rest, at once, its duplicity and gpg-agent too.
+    assert backup_processes(gnupg_home) == []
+    assert stop_seconds < 25 and "did not stop" not in rerun.output(), rerun.output()
+    (bulky / "data.bin").unlink()

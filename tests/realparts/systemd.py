@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tests.realparts.docker import docker
 
-IMAGE = "hub-sidecars/systemd-bookworm:1"
+IMAGE = "hub-sidecars/systemd-bookworm:2"
 MIRROR = os.environ.get("HUB_SIDECARS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,passwd,procps,iproute2,curl"
+# gnupg: scripts/install would otherwise apt-get it in every module that installs the suite
+PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,passwd,procps,iproute2,curl,gnupg"
 # Units that make no sense in a container sharing the host's network and clock.
 MASKED = ("systemd-networkd.service", "systemd-resolved.service", "systemd-timesyncd.service",
           "getty@tty1.service", "console-getty.service")  # fmt: skip
