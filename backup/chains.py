@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from hubsidecars.config import ConfigError
+
 # A chain name is duplicity's --name (its archive-dir subdirectory) and our lock/record file
 # name: one path component, no surprises.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
@@ -43,7 +45,15 @@ def list_homes(source: str) -> list[str]:
     """The user names: real directories right under `source`, hidden ones and symlinks left
     out (a symlink could point a chain at anything)."""
     homes = []
-    with os.scandir(source) as entries:
+    try:
+        entries = os.scandir(source)
+    except FileNotFoundError:
+        raise ConfigError(f"the source {source} does not exist (not mounted?)") from None
+    except NotADirectoryError:
+        raise ConfigError(f"the source {source} is not a directory") from None
+    except PermissionError:
+        raise ConfigError(f"the source {source} cannot be read: permission denied") from None
+    with entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue

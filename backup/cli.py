@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 from hubsidecars import suite_version
+from hubsidecars.commands import CommandError
 from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
 from hubsidecars.logs import log_event, setup_logging
 
@@ -82,7 +84,8 @@ def build_jobs(settings):
         backup_settings.duplicity_command(settings), archive_dir=settings.archive_dir,
         gnupg_home=settings.gnupg_home or None, volsize_mb=settings.volsize,
         timeout=settings.chain_timeout, ssh_options=" ".join(ssh),
-        num_retries=settings.retries, retry_delay=int(settings.retry_delay),
+        # duplicity counts attempts, the first included: retries=0 is one attempt
+        num_retries=settings.retries + 1, retry_delay=int(settings.retry_delay),
         logger=logging.getLogger("backup.duplicity"),
     )  # fmt: skip
     return BackupJobs(settings, duplicity, encryption)
@@ -98,6 +101,8 @@ def print_status(rows: list[dict], as_json: bool) -> None:
         state = "STALE" if row["stale"] else "ok"
         if row["last_error"]:
             state += f" (last error: {row['last_error'][:60]})"
+        if row["last_drill"] and not row["drill_ok"]:
+            state += f" (last drill failed {row['last_drill']})"
         if not row["home_present"]:
             state += " (home gone)"
         print(f"{row['user'] or row['chain']:20} {row['newest_full'] or '-':25} "
@@ -122,13 +127,55 @@ def main(argv: list[str] | None = None) -> int:
         )
         setup_logging(settings.log_format, settings.log_level)
         jobs = build_jobs(settings)
-        return dispatch(jobs, command, args)
+        stop_on_signals(jobs)
+        code = dispatch(jobs, command, args)
+        if jobs.stopped_by:
+            jobs.duplicity.finish_terminating()
+            print(f"hub-backup: {command} stopped by {jobs.stopped_by}; an interrupted chain "
+                  "is resumed by the next run", file=sys.stderr)  # fmt: skip
+            return 128 + signal.Signals[jobs.stopped_by].value
+        return code
     except ConfigError as error:
         print(f"hub-backup: error: {error}", file=sys.stderr)
         return 2
 
 
+def stop_on_signals(jobs) -> None:
+    """SIGTERM (systemctl stop, kill) and SIGINT (Ctrl-C) stop the job as a whole: duplicity
+    runs in its own process group, beyond the terminal's Ctrl-C, and in worker threads, which
+    a KeyboardInterrupt would never reach; left alone it would go on after we exit."""
+
+    def handle(signum, frame) -> None:
+        jobs.stop(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handle)
+
+
 def dispatch(jobs, command: str, args: dict) -> int:
+    try:
+        return run_command(jobs, command, args)
+    finally:
+        if jobs.settings.metrics_file and not (command in ("run", "cleanup")
+                                               and jobs.settings.dry_run):  # fmt: skip
+            write_metrics(jobs)
+
+
+def write_metrics(jobs) -> None:
+    """After every command (status included), from the records: a failed write is a warning."""
+    from backup.metrics import metrics_text
+    from hubsidecars.files import replace_file
+
+    try:
+        replace_file(jobs.settings.metrics_file, metrics_text(jobs.status(), jobs.now()))
+    except ConfigError:
+        pass  # the source cannot be listed: the command has said so already
+    except OSError as error:
+        log_event(log, "cannot write the metrics file", logging.WARNING,
+                  path=jobs.settings.metrics_file, error=error.strerror)  # fmt: skip
+
+
+def run_command(jobs, command: str, args: dict) -> int:
     from backup.jobs import EXIT_BUSY, JobBusy
 
     if command == "status":
@@ -136,8 +183,16 @@ def dispatch(jobs, command: str, args: dict) -> int:
         print_status(rows, args.get("json", False))
         return 1 if any(row["stale"] for row in rows) else 0
     if command == "restore":
-        return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
-                            to=args.get("to"), in_place=args.get("in_place", False))  # fmt: skip
+        try:
+            return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
+                                to=args.get("to"), in_place=args.get("in_place", False))  # fmt: skip
+        except CommandError as error:
+            print(f"hub-backup: restore failed: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 1
+        except OSError as error:
+            print(f"hub-backup: restore failed: {error.strerror}: {error.filename}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     try:
         report = getattr(jobs, command)(args.get("users") or None)
     except JobBusy as error:

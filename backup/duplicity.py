@@ -15,7 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -91,7 +95,8 @@ _FULL_MESSAGES = (
     "Last full backup is too old, forcing full backup",
     "Latest chain has too many incrementals, forcing full backup",
 )
-_MANIFEST = re.compile(r"\bduplicity-(full|inc)\.[0-9A-Za-z.]+?\.manifest\b")
+_MANIFEST = re.compile(r"\bduplicity-(full|inc)\.([0-9A-Za-z.]+?)\.manifest\b")
+_SET_TIME = re.compile(r"(\d{8}T\d{6}Z)$")  # the last time in a manifest's name: the set's
 _RESTART = "Restarting after volume"
 _RECORD_HEADER = re.compile(r"^(DEBUG|INFO|NOTICE|WARNING|ERROR) (\d+)(?: (.*))?$")
 _VERIFY_SUMMARY = re.compile(r"Verify complete: (\d+) file\(s\) compared, (\d+) difference")
@@ -149,6 +154,14 @@ class RunResult:
     statistics: Mapping[str, float] = field(default_factory=dict)
     differences: tuple[str, ...] = ()  # verify: duplicity's "Difference found" messages
     compared: int | None = None  # verify: files compared
+    # backup: files duplicity could not read and left out (it still exits 0 and counts them
+    # in the statistics' Errors): the backup is sound but incomplete.
+    unreadable: tuple[str, ...] = ()
+    set_time: str | None = None  # backup: the time duplicity gave the set (UTC ISO 8601)
+
+    @property
+    def errors(self) -> int:
+        return max(len(self.unreadable), int(self.statistics.get("Errors", 0) or 0))
 
     @property
     def ok(self) -> bool:
@@ -254,6 +267,11 @@ class Duplicity:
     ) -> None:
         if volsize_mb < 1:
             raise ValueError(f"volume size must be at least 1 MB, not {volsize_mb}")
+        if num_retries is not None and num_retries < 1:
+            # duplicity's --num-retries counts attempts: with 0 it skips every backend call
+            # and fails later on a None listing (measured with 3.2.1 on sftp://).
+            raise ValueError(f"num_retries counts attempts and must be at least 1, not "
+                             f"{num_retries}")  # fmt: skip
         self.executable = executable
         self.archive_dir = os.path.abspath(archive_dir)
         # Without a home of our own, gpg would use (and leave an agent on) $HOME/.gnupg; the
@@ -269,6 +287,9 @@ class Duplicity:
         self.retry_delay = retry_delay
         self.gpgconf = gpgconf
         self.logger = logger or logging.getLogger("backup.duplicity")
+        self._running: set[subprocess.Popen] = set()
+        self._running_lock = threading.Lock()
+        self._terminated: list[tuple[int, float]] = []  # (process group, SIGKILL deadline)
 
     # --- the verbs ---------------------------------------------------------------------------
 
@@ -307,6 +328,8 @@ class Duplicity:
             kind=backup_kind(records, full_requested=full),
             bytes=_int_or_none(statistics.get("TotalDestinationSizeChange")),
             statistics=statistics,
+            unreadable=unreadable_files(records),
+            set_time=backup_set_time(records),
         )
 
     def collection_status(self, target: str, *, name: str, encryption: Encryption) -> Collection:
@@ -343,10 +366,13 @@ class Duplicity:
         path: str | None = None,
         time: str | None = None,
         force: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> RunResult:
         """Restore the chain (or `path` inside it, relative to the backed-up root) as of `time`
         (duplicity's time formats: "now", "3D", ISO 8601; default: the latest) into
-        `destination`, which must not exist unless `force` (exit 11 otherwise)."""
+        `destination`, which must not exist unless `force` (exit 11 otherwise). `pass_fds`
+        stay open in duplicity, so that `destination` may be `/proc/self/fd/N/NAME`: a
+        directory held open by the caller, whatever happens to the path leading to it."""
         options = []
         if path is not None:
             options.append(f"--path-to-restore={path}")
@@ -354,7 +380,9 @@ class Duplicity:
             options.append(f"--time={time}")
         if force:
             options.append("--force")
-        return self._simple("restore", options, [target, _local(destination)], name, encryption)
+        _, result, elapsed = self._run("restore", options, [target, _local(destination)],
+                                       name=name, encryption=encryption, pass_fds=pass_fds)  # fmt: skip
+        return RunResult("restore", result.exit_code, result.meaning, elapsed)
 
     def verify(
         self,
@@ -385,6 +413,40 @@ class Duplicity:
         meaning = VERIFY_DIFFERENCES if result.exit_code == 1 else result.meaning
         return RunResult("verify", result.exit_code, meaning, elapsed,
                          differences=differences, compared=compared)  # fmt: skip
+
+    def terminate(self, grace: float = 5.0) -> int:
+        """Stop every duplicity this adapter runs (from another thread, e.g. on SIGTERM):
+        SIGTERM to each one's process group, SIGKILL after `grace` seconds to what is left of
+        it. What it was writing is resumed or redone by the next run (duplicity's
+        checkpoints). Returns how many. Call `finish_terminating` before the program exits."""
+        with self._running_lock:
+            groups = [process.pid for process in self._running]
+        deadline = time.monotonic() + grace
+        for group in groups:
+            _signal_group(group, signal.SIGTERM)
+        self._terminated.extend((group, deadline) for group in groups)
+        if groups:
+            # If duplicity itself ignores SIGTERM, its caller waits on it: the timer frees it.
+            timer = threading.Timer(grace, lambda: [_signal_group(g, signal.SIGKILL)
+                                                    for g in groups])  # fmt: skip
+            timer.daemon = True
+            timer.start()
+        return len(groups)
+
+    def finish_terminating(self) -> None:
+        """Wait out the grace of every group `terminate` signalled, then SIGKILL what is left.
+        duplicity dies of SIGTERM at once, but a gpg it started handles SIGTERM and may be
+        stuck (a frozen target): without this, it would outlive us, as the timer dies with
+        the program."""
+        for group, deadline in self._terminated:
+            while _group_alive(group) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _signal_group(group, signal.SIGKILL)
+        self._terminated.clear()
+
+    def _started(self, process: subprocess.Popen) -> None:
+        with self._running_lock:
+            self._running.add(process)
 
     def stop_agent(self) -> None:
         """Stop the gpg-agent of this GnuPG home (each duplicity run leaves one running)."""
@@ -432,7 +494,8 @@ class Duplicity:
         return RunResult(verb, result.exit_code, result.meaning, elapsed)
 
     def _run(
-        self, verb, options, positional, *, name, encryption, accept_differences=False
+        self, verb, options, positional, *, name, encryption, accept_differences=False,
+        pass_fds: Sequence[int] = (),
     ) -> tuple[list[LogRecord], CommandResult, float]:
         _check_name(name)
         prepare_home(self.gnupg_home)
@@ -448,11 +511,15 @@ class Duplicity:
             try:
                 result = run_command(argv, tool=DUPLICITY, timeout=self.timeout,
                                      env=self.env(encryption), secrets=secrets, ok_codes=ok_codes,
-                                     pass_fds=(fd,), logger=self.logger)  # fmt: skip
+                                     pass_fds=(fd, *pass_fds), logger=self.logger,
+                                     on_start=self._started)  # fmt: skip
             except CommandFailed as failed:
                 records = parse_log(_read(log_file))
                 detail = mask(failure_detail(records, failed.stderr), secrets)
                 raise DuplicityFailed(verb, failed, detail) from None
+            finally:
+                with self._running_lock:
+                    self._running = {p for p in self._running if p.returncode is None}
             records = parse_log(_read(log_file))
         if result.exit_code == 1 and verify_outcome(records)[0] is None:
             # Exit 1 is accepted from verify only as "differences found".
@@ -498,6 +565,25 @@ def parse_log(text: str) -> list[LogRecord]:
     return records
 
 
+UNREADABLE_FILE = 10  # duplicity's log code of "Error accessing possibly locked file PATH"
+_UNLISTABLE = "Error listing directory "  # a generic warning (code 1), not counted in Errors
+
+
+def unreadable_files(records: Sequence[LogRecord]) -> tuple[str, ...]:
+    """The paths duplicity warned it could not read and left out of the backup: files (code
+    10, counted in the statistics' Errors) and directories it could not list (a generic
+    warning that Errors does not count: a home it cannot list is backed up empty, exit 0)."""
+    found = []
+    for record in records:
+        if record.level != "WARNING":
+            continue
+        if record.code == UNREADABLE_FILE:
+            found.append(record.extra.strip().strip("'") or record.message.strip())
+        elif record.message.strip().startswith(_UNLISTABLE):
+            found.append(record.message.strip()[len(_UNLISTABLE):])
+    return tuple(found)
+
+
 def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:
     """The figures of duplicity's "Backup Statistics" block (the last one), e.g. SourceFiles,
     RawDeltaSize, TotalDestinationSizeChange, Errors; {} when it printed none."""
@@ -513,6 +599,18 @@ def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:
                         continue
             return figures
     return {}
+
+
+def backup_set_time(records: Sequence[LogRecord]) -> str | None:
+    """The time duplicity gave the set a backup run wrote, from the name of its manifest
+    (duplicity-full.T.manifest, duplicity-inc.T0.to.T.manifest), as UTC ISO 8601; None when
+    the run named no manifest."""
+    names = {match[2] for record in records for match in _MANIFEST.finditer(record.message)}
+    times = sorted({found[1] for name in names if (found := _SET_TIME.search(name))})
+    if not times:
+        return None
+    moment = datetime.strptime(times[-1], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    return moment.isoformat()
 
 
 def backup_kind(records: Sequence[LogRecord], *, full_requested: bool) -> str | None:
@@ -641,3 +739,20 @@ def _secrets(encryption: Encryption, positional: Sequence[str]) -> list[str]:
 
 def _int_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hubsidecars.commands import CommandError
+from hubsidecars.files import private_directory
 from hubsidecars.locking import FileLock, LockTimeout
 from hubsidecars.logs import log_event
 
@@ -80,12 +81,24 @@ class BackupJobs:
         self.settings = settings
         self.duplicity = duplicity
         self.encryption = encryption
+        # duplicity's archive holds every home's file names and signatures, unencrypted; the
+        # state directory the records: neither may be readable by other local users.
+        private_directory(duplicity.archive_dir, "archive_dir")
+        private_directory(settings.state_dir, "state_dir")
         self.state = state or StateStore(settings.state_dir)
         self.now = now
-        locks = Path(settings.state_dir) / "locks"
-        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        locks = private_directory(Path(settings.state_dir) / "locks", "the locks directory")
         self._locks_dir = locks
         self._record_lock = threading.Lock()
+        self.stopped_by: str | None = None  # the signal that stopped the job, if one did
+        self._stopping = threading.Event()
+
+    def stop(self, why: str) -> None:
+        """Stop the job from a signal handler: chains not begun are not begun, the running
+        duplicity processes are terminated (their chains resume on the next run)."""
+        self.stopped_by = why
+        self._stopping.set()
+        self.duplicity.terminate()
 
     # -- locks -----------------------------------------------------------------------------
 
@@ -120,9 +133,23 @@ class BackupJobs:
         # duplicity) holds duplicity's lock file open: the next run would fail with "another
         # duplicity instance is running". Under the job lock no duplicity of ours runs.
         self._stop_agent()
+
+        def guarded(chain: Chain) -> ChainOutcome:
+            if self._stopping.is_set():
+                return ChainOutcome(chain.name, chain.user, True, "skipped",
+                                    f"not begun: hub-backup was stopped ({self.stopped_by})")
+            # One chain's surprise (its record cannot be saved on a full disk, ...) is that
+            # chain's failed line, never a traceback that loses the other chains' outcomes.
+            try:
+                return work(chain)
+            except OSError as error:
+                line = f"{job} stopped: {error.strerror or error} ({error.filename or ''})"
+                log_event(log, f"{job} failed", logging.ERROR, chain=chain.name, error=line)
+                return ChainOutcome(chain.name, chain.user, False, "failed", line)
+
         with ThreadPoolExecutor(max_workers=self.settings.parallelism,
                                 thread_name_prefix=job) as pool:  # fmt: skip
-            report.outcomes = list(pool.map(work, chains))
+            report.outcomes = list(pool.map(guarded, chains))
         self._stop_agent()
         return report
 
@@ -135,8 +162,22 @@ class BackupJobs:
     # -- run -------------------------------------------------------------------------------
 
     def run(self, only: Iterable[str] | None = None) -> JobReport:
-        return self._holding_job_lock("run", lambda: self._side_by_side(
-            self.chains(only), self._backup_chain, "run"))
+        return self._holding_job_lock("run", lambda: self._run_chains(only))
+
+    def _run_chains(self, only: Iterable[str] | None) -> JobReport:
+        chains = self.chains(only)
+        if self.settings.layout == "per-user" and chains and not any(c.present for c in chains):
+            # Every home gone at once is a /home that is not mounted, not a mass deletion:
+            # skipping them all would make the run (and its unit) a success that saved nothing.
+            report = JobReport("run")
+            report.outcomes = [ChainOutcome(
+                chain.name, chain.user, False, "failed",
+                f"the source {self.settings.source} holds no home at all (not mounted?); "
+                "nothing backed up") for chain in chains]  # fmt: skip
+            log_event(log, "source holds no home", logging.ERROR, source=self.settings.source,
+                      chains=len(chains))  # fmt: skip
+            return report
+        return self._side_by_side(chains, self._backup_chain, "run")
 
     def _backup_chain(self, chain: Chain) -> ChainOutcome:
         if not chain.present:
@@ -154,6 +195,23 @@ class BackupJobs:
             return ChainOutcome(chain.name, chain.user, False, "skipped",
                                 "its chain is locked by a restore, verify or drill")  # fmt: skip
 
+    def _unchanged(self, chain: Chain, record: ChainRecord) -> bool:
+        """True when the last backup succeeded whole, no full is due, and no file or directory
+        of the home (outside the excludes) was modified, created, renamed, deleted or had its
+        mode or owner changed since that backup began (ctime moves on each of those and
+        cannot be set back by a user)."""
+        if not (self.settings.skip_unchanged and record.succeeded_last and not record.error
+                and record.last_success and record.last_success_end
+                and not self._full_due(record)):  # fmt: skip
+            return False
+        # duplicity still runs at least every max_age / 2, so that a target gone bad is found
+        # (and status turns stale) even for a home nobody touches.
+        contact = (self.now() - datetime.fromisoformat(record.last_success_end)).total_seconds()
+        if contact >= self.settings.max_age / 2:
+            return False
+        since = datetime.fromisoformat(record.last_success).timestamp() - 2
+        return not _changed_since(Path(chain.source), since, self.settings.excludes)
+
     def _full_due(self, record: ChainRecord) -> bool:
         if not record.newest_full:
             return True
@@ -163,6 +221,21 @@ class BackupJobs:
     def _backup_locked(self, chain: Chain) -> ChainOutcome:
         record = self._record(chain)
         started = self.now()
+        if self._unchanged(chain, record):
+            # Nothing in the home changed since its last backup: that backup is still the
+            # home as it is, so it counts as this hour's. An unchanged incremental would cost
+            # duplicity's full start-up and five gpg runs (about 1.2 CPU s per home, measured)
+            # and add an empty set to the chain every hour.
+            record.last_attempt = record.last_success = iso(started)
+            record.last_kind, record.last_bytes = "unchanged", 0
+            record.last_duration_s = round((self.now() - started).total_seconds(), 3)
+            record.history.append({"at": record.last_attempt, "kind": "unchanged", "ok": True,
+                                   "seconds": record.last_duration_s, "bytes": 0})  # fmt: skip
+            self.state.save(record)
+            log_event(log, "unchanged since its last backup", chain=chain.name,
+                      seconds=record.last_duration_s)  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, True, "unchanged",
+                                seconds=record.last_duration_s)  # fmt: skip
         record.last_attempt = iso(started)
         record.in_progress = True
         self.state.save(record)
@@ -178,6 +251,8 @@ class BackupJobs:
         kind = result.kind or ("full" if self._full_due(record) else "incremental")
         record.in_progress = False
         record.last_success = record.last_attempt
+        record.last_success_end = iso(finished)
+        record.last_set_time = result.set_time
         record.last_kind = kind
         record.last_duration_s = round((finished - started).total_seconds(), 3)
         record.last_bytes = result.bytes
@@ -190,7 +265,19 @@ class BackupJobs:
             record.incrementals += 1
         record.history.append({"at": record.last_attempt, "kind": kind, "ok": True,
                                "seconds": record.last_duration_s, "bytes": result.bytes})  # fmt: skip
+        if result.errors:
+            # The chain is sound (duplicity finished it) but files are missing from it: say so
+            # loudly, a backup that silently leaves files out is worse than a failed one.
+            first = result.unreadable[0] if result.unreadable else "see duplicity's log"
+            record.error = (f"{result.errors} file(s) could not be read and are not in this "
+                            f"backup; first: {first}")[:500]  # fmt: skip
+            record.history[-1].update(ok=False, error=record.error)
         self.state.save(record)
+        if result.errors:
+            log_event(log, "backed up incompletely", logging.ERROR, chain=chain.name, kind=kind,
+                      unreadable=result.errors, first=first)  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, False, "incomplete", record.error,
+                                record.last_duration_s)  # fmt: skip
         log_event(log, "backed up", chain=chain.name, kind=kind,
                   seconds=record.last_duration_s, bytes=result.bytes)  # fmt: skip
         return ChainOutcome(chain.name, chain.user, True, kind, seconds=record.last_duration_s)
@@ -292,6 +379,8 @@ class BackupJobs:
         if record is None or not record.last_success:
             return ChainOutcome(chain.name, chain.user, False, "failed", "never backed up")
         since = datetime.fromisoformat(record.last_success).timestamp() - 2
+        # after a failed or killed run, "latest" would include its half-written set
+        complete_time = None if record.succeeded_last else record.complete_time
         candidates = sorted(_unchanged_files(Path(chain.source), since, self.settings.excludes))
         sample = random.Random(f"{chain.name}:{record.last_success}").sample(
             candidates, min(self.settings.drill_files, len(candidates)))  # fmt: skip
@@ -304,16 +393,22 @@ class BackupJobs:
                     restored = Path(scratch) / str(number)
                     # relative to the chain's source: the home, or the root in the single layout
                     self.duplicity.restore(chain.target, str(restored), name=chain.name,
-                                           encryption=self.encryption, path=relative)  # fmt: skip
+                                           encryption=self.encryption, path=relative,
+                                           time=complete_time)  # fmt: skip
                     problem = _same_file(Path(chain.source) / relative, restored)
                     if problem:
                         problems.append(f"{relative}: {problem}")
         except (LockTimeout, CommandError) as error:
             line = str(error).splitlines()[0][:500]
             log_event(log, "drill failed", logging.ERROR, chain=chain.name, error=line)
+            if not isinstance(error, LockTimeout):
+                self._note_drill(chain, False, line)
             return ChainOutcome(chain.name, chain.user, False, "failed", line)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        self._note_drill(chain, not problems,
+                         f"{len(problems)} of {len(sample)} differ" if problems else
+                         f"{len(sample)} file(s) identical")  # fmt: skip
         if problems:
             log_event(log, "drill found differences", logging.ERROR, chain=chain.name,
                       files=len(sample), problems=len(problems), first=problems[0])  # fmt: skip
@@ -324,8 +419,16 @@ class BackupJobs:
         return ChainOutcome(chain.name, chain.user, True, "drilled",
                             f"{len(sample)} file(s) restored and identical")  # fmt: skip
 
+    def _note_drill(self, chain: Chain, ok: bool, detail: str) -> None:
+        """The drill holds the job lock: no run rewrites this record meanwhile."""
+        record = self._record(chain)
+        record.last_drill, record.drill_ok, record.drill_detail = iso(self.now()), ok, detail
+        self.state.save(record)
+
     def restore(self, user: str, path: str | None, *, time: str | None, to: str | None,
                 in_place: bool) -> int:
+        from backup.restore import restore
+
         return restore(self, user, path, time=time, to=to, in_place=in_place)
 
     # -- status ----------------------------------------------------------------------------
@@ -348,9 +451,15 @@ class BackupJobs:
                 "last_success": success,
                 "age_s": None if age is None else round(age),
                 "last_attempt": record.last_attempt if record else None,
+                "last_attempt_ok": bool(record and record.succeeded_last and not record.error),
+                "last_duration_s": record.last_duration_s if record else None,
+                "last_bytes": record.last_bytes if record else None,
+                "last_drill": record.last_drill if record else None,
+                "drill_ok": record.drill_ok if record else None,
                 "last_error": record.error if record else None,
                 "in_progress": bool(record and record.in_progress),
-                "stale": age is None or age > self.settings.max_age,
+                # a removed user's kept backups are history, not a backup falling behind
+                "stale": chain.present and (age is None or age > self.settings.max_age),
             })  # fmt: skip
         return rows
 
@@ -373,6 +482,34 @@ def _unchanged_files(home: Path, before: float, excludes) -> list[str]:
             if stat_module.S_ISREG(info.st_mode) and info.st_mtime < before:
                 found.append(relative)
     return found
+
+
+def _changed_since(top: Path, since: float, excludes) -> bool:
+    """Whether anything under `top` (itself included, excluded junk left out) has a ctime or
+    mtime at or after `since`; an entry that cannot be examined counts as a change."""
+    import fnmatch
+    import os
+
+    def changed(info: os.stat_result) -> bool:
+        return max(info.st_ctime, info.st_mtime) >= since
+
+    try:
+        if changed(os.lstat(top)):
+            return True
+        for directory, dirs, files in os.walk(top, onerror=_raise):
+            relative_dir = os.path.relpath(directory, top)
+            dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes,
+                                                        fnmatch)]  # fmt: skip
+            for name in (*dirs, *files):
+                if changed(os.lstat(os.path.join(directory, name))):
+                    return True
+    except OSError:
+        return True
+    return False
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def _excluded(relative: str, excludes, fnmatch) -> bool:
@@ -404,65 +541,3 @@ def _exclude(home: str, pattern: str) -> str:
     if pattern.startswith(("/", "**")):
         return pattern
     return f"{home.rstrip('/')}/{pattern}"
-
-
-# -- restore --------------------------------------------------------------------------------
-
-
-def restore(jobs: BackupJobs, user: str, path: str | None, *, time: str | None,
-            to: str | None, in_place: bool) -> int:
-    """Restore `user`'s home (or `path` in it) as of `time` into `to`, or over the live files
-    with `in_place` (the live ones are moved aside first, never overwritten). Returns 0."""
-    import os
-
-    from hubsidecars.config import ConfigError
-
-    if bool(to) == bool(in_place):
-        raise ConfigError("give --to DIR (a staging directory) or --in-place, one of them")
-    relative = (path or "").strip("/")
-    if any(part in ("..", ".") for part in relative.split("/") if part):
-        raise ConfigError(f"PATH must stay inside the home, got {path!r}")
-    chains = [chain for chain in jobs.chains() if chain.user == user or chain.user == ""]
-    if not chains:
-        raise ConfigError(f"no backups of {user!r} (no home and no record)")
-    chain = chains[0]
-    in_chain = relative if chain.user else "/".join(part for part in (user, relative) if part)
-    stamp = jobs.now().strftime("%Y%m%dT%H%M%SZ")
-    home = Path(jobs.settings.source) / user
-    live = home / relative if relative else home
-    if in_place:
-        # staged beside the live files (same file system: the final step is two renames)
-        destination = live.parent / f".{live.name}.hub-backup-restore-{stamp}"
-    else:
-        staging = Path(to)
-        if staging.exists() and any(staging.iterdir()):
-            raise ConfigError(f"--to {to} is not empty: restores go into an empty directory")
-        staging.mkdir(parents=True, exist_ok=True, mode=0o700)
-        destination = staging / live.name if relative else staging
-        if destination == staging:
-            staging.rmdir()  # duplicity creates the directory it restores into
-    wait = max(jobs.settings.lock_wait, 60.0)
-    try:
-        with jobs.chain_lock(chain, wait).held():
-            jobs.duplicity.restore(chain.target, str(destination), name=chain.name,
-                                   encryption=jobs.encryption, path=in_chain or None,
-                                   time=time)  # fmt: skip
-            if in_place:
-                aside = None
-                if os.path.lexists(live):
-                    aside = live.parent / f"{live.name}.before-restore-{stamp}"
-                    os.rename(live, aside)
-                os.rename(destination, live)
-    except LockTimeout:
-        raise ConfigError(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
-                          "try again later") from None  # fmt: skip
-    finally:
-        try:
-            jobs.duplicity.stop_agent()
-        except Exception:  # noqa: BLE001
-            pass
-    where = live if in_place else destination
-    log_event(log, "restored", user=user, path=relative or "(home)", time=time or "latest",
-              to=str(where), moved_aside=str(aside) if in_place and aside else "")  # fmt: skip
-    print(f"restored {user}:{relative or '(whole home)'} to {where}")
-    return 0

@@ -59,7 +59,7 @@ class BackupSettings:
         metavar="KEYID",
     )  # fmt: skip
     gnupg_home: str = setting(
-        "", "GNUPGHOME for duplicity's gpg (default: gpg's own, ~/.gnupg)", metavar="DIR"
+        "", "GNUPGHOME for duplicity's gpg (default: archive_dir/.gnupg, private to hub-backup)", metavar="DIR"
     )
     full_every: Duration = setting(
         7 * 86400.0, "start a new full chain when the last full is older than this", min=3600,
@@ -68,6 +68,11 @@ class BackupSettings:
     keep_full: int = setting(
         2, "full chains kept per user by `hub-backup cleanup`", metavar="N", min=1, max=100,
         in_example=True,
+    )  # fmt: skip
+    skip_unchanged: bool = setting(
+        True, "run: a home with no change since its last backup (no ctime or mtime after it) "
+        "counts as backed up, without running duplicity; duplicity still runs when a full is "
+        "due and at least every max_age / 2",
     )  # fmt: skip
     volsize: int = setting(200, "duplicity volume size in MB", metavar="MB", min=1, max=10000)
     parallelism: int = setting(
@@ -158,7 +163,12 @@ def duplicity_command(settings: BackupSettings) -> str:
 def read_passphrase(settings: BackupSettings, *, required: bool) -> str | None:
     """The passphrase from passphrase_file or the credential; None when there is none and
     none is required (a key without a passphrase)."""
-    path = settings.passphrase_file if os.path.exists(settings.passphrase_file) else None
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    given = bool(credentials) and os.path.exists(os.path.join(credentials, PASSPHRASE_CREDENTIAL))
+    # The credential the unit hands over wins over the file: under systemd the file is the
+    # credential's source, and the service should not need to read /etc for it.
+    path = None if given else (
+        settings.passphrase_file if os.path.exists(settings.passphrase_file) else None)
     secret = read_secret(path, PASSPHRASE_CREDENTIAL, min_length=8 if required else 1)
     if secret is None and required:
         raise ConfigError(

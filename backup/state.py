@@ -7,10 +7,15 @@ Written after every attempt (atomically: a half record is never read), read by `
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
+
+from hubsidecars.files import replace_file
+from hubsidecars.logs import log_event
+
+log = logging.getLogger("backup")
 
 
 @dataclass
@@ -20,6 +25,11 @@ class ChainRecord:
     target: str
     last_attempt: str | None = None  # UTC ISO 8601
     last_success: str | None = None
+    last_success_end: str | None = None  # when that backup ended
+    # duplicity's own time of that backup's set (from its manifest's name): a restore of the
+    # last complete backup asks for exactly this time, since the set of a later run that
+    # failed can carry a time in the same second as last_success_end
+    last_set_time: str | None = None
     last_kind: str | None = None  # full / incremental
     last_duration_s: float | None = None
     last_bytes: int | None = None
@@ -28,10 +38,18 @@ class ChainRecord:
     error: str | None = None
     in_progress: bool = False  # set before duplicity starts, cleared after: a kill leaves it
     last_cleanup: str | None = None
+    last_drill: str | None = None  # when the last restore drill of this chain ran
+    drill_ok: bool | None = None
+    drill_detail: str | None = None
     newest_full: str | None = None  # when the newest full chain began (a full that succeeded)
     incrementals: int = 0  # incrementals since that full
     fulls: list[str] = field(default_factory=list)  # start times of the full chains kept
     history: list[dict] = field(default_factory=list)  # the last few attempts
+
+    @property
+    def complete_time(self) -> str | None:
+        """The time to restore "the last complete backup" at (None: never backed up)."""
+        return self.last_set_time or self.last_success_end
 
     @property
     def succeeded_last(self) -> bool:
@@ -50,13 +68,20 @@ class StateStore:
         return self.directory / f"{chain}.json"
 
     def load(self, chain: str) -> ChainRecord | None:
+        path = self.path(chain)
         try:
-            data = json.loads(self.path(chain).read_text())
-            return ChainRecord(**data)
+            data = json.loads(path.read_text())
+            record = ChainRecord(**data)
+            _check(record)
+            return record
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError):
-            return None  # unreadable: as if never backed up, and the next attempt rewrites it
+        except (ValueError, TypeError) as error:
+            # unreadable or malformed (a hand edit, an older version, a damaged restore of
+            # /var): as if never backed up, and the next attempt rewrites it
+            log_event(log, "ignoring an unreadable chain record", level=logging.WARNING,
+                      file=str(path), error=str(error))  # fmt: skip
+            return None
 
     def all(self) -> list[ChainRecord]:
         records = []
@@ -68,15 +93,27 @@ class StateStore:
 
     def save(self, record: ChainRecord) -> None:
         record.history = record.history[-self.HISTORY:]
-        text = json.dumps(asdict(record), indent=1) + "\n"
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path(record.chain))
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        replace_file(self.path(record.chain), json.dumps(asdict(record), indent=1) + "\n",
+                     0o600)
+
+
+_TIMESTAMPS = ("last_attempt", "last_success", "last_success_end", "last_set_time",
+               "last_cleanup", "last_drill", "newest_full")  # fmt: skip
+_TYPES = {"chain": str, "user": str, "target": str, "incrementals": int, "in_progress": bool,
+          "fulls": list, "history": list}  # fmt: skip
+
+
+def _check(record: ChainRecord) -> None:
+    """Raise ValueError/TypeError for a record whose values the code that reads it cannot use."""
+    for item in fields(record):
+        value = getattr(record, item.name)
+        wanted = _TYPES.get(item.name)
+        if wanted is not None and (type(value) is not wanted):
+            raise TypeError(f"{item.name} is {value!r}, not a {wanted.__name__}")
+    for moment in [*(getattr(record, name) for name in _TIMESTAMPS), *record.fulls]:
+        if moment is None:
+            continue
+        if not isinstance(moment, str) or datetime.fromisoformat(moment).tzinfo is None:
+            raise ValueError(f"{moment!r} is not a timestamp with a UTC offset")
+    if not all(isinstance(entry, dict) for entry in record.history):
+        raise TypeError("history holds something other than objects")

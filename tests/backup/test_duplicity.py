@@ -140,11 +140,10 @@ def test_symmetric_full_then_incremental(setup):
 
 def test_collection_status_two_chains_in_utc(setup):
     before = datetime.now(timezone.utc).replace(microsecond=0)
-    setup.backup(SYMMETRIC)
-    setup.backup(SYMMETRIC)
-    assert setup.backup(SYMMETRIC, full=True).kind == "full"
-    setup.backup(SYMMETRIC)
-    setup.backup(SYMMETRIC)
+    runs = [setup.backup(SYMMETRIC), setup.backup(SYMMETRIC)]
+    runs.append(setup.backup(SYMMETRIC, full=True))
+    assert runs[-1].kind == "full"
+    runs += [setup.backup(SYMMETRIC), setup.backup(SYMMETRIC)]
     after = datetime.now(timezone.utc)
 
     collection = setup.status(SYMMETRIC)
@@ -155,6 +154,9 @@ def test_collection_status_two_chains_in_utc(setup):
     assert before <= old.start < old.end < new.start < new.end <= after
     assert all(s.time.tzinfo == timezone.utc for chain in collection.chains for s in chain.sets)
     assert collection.last_full == new.start and collection.last_backup == new.end
+    # each run knows the time duplicity gave the set it wrote (what a restore --time names)
+    assert [run.set_time for run in runs] == [
+        s.time.isoformat() for chain in collection.chains for s in chain.sets]  # fmt: skip
 
 
 def test_full_if_older_than_starts_a_new_chain(setup):
@@ -492,3 +494,11 @@ def test_parse_log_reads_secondary_chains_and_counts():
     assert old.end == datetime(2026, 11, 21, 1, 2, 3, tzinfo=timezone.utc)
     assert (new.complete, new.incrementals) == (True, 0)
     assert (collection.orphaned_sets, collection.incomplete_sets) == (1, 2)
+
+
+def test_zero_attempts_is_refused_because_duplicity_would_skip_every_transfer(tmp_path):
+    """duplicity 3.2.1 with --num-retries=0 never calls its backend and dies on a None listing
+    (an sftp:// backup with hub-backup's retries=0 failed so before the settings mapped
+    retries to attempts)."""
+    with pytest.raises(ValueError, match="at least 1"):
+        Duplicity(DUPLICITY, archive_dir=str(tmp_path / "cache"), num_retries=0)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from backup.cli import build_jobs
 from backup.jobs import JobBusy
 from backup.settings import BackupSettings
 from tests.realparts.homes import big_home, compare, is_junk, make_homes, mutate, snapshot
+from tests.realparts.proctree import descendants
 
 PASSPHRASE = "correct horse battery staple 0123"
 HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
@@ -134,23 +137,6 @@ def write_config(settings, path: Path, **changes) -> Path:
         lines.append(f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
@@ -270,3 +256,148 @@ def test_verify_and_drill_report_per_user_and_catch_a_damaged_backup(setup):
     [outcome] = verified.outcomes
     assert not outcome.ok and outcome.action == "differences"
     assert victim.name in outcome.detail
+
+
+def test_two_runs_at_once_never_run_side_by_side(setup):
+    """Two real `hub-backup run` processes: the second exits 75 saying so while the first
+    works; one given --lock-wait waits for it, then backs up what is left to do."""
+    settings, made, work = setup
+    big_home(Path(settings.source), "dan", 30, uid=3004)
+    config = write_config(settings, work / "backup.toml", volsize=5)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    first = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    target = work / "backups" / "dan"
+    deadline = time.monotonic() + 60
+    while not (target.exists() and any(target.glob("*.vol*"))):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    busy = subprocess.run([str(HUB_BACKUP), "run", "--config", str(config)], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert busy.returncode == 75, busy.stderr
+    assert "another hub-backup run or cleanup is running" in busy.stderr
+    assert first.poll() is None  # it was still running: the refusal was not a race won late
+
+    mutate(made["ada"].path, 3, seed=11)
+    waiter = subprocess.run([str(HUB_BACKUP), "run", "--config", str(config), "--lock-wait",
+                             "5m"], env=env, capture_output=True, text=True, timeout=400)  # fmt: skip
+    assert first.wait(timeout=60) == 0, first.stdout.read()
+    assert waiter.returncode == 0, waiter.stderr
+    rows = {row["user"]: row for row in jobs_for(settings).status()}
+    assert rows["ada"]["incrementals"] == 1 and rows["dan"]["newest_full"]
+
+
+def test_new_homes_are_picked_up_and_a_removed_home_keeps_its_backups(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    assert jobs.run(["ada", "cyd"]).exit_code == 0
+    kept = sorted(p.name for p in (work / "backups" / "cyd").iterdir())
+    shutil.rmtree(made["cyd"].path)
+    make_homes(Path(settings.source), {"dan": 3004}, files_per_home=10, megabyte_files=0)
+    report = jobs.run()
+    assert actions(report) == {"home-ada": "incremental", "home-bob": "full",
+                               "home-cyd": "skipped", "home-dan": "full"}  # fmt: skip
+    assert report.exit_code == 0
+    rows = {row["user"]: row for row in jobs.status()}
+    assert rows["cyd"]["home_present"] is False and rows["cyd"]["newest_full"]
+    assert jobs.cleanup().exit_code == 0
+    assert sorted(p.name for p in (work / "backups" / "cyd").iterdir()) == kept
+    restored = work / "cyd-restored"
+    jobs.restore("cyd", None, time=None, to=str(restored), in_place=False)
+    assert any(restored.iterdir())
+
+
+def test_files_duplicity_cannot_read_fail_the_chain_instead_of_passing_silently(setup):
+    """duplicity leaves out a file it cannot read and still exits 0. hub-backup running
+    without the power to read every home (here: root with its DAC capabilities dropped, as a
+    unit missing CAP_DAC_READ_SEARCH would be) must say the backup is incomplete."""
+    settings, made, work = setup
+    for path in [made["ada"].path, *made["ada"].path.rglob("*")]:  # all readable, but one
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    secret_file = made["ada"].path / "private.txt"
+    secret_file.write_text("only ada can read this\n")
+    os.chown(secret_file, 3001, 3001)
+    secret_file.chmod(0o600)
+    config = write_config(settings, work / "backup.toml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    powerless = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                 "--inh-caps=-dac_override,-dac_read_search"]  # fmt: skip
+    done = subprocess.run([*powerless, str(HUB_BACKUP), "run", "--config", str(config), "ada",
+                           "bob"], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    lines = {line.split(":")[1].strip(): line for line in done.stderr.splitlines()
+             if line.startswith("hub-backup: home-")}  # fmt: skip
+    assert "1 file(s) could not be read" in lines["home-ada"]
+    assert lines["home-ada"].endswith("private.txt")
+    # bob's home (0700, his) cannot even be listed: duplicity backs it up empty and exits 0
+    assert "could not be read" in lines["home-bob"]
+    assert lines["home-bob"].endswith(str(made["bob"].path))
+    rows = {row["user"]: row for row in jobs_for(settings).status()}
+    assert "could not be read" in rows["ada"]["last_error"]
+    assert rows["ada"]["last_attempt_ok"] is False
+
+    # with the power to read, the next run is whole again
+    done = subprocess.run([str(HUB_BACKUP), "run", "--config", str(config), "ada"], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = {row["user"]: row for row in jobs_for(settings).status()}
+    assert rows["ada"]["last_error"] is None and rows["ada"]["last_attempt_ok"] is True
+
+
+def test_an_unchanged_home_is_not_backed_up_again_but_any_change_is(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    # the homes were just made: a change within 2 s before a backup's start (recorded in
+    # whole seconds) counts as made after it (file systems with coarse timestamps)
+    time.sleep(3.1)
+    assert actions(jobs.run(["ada"])) == {"home-ada": "full"}
+    target = work / "backups" / "ada"
+    files_at_target = sorted(p.name for p in target.iterdir())
+    first_success = jobs.status()[0]["last_success"]
+    time.sleep(1.1)  # the next check is recorded at a later second
+
+    assert actions(jobs.run(["ada"])) == {"home-ada": "unchanged"}
+    assert sorted(p.name for p in target.iterdir()) == files_at_target  # duplicity never ran
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert row["last_success"] > first_success and not row["stale"]
+
+    # junk changing (an excluded cache) is no change
+    cache = made["ada"].path / ".cache"
+    cache.mkdir(exist_ok=True)
+    (cache / "pip.log").write_text("noise")
+    assert actions(jobs.run(["ada"])) == {"home-ada": "unchanged"}
+
+    home = made["ada"].path
+    some_file = sorted(p for p in home.rglob("*.txt") if not is_junk(str(p.relative_to(home))))
+    changes = [
+        lambda: some_file[0].chmod(0o600),  # mode only
+        lambda: some_file[1].unlink(),  # a deletion
+        lambda: os.utime(some_file[2], (0, 0)),  # mtime set far back: ctime still moves
+        lambda: some_file[3].rename(some_file[3].with_name("renamed.txt")),
+    ]
+    for change in changes:  # each one made after the last run began
+        change()
+        assert actions(jobs.run(["ada"])) == {"home-ada": "incremental"}
+
+    restored = work / "restored"
+    jobs.restore("ada", None, time=None, to=str(restored), in_place=False)
+    assert compare(snapshot(home, skip_junk=True), snapshot(restored)) == []
+
+    # with skip_unchanged off, duplicity runs every time
+    time.sleep(2.1)
+    assert actions(jobs_for(settings, skip_unchanged=False).run(["ada"])) == {
+        "home-ada": "incremental"}  # fmt: skip
+
+
+def test_an_unchanged_home_still_reaches_its_target_every_half_max_age(setup):
+    """A broken target must not hide behind unchanged homes until status turns stale."""
+    settings, made, work = setup
+    assert jobs_for(settings).run(["bob"]).exit_code == 0
+    time.sleep(2.1)
+    later = jobs_for(settings, max_age=3600.0)
+    later.now = lambda: datetime.now(UTC) + timedelta(minutes=31)
+    (work / "backups" / "bob").rename(work / "bob-moved")
+    (work / "backups" / "bob").write_text("not a directory")
+    [outcome] = later.run(["bob"]).outcomes
+    assert not outcome.ok and outcome.action == "failed"

@@ -1,0 +1,189 @@
+"""`hub-backup restore`: a home, or one path in it, into a staging directory or in place.
+
+Restores run as root into directories users control (their homes), so no path a user could
+change is ever followed: the directory restored into is opened once, without following
+symlinks (component by component below the home for `--in-place`), and duplicity writes
+through `/proc/self/fd/N/...`, a name for that open directory that no later rename or
+planted symlink can redirect. The final moves are renames relative to those descriptors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from hubsidecars.config import ConfigError
+from hubsidecars.locking import LockTimeout
+from hubsidecars.logs import log_event
+
+log = logging.getLogger("backup")
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+WORK_NAME = ".hub-backup-restoring"
+
+
+def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | None,
+            in_place: bool) -> int:  # fmt: skip
+    """Restore `user`'s home (or `path` in it) as of `time` into `to`, or over the live files
+    with `in_place` (the live ones are renamed aside first, never overwritten). Returns 0."""
+    if bool(to) == bool(in_place):
+        raise ConfigError("give --to DIR (a staging directory) or --in-place, one of them")
+    relative = (path or "").strip("/")
+    parts = [part for part in relative.split("/") if part]
+    if any(part in ("..", ".") for part in parts):
+        raise ConfigError(f"PATH must stay inside the home, got {path!r}")
+    relative = "/".join(parts)
+    chains = [chain for chain in jobs.chains() if chain.user in (user, "")]
+    if not chains:
+        raise ConfigError(f"no backups of {user!r} (no home and no record)")
+    chain = chains[0]
+    in_chain = "/".join(parts) if chain.user else "/".join([user, *parts])
+    time, note = _complete_time(jobs, chain, time)
+    stamp = jobs.now().strftime("%Y%m%dT%H%M%SZ")
+    wait = max(jobs.settings.lock_wait, 60.0)
+    try:
+        with jobs.chain_lock(chain, wait).held():
+            if in_place:
+                where, aside = _in_place(jobs, chain, user, parts, in_chain, time, stamp)
+            else:
+                where, aside = _into_staging(jobs, chain, to, parts, in_chain, time), None
+    except LockTimeout:
+        raise ConfigError(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
+                          "try again later") from None  # fmt: skip
+    finally:
+        try:
+            jobs.duplicity.stop_agent()
+        except Exception:  # noqa: BLE001 - a leftover agent is not worth failing a restore for
+            pass
+    log_event(log, "restored", user=user, path=relative or "(home)", time=time or "latest",
+              to=str(where), moved_aside=str(aside or ""))  # fmt: skip
+    if note:
+        print(note)
+    print(f"restored {user}:{relative or '(whole home)'} to {where}"
+          + (f" (the live one moved to {aside})" if aside else ""))  # fmt: skip
+    return 0
+
+
+def _complete_time(jobs, chain, time: str | None) -> tuple[str | None, str]:
+    """Without --time, the latest *complete* backup: after a run that failed or was killed,
+    duplicity's "latest" would include the half-written set of that run."""
+    if time is not None:
+        return time, ""
+    record = jobs.state.load(chain.name)
+    if record is None or record.succeeded_last or not record.complete_time:
+        return None, ""
+    return record.complete_time, (
+        f"note: the last backup of {chain.name} did not complete; restoring the last complete "
+        f"one ({record.complete_time})")
+
+
+def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
+                  time: str | None) -> Path:  # fmt: skip
+    staging = Path(to)
+    try:
+        info = os.lstat(staging)
+    except FileNotFoundError:
+        staging.mkdir(parents=True, mode=0o700)
+    else:
+        if not _is_plain_directory(info):
+            raise ConfigError(f"--to {to} is a symlink or not a directory: give a directory")
+    fd = os.open(staging, _DIRECTORY)
+    try:
+        if os.listdir(fd):
+            raise ConfigError(f"--to {to} is not empty: restores go into an empty directory")
+        # duplicity creates the directory it restores into: a work entry inside the staging
+        # directory, whose contents then move up (for a whole home, DIR becomes the home).
+        try:
+            jobs.duplicity.restore(chain.target, f"/proc/self/fd/{fd}/{WORK_NAME}",
+                                   name=chain.name, encryption=jobs.encryption,
+                                   path=in_chain or None, time=time, pass_fds=(fd,))  # fmt: skip
+        except BaseException:
+            shutil.rmtree(WORK_NAME, dir_fd=fd, ignore_errors=True)  # no half restore left
+            raise
+        if parts:
+            os.rename(WORK_NAME, parts[-1], src_dir_fd=fd, dst_dir_fd=fd)
+            return staging / parts[-1]
+        work = os.open(WORK_NAME, _DIRECTORY, dir_fd=fd)
+        try:
+            for name in os.listdir(work):
+                os.rename(name, name, src_dir_fd=work, dst_dir_fd=fd)
+            info = os.fstat(work)
+            os.fchown(fd, info.st_uid, info.st_gid)
+            os.fchmod(fd, info.st_mode & 0o7777)
+        finally:
+            os.close(work)
+        os.rmdir(WORK_NAME, dir_fd=fd)
+        return staging
+    finally:
+        os.close(fd)
+
+
+def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str | None,
+              stamp: str) -> tuple[Path, Path | None]:  # fmt: skip
+    """Stage beside the live path (same file system, so the final steps are renames), in a
+    root-only directory reached without following any symlink below the source."""
+    source = Path(jobs.settings.source)
+    if parts:
+        parent = _open_beneath(source, [user, *parts[:-1]])
+        name = parts[-1]
+        aside_name = f"{name}.before-restore-{stamp}"
+        live = source / user / "/".join(parts)
+    else:
+        # A whole home: the live one goes aside under a hidden name, which the next run does
+        # not take for a new user's home.
+        parent = _open_beneath(source, [])
+        name = user
+        aside_name = f".{user}.before-restore-{stamp}"
+        live = source / user
+    stage_name = f".{name}.hub-backup-restore-{stamp}"
+    try:
+        os.mkdir(stage_name, 0o700, dir_fd=parent)
+        stage = os.open(stage_name, _DIRECTORY, dir_fd=parent)
+        try:
+            try:
+                jobs.duplicity.restore(chain.target, f"/proc/self/fd/{stage}/{name}",
+                                       name=chain.name, encryption=jobs.encryption,
+                                       path=in_chain or None, time=time, pass_fds=(stage,))  # fmt: skip
+            except BaseException:
+                shutil.rmtree(stage_name, dir_fd=parent, ignore_errors=True)  # live untouched
+                raise
+            aside = None
+            try:
+                os.rename(name, aside_name, src_dir_fd=parent, dst_dir_fd=parent)
+                aside = live.parent / aside_name
+            except FileNotFoundError:
+                pass  # nothing live to keep: the path was deleted
+            os.rename(name, name, src_dir_fd=stage, dst_dir_fd=parent)
+        finally:
+            os.close(stage)
+        os.rmdir(stage_name, dir_fd=parent)
+    finally:
+        os.close(parent)
+    return live, aside
+
+
+def _open_beneath(root: Path, parts: list[str]) -> int:
+    """A descriptor of root/parts..., each component opened without following a symlink:
+    a directory a user replaced by a link (to /etc, to another home) is refused."""
+    fd = os.open(root, _DIRECTORY)
+    try:
+        for index, part in enumerate(parts):
+            try:
+                next_fd = os.open(part, _DIRECTORY, dir_fd=fd)
+            except OSError as error:
+                where = root.joinpath(*parts[: index + 1])
+                raise ConfigError(f"cannot restore in place below {where}: it is a symlink or "
+                                  f"not a directory ({error.strerror})") from None  # fmt: skip
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_plain_directory(info: os.stat_result) -> bool:
+    return stat.S_ISDIR(info.st_mode)

@@ -1,0 +1,122 @@
+"""What an admin watches: `hub-backup status` (table, --json, exit code) and the Prometheus
+textfile written after every command, through the real command line, real duplicity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.realparts.homes import make_homes
+
+HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
+PASSPHRASE = "correct horse battery staple 0123"
+
+
+def configure(work: Path, homes: Path, **extra) -> Path:
+    secret = work / "backup.passphrase"
+    secret.write_text(PASSPHRASE + "\n")
+    secret.chmod(0o600)
+    values = {
+        "source": str(homes), "target": f"file://{work}/backups/{{user}}",
+        "passphrase_file": str(secret), "archive_dir": str(work / "cache"),
+        "state_dir": str(work / "state"), "metrics_file": str(work / "metrics/backup.prom"),
+        "drill_files": 3, **extra,
+    }  # fmt: skip
+    config = work / "backup.toml"
+    config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    return config
+
+
+def hub_backup(config: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    return subprocess.run([str(HUB_BACKUP), *args, "--config", str(config)], env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def samples(path: Path) -> dict[tuple[str, str], float]:
+    """{(metric, user or ""): value} from the textfile, parsed by Prometheus' own parser."""
+    found = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        for sample in family.samples:
+            found[(sample.name, sample.labels.get("user", ""))] = sample.value
+    return found
+
+
+def test_status_and_metrics_follow_successes_failures_and_drills(tmp_path, homes_root):
+    made = make_homes(homes_root, {"ada": 3201, "bob": 3202}, files_per_home=20,
+                      megabyte_files=0)  # fmt: skip
+    config = configure(tmp_path, homes_root)
+    metrics = tmp_path / "metrics/backup.prom"
+
+    never = hub_backup(config, "status")
+    assert never.returncode == 1  # never backed up is stale
+    assert "STALE" in never.stdout and "never" in never.stdout
+    assert samples(metrics)[("hub_backup_stale", "ada")] == 1
+
+    started = time.time()
+    assert hub_backup(config, "run").returncode == 0
+    fresh = hub_backup(config, "status", "--json")
+    assert fresh.returncode == 0, fresh.stdout
+    rows = {row["user"]: row for row in json.loads(fresh.stdout)}
+    assert set(rows) == {"ada", "bob"} and not any(row["stale"] for row in rows.values())
+    assert PASSPHRASE not in fresh.stdout + fresh.stderr
+    figures = samples(metrics)
+    assert figures[("hub_backup_stale", "ada")] == 0
+    assert figures[("hub_backup_last_attempt_success", "ada")] == 1
+    assert started - 2 <= figures[("hub_backup_last_success_timestamp_seconds", "ada")] <= time.time()
+    assert figures[("hub_backup_last_bytes", "ada")] > 0
+    assert figures[("hub_backup_chains", "")] == 2
+    assert (metrics.stat().st_mode & 0o777) == 0o644
+
+    # bob's target breaks: his last attempt fails, his last success stays where it was
+    last_success = figures[("hub_backup_last_success_timestamp_seconds", "bob")]
+    (tmp_path / "backups/bob").rename(tmp_path / "bob-moved")
+    (tmp_path / "backups/bob").write_text("not a directory")
+    (made["bob"].path / "new-notebook.ipynb").write_text("{}\n")  # a change: duplicity runs
+    time.sleep(1.1)
+    assert hub_backup(config, "run", "--retries", "0").returncode == 1
+    figures = samples(metrics)
+    assert figures[("hub_backup_last_attempt_success", "bob")] == 0
+    assert figures[("hub_backup_last_attempt_success", "ada")] == 1
+    assert figures[("hub_backup_last_success_timestamp_seconds", "bob")] == last_success
+    table = hub_backup(config, "status")
+    [bob_line] = [line for line in table.stdout.splitlines() if line.startswith("bob ")]
+    assert "last error" in bob_line
+
+    # a drill that finds a damaged file: recorded, shown in status and in the metrics
+    an_hour_ago = time.time() - 3600
+    for path in made["ada"].path.rglob("*"):
+        os.utime(path, (an_hour_ago, an_hour_ago), follow_symlinks=False)
+    assert hub_backup(config, "run", "ada").returncode == 0
+    assert hub_backup(config, "drill", "ada").returncode == 0
+    assert samples(metrics)[("hub_backup_last_drill_success", "ada")] == 1
+    for path in made["ada"].path.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o600 if path.stat().st_mode & 0o777 != 0o600 else 0o640)
+    assert hub_backup(config, "drill", "ada").returncode == 1
+    assert samples(metrics)[("hub_backup_last_drill_success", "ada")] == 0
+    assert "last drill failed" in hub_backup(config, "status").stdout
+
+
+def test_metrics_stay_unwritten_on_a_dry_run_and_status_is_stale_past_max_age(tmp_path,
+                                                                              homes_root):  # fmt: skip
+    make_homes(homes_root, {"ada": 3201}, files_per_home=5, megabyte_files=0)
+    config = configure(tmp_path, homes_root, max_age=60)
+    assert hub_backup(config, "run", "--dry-run").returncode == 0
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "backups").exists()
+    assert hub_backup(config, "run").returncode == 0
+    assert hub_backup(config, "status").returncode == 0
+    # 61 s later the same backup is too old for max_age 60: as a stopped timer would leave it
+    record = tmp_path / "state/chains/home-ada.json"
+    data = json.loads(record.read_text())
+    moved_back = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 61))
+    data["last_success"] = data["last_attempt"] = moved_back
+    record.write_text(json.dumps(data))
+    stale = hub_backup(config, "status")
+    assert stale.returncode == 1 and "STALE" in stale.stdout
