@@ -28,7 +28,14 @@ from urllib.parse import unquote, urlsplit
 
 from backup.gpg import home_env, prepare_home
 from backup.gpg import stop_agent as stop_gpg_agent
-from hubsidecars.commands import CommandFailed, CommandResult, Tool, mask, run_command
+from hubsidecars.commands import (
+    CommandFailed,
+    CommandNotStarted,
+    CommandResult,
+    Tool,
+    mask,
+    run_command,
+)
 
 # duplicity's exit codes are its log.ErrorCode values (a FatalError exits with its code).
 DUPLICITY = Tool(
@@ -220,6 +227,29 @@ class Collection:
     @property
     def last_backup(self) -> datetime | None:
         return self.chains[-1].end if self.chains else None
+
+
+class NoSpace(CommandNotStarted):
+    """A file system duplicity must write to (its cache, gpg's home, temp files) is full."""
+
+
+# Below this, duplicity's cache, gpg's home or a temporary file cannot be written.
+SPACE_FLOOR = 1024 * 1024
+
+
+def require_space(*paths: str) -> None:
+    """Raise NoSpace when the file system of one of `paths` has less than SPACE_FLOOR free
+    (for root, the blocks reserved for root count as free; a path that cannot be examined
+    is left to duplicity's own error)."""
+    for path in paths:
+        try:
+            fs = os.statvfs(path)
+        except OSError:
+            continue
+        free = (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+        if free < SPACE_FLOOR:
+            raise NoSpace(f"no space left on the file system of {path} ({free} bytes free); "
+                          "duplicity not started", DUPLICITY, ())  # fmt: skip
 
 
 class DuplicityFailed(CommandFailed):
@@ -500,6 +530,9 @@ class Duplicity:
         _check_name(name)
         prepare_home(self.gnupg_home)
         os.makedirs(self.archive_dir, mode=0o700, exist_ok=True)
+        # On a full disk gpg reports a pinentry problem and duplicity a gpg failure: the
+        # admin would edit gpg's configuration instead of freeing space.
+        require_space(self.archive_dir, self.gnupg_home, self.tempdir or tempfile.gettempdir())
         secrets = _secrets(encryption, positional)
         # An unlinked file, not a pipe: nobody reads a pipe while run_command waits, and a full
         # pipe would block duplicity forever.

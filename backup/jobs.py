@@ -12,7 +12,10 @@ later run has completed it.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -212,6 +215,18 @@ class BackupJobs:
         since = datetime.fromisoformat(record.last_success).timestamp() - 2
         return not _changed_since(Path(chain.source), since, self.settings.excludes)
 
+    def _excludes(self, chain: Chain, log_left_out: bool = False) -> list[str]:
+        """duplicity's --exclude patterns for `chain`: the configured ones, and each file
+        too big to back up (see _left_out), named literally."""
+        patterns = [_exclude(chain.source, pattern) for pattern in self.settings.excludes]
+        limit = self.settings.max_file_size * 1024 * 1024
+        for relative, size in _too_big(Path(chain.source), limit, self.settings.excludes):
+            if log_left_out:
+                log_event(log, "file left out of the backup: too big, or a sparse giant",
+                          logging.WARNING, chain=chain.name, path=relative, bytes=size)  # fmt: skip
+            patterns.append(_exclude(chain.source, _literal(relative)))
+        return patterns
+
     def _full_due(self, record: ChainRecord) -> bool:
         if not record.newest_full:
             return True
@@ -221,7 +236,15 @@ class BackupJobs:
     def _backup_locked(self, chain: Chain) -> ChainOutcome:
         record = self._record(chain)
         started = self.now()
-        if self._unchanged(chain, record):
+        owner = _home_owner(chain)
+        handed_over = None not in (owner, record.owner_uid) and owner != record.owner_uid
+        if handed_over:
+            # Restoring the previous person's files "as of last week" under the new one's
+            # name must not be one --time away: the new owner's backups start afresh.
+            log_event(log, "home now belongs to another uid: starting a new full chain",
+                      logging.WARNING, chain=chain.name, user=chain.user, uid=owner,
+                      was=record.owner_uid)  # fmt: skip
+        elif self._unchanged(chain, record):
             # Nothing in the home changed since its last backup: that backup is still the
             # home as it is, so it counts as this hour's. An unchanged incremental would cost
             # duplicity's full start-up and five gpg runs (about 1.2 CPU s per home, measured)
@@ -242,8 +265,8 @@ class BackupJobs:
         try:
             result = self.duplicity.backup(
                 chain.source, chain.target, name=chain.name, encryption=self.encryption,
-                full_if_older_than=self.settings.full_every,
-                excludes=[_exclude(chain.source, pattern) for pattern in self.settings.excludes],
+                full=handed_over, full_if_older_than=self.settings.full_every,
+                excludes=self._excludes(chain, log_left_out=True),
             )  # fmt: skip
         except CommandError as error:
             return self._failed(record, chain, started, error)
@@ -253,6 +276,7 @@ class BackupJobs:
         record.last_success = record.last_attempt
         record.last_success_end = iso(finished)
         record.last_set_time = result.set_time
+        record.owner_uid = owner
         record.last_kind = kind
         record.last_duration_s = round((finished - started).total_seconds(), 3)
         record.last_bytes = result.bytes
@@ -346,7 +370,7 @@ class BackupJobs:
             with self.chain_lock(chain, 60).held():
                 result = self.duplicity.verify(
                     chain.source, chain.target, name=chain.name, encryption=self.encryption,
-                    excludes=[_exclude(chain.source, p) for p in self.settings.excludes],
+                    excludes=self._excludes(chain),
                 )  # fmt: skip
         except (LockTimeout, CommandError) as error:
             line = str(error).splitlines()[0][:500]
@@ -381,7 +405,8 @@ class BackupJobs:
         since = datetime.fromisoformat(record.last_success).timestamp() - 2
         # after a failed or killed run, "latest" would include its half-written set
         complete_time = None if record.succeeded_last else record.complete_time
-        candidates = sorted(_unchanged_files(Path(chain.source), since, self.settings.excludes))
+        candidates = sorted(_unchanged_files(Path(chain.source), since, self.settings.excludes,
+                                             self.settings.max_file_size * 1024 * 1024))
         sample = random.Random(f"{chain.name}:{record.last_success}").sample(
             candidates, min(self.settings.drill_files, len(candidates)))  # fmt: skip
         problems = []
@@ -458,38 +483,79 @@ class BackupJobs:
                 "drill_ok": record.drill_ok if record else None,
                 "last_error": record.error if record else None,
                 "in_progress": bool(record and record.in_progress),
+                "owner_uid": record.owner_uid if record else None,
                 # a removed user's kept backups are history, not a backup falling behind
                 "stale": chain.present and (age is None or age > self.settings.max_age),
             })  # fmt: skip
         return rows
 
 
-def _unchanged_files(home: Path, before: float, excludes) -> list[str]:
+def _unchanged_files(home: Path, before: float, excludes, max_bytes: int) -> list[str]:
     """Regular files under `home` (relative paths) not modified since `before`, outside the
-    excluded junk; symlinks are not followed."""
-    import fnmatch
-    import os
-    import stat as stat_module
-
+    excluded junk and not left out for their size; symlinks are not followed."""
     found = []
     for directory, dirs, files in os.walk(home):
         relative_dir = os.path.relpath(directory, home)
-        dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes,
-                                                    fnmatch)]  # fmt: skip
+        dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes)]
         for name in files:
             relative = os.path.normpath(os.path.join(relative_dir, name))
             info = os.lstat(os.path.join(directory, name))
-            if stat_module.S_ISREG(info.st_mode) and info.st_mtime < before:
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < before and not _left_out(
+                    info, max_bytes):  # fmt: skip
                 found.append(relative)
     return found
+
+
+SPARSE_FLOOR = 1 << 30
+
+
+def _left_out(info: os.stat_result, max_bytes: int) -> bool:
+    """A regular file not handed to duplicity: larger than `max_bytes` (0: no limit), or over
+    1 GiB with less than a tenth of it on disk. A sparse `truncate -s 1T` costs its owner
+    no space or quota, yet duplicity reads every zero (about 40 s per GB here): one such
+    file would hold a chain, a worker and the job lock for hours."""
+    if not stat.S_ISREG(info.st_mode):
+        return False
+    if max_bytes and info.st_size > max_bytes:
+        return True
+    return info.st_size > SPARSE_FLOOR and info.st_blocks * 512 < info.st_size // 10
+
+
+def _too_big(home: Path, max_bytes: int, excludes) -> list[tuple[str, int]]:
+    """(relative path, size) of every file under `home` that _left_out leaves out; excluded
+    directories are not entered and symlinks not followed."""
+    found = []
+    for directory, dirs, files in os.walk(home):
+        relative_dir = os.path.relpath(directory, home)
+        dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes)]
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if _left_out(info, max_bytes):
+                found.append((os.path.normpath(os.path.join(relative_dir, name)), info.st_size))
+    return found
+
+
+def _literal(relative: str) -> str:
+    """`relative` as a duplicity glob matching only itself: *, ? and [ each in a class."""
+    return "".join(f"[{char}]" if char in "*?[" else char for char in relative)
+
+
+def _home_owner(chain: Chain) -> int | None:
+    """The uid owning a per-user chain's home (None for the single layout, or unreadable)."""
+    if not chain.user:
+        return None
+    try:
+        return os.lstat(chain.source).st_uid
+    except OSError:
+        return None
 
 
 def _changed_since(top: Path, since: float, excludes) -> bool:
     """Whether anything under `top` (itself included, excluded junk left out) has a ctime or
     mtime at or after `since`; an entry that cannot be examined counts as a change."""
-    import fnmatch
-    import os
-
     def changed(info: os.stat_result) -> bool:
         return max(info.st_ctime, info.st_mtime) >= since
 
@@ -498,8 +564,7 @@ def _changed_since(top: Path, since: float, excludes) -> bool:
             return True
         for directory, dirs, files in os.walk(top, onerror=_raise):
             relative_dir = os.path.relpath(directory, top)
-            dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes,
-                                                        fnmatch)]  # fmt: skip
+            dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes)]
             for name in (*dirs, *files):
                 if changed(os.lstat(os.path.join(directory, name))):
                     return True
@@ -512,7 +577,7 @@ def _raise(error: OSError) -> None:
     raise error
 
 
-def _excluded(relative: str, excludes, fnmatch) -> bool:
+def _excluded(relative: str, excludes) -> bool:
     relative = relative[2:] if relative.startswith("./") else relative
     for pattern in excludes:
         bare = pattern[3:] if pattern.startswith("**/") else pattern

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hubsidecars.config import ConfigError
@@ -41,11 +43,14 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
         raise ConfigError(f"no backups of {user!r} (no home and no record)")
     chain = chains[0]
     in_chain = "/".join(parts) if chain.user else "/".join([user, *parts])
+    asked = time
     time, note = _complete_time(jobs, chain, time)
     stamp = jobs.now().strftime("%Y%m%dT%H%M%SZ")
     wait = max(jobs.settings.lock_wait, 60.0)
     try:
         with jobs.chain_lock(chain, wait).held():
+            if asked is not None:
+                _refuse_before_the_oldest(jobs, chain, user, asked)
             if in_place:
                 where, aside = _in_place(jobs, chain, user, parts, in_chain, time, stamp)
             else:
@@ -65,6 +70,47 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
     print(f"restored {user}:{relative or '(whole home)'} to {where}"
           + (f" (the live one moved to {aside})" if aside else ""))  # fmt: skip
     return 0
+
+
+def absolute_time(text: str, now: datetime) -> datetime | None:
+    """duplicity's --time forms we can read, as an aware datetime: "now", an interval back
+    from now ("3D", "1h30m"; M = 30 days, Y = 365 days, as duplicity counts), seconds since
+    the epoch, an ISO 8601 date or time (without an offset: local time, as duplicity reads
+    it). None for any other form (duplicity still reads it)."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if _INTERVAL.fullmatch(text):
+        seconds = sum(int(count) * _UNIT_SECONDS[unit]
+                      for count, unit in _INTERVAL_PART.findall(text))  # fmt: skip
+        return now - timedelta(seconds=seconds)
+    if text.isdigit():
+        return datetime.fromtimestamp(int(text), UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "D": 86400, "W": 7 * 86400, "M": 30 * 86400,
+                 "Y": 365 * 86400}  # fmt: skip
+_INTERVAL_PART = re.compile(r"(\d+)([smhDWMY])")
+_INTERVAL = re.compile(r"(?:\d+[smhDWMY])+")
+
+
+def _refuse_before_the_oldest(jobs, chain, user: str, asked: str) -> None:
+    """duplicity restores the oldest backup kept when asked for a time before it, and says
+    nothing: the admin would hand out files as of another day than the one asked for."""
+    moment = absolute_time(asked, jobs.now())
+    if moment is None:
+        return
+    collection = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                                  encryption=jobs.encryption)  # fmt: skip
+    if collection.chains and moment < collection.chains[0].start:
+        oldest = collection.chains[0].start.isoformat()
+        raise ConfigError(f"no backup of {user} as old as {asked} ({moment.isoformat()}); "
+                          f"the oldest kept is {oldest}")  # fmt: skip
 
 
 def _complete_time(jobs, chain, time: str | None) -> tuple[str | None, str]:

@@ -74,6 +74,11 @@ class BackupSettings:
         "counts as backed up, without running duplicity; duplicity still runs when a full is "
         "due and at least every max_age / 2",
     )  # fmt: skip
+    max_file_size: int = setting(
+        20480, "run: a file larger than this (MB; 0: no limit) is left out of the backup, with a "
+        "warning naming it; so is a file over 1 GB with under a tenth of it on disk (a sparse "
+        "`truncate -s 1T` would hold a chain for hours)", metavar="MB", min=0,
+    )  # fmt: skip
     volsize: int = setting(200, "duplicity volume size in MB", metavar="MB", min=1, max=10000)
     parallelism: int = setting(
         2, "chains backed up at the same time", metavar="N", min=1, max=32,

@@ -45,6 +45,9 @@ class ChainRecord:
     incrementals: int = 0  # incrementals since that full
     fulls: list[str] = field(default_factory=list)  # start times of the full chains kept
     history: list[dict] = field(default_factory=list)  # the last few attempts
+    # uid owning the home when it was last backed up: another uid is another person given
+    # the same name (a class hub's student1 next term), who gets a chain of their own
+    owner_uid: int | None = None
 
     @property
     def complete_time(self) -> str | None:
@@ -115,5 +118,7 @@ def _check(record: ChainRecord) -> None:
             continue
         if not isinstance(moment, str) or datetime.fromisoformat(moment).tzinfo is None:
             raise ValueError(f"{moment!r} is not a timestamp with a UTC offset")
+    if record.owner_uid is not None and type(record.owner_uid) is not int:
+        raise TypeError(f"owner_uid is {record.owner_uid!r}, not a number")
     if not all(isinstance(entry, dict) for entry in record.history):
         raise TypeError("history holds something other than objects")

@@ -3,8 +3,8 @@
 A home owner controls everything inside their home: symlinks, FIFOs, sockets, odd names, and
 when they change them. Bad luck brings full disks, deleted targets and caches, an unmounted
 /home, a SIGTERM, a state file turned to garbage. Each test states what the admin must be able
-to rely on. Defects still open are `xfail(strict=True)` with the fix in the reason; those
-fixed since are plain tests whose docstring says what was wrong; the rest guard what held up.
+to rely on. Tests of defects found and fixed say in their docstring what was wrong; the rest
+guard what held up.
 """
 
 from __future__ import annotations
@@ -402,16 +402,10 @@ def test_a_full_state_disk_fails_each_chain_in_one_line(site):
     assert sorted(line.split(":")[1].strip() for line in failed) == ["home-ada", "home-bob"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: when the disk of archive_dir (duplicity's cache, which also holds the default "
-    "GnuPG home and grows with every chain) is full, each chain fails with gpg's 'GnuPG agent "
-    "does not allow loopback pinentry. Please add allow-loopback-pinentry to your "
-    "gpg-agent.conf': the admin is sent to edit gpg's configuration instead of freeing "
-    "space. Fix in backup/duplicity.py Duplicity._run: before starting duplicity, statvfs "
-    "the archive dir, the GnuPG home and the tempdir and raise a one-line failure 'no space "
-    "left on the file system of DIR (N bytes free)' below a small floor (e.g. 1 MB or "
-    "2 x volsize for the tempdir); or map a gpg failure on a full disk to that line"))  # fmt: skip
 def test_a_full_cache_disk_says_so(tmp_path):
+    """Found as a defect (fixed): with the disk of archive_dir (duplicity's cache, and the
+    default GnuPG home) full, each chain failed with gpg's 'GnuPG agent does not allow
+    loopback pinentry...': the admin was sent to edit gpg's configuration."""
     site = make_site(tmp_path, {"ada": 3401}, files=20)
     with tmpfs(tmp_path / "var", "2m") as var:
         site.settings = dataclasses.replace(site.settings, archive_dir=str(var / "cache"))
@@ -660,17 +654,11 @@ def test_a_run_while_a_restore_holds_the_chain_never_runs_beside_it(site):
     assert site.cli("run", "ada").returncode == 0  # and the next run catches up
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: one home owner stalls every backup of the hub with one command, `truncate -s "
-    "1T file`: a sparse file takes no space or quota, duplicity reads its zeros at ~25-40 "
-    "MB/s (measured: 40 s per GB here), so the chain runs until chain_timeout (6 h) while "
-    "holding a worker and the job lock; hourly runs meanwhile exit busy, other homes wait "
-    "(here: bob, behind ada at parallelism 1). Fix in backup/jobs.py _backup_locked: before "
-    "duplicity, walk the home (lstat, no symlinks) and put files larger than a new setting "
-    "max_file_size (e.g. 20G), and sparse giants (st_blocks * 512 < st_size / 10 above "
-    "1 GB), into an --exclude-filelist, logging each skipped path with its user; and order "
-    "chains so one slow chain cannot starve the rest"))  # fmt: skip
 def test_a_sparse_giant_in_one_home_does_not_stall_the_others(tmp_path):
+    """Found as a defect (fixed): one home owner stalled every backup of the hub with one
+    command, `truncate -s 1T file`: a sparse file costs no space or quota, duplicity reads
+    its zeros at 25-40 MB/s, so the chain ran until chain_timeout (6 h) holding a worker and
+    the job lock; the other homes waited. Such a file is now left out, with a warning."""
     site = make_site(tmp_path, {"ada": 3501, "bob": 3502}, files=20)
     giant = site.source / "ada" / "giant.bin"
     with open(giant, "wb") as handle:
@@ -692,10 +680,13 @@ def test_a_sparse_giant_in_one_home_does_not_stall_the_others(tmp_path):
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        run.communicate(timeout=30)
+        output = run.communicate(timeout=30)[0]
         site.jobs().duplicity.stop_agent()
     rows = {row["user"]: row for row in site.jobs().status()}
     assert rows["bob"]["last_success"], "bob's home waited behind ada's sparse file"
+    assert rows["ada"]["last_success"] and not rows["ada"]["last_error"], output
+    [warning] = [line for line in output.splitlines() if "left out of the backup" in line]
+    assert "giant.bin" in warning and str(1 << 40) in warning
 
 
 # -- restore's own failures -------------------------------------------------------------------------
@@ -722,29 +713,25 @@ def test_a_refused_restore_is_one_line(backed_up):
         assert "not found" in line or "time" in line.lower()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: `restore --time T` with T older than the oldest backup kept (a date before "
-    "the first backup, or one whose chain cleanup removed) silently restores the oldest "
-    "backup instead and says 'restored ... time=T', exit 0: the admin hands back files "
-    "as of another day than asked. Fix in backup/jobs.py restore(): with --time, read "
-    "collection_status and refuse (ConfigError: 'no backup of USER as old as T; the oldest "
-    "is X') when T is before the oldest chain's start (parse ISO dates and intervals like "
-    "duplicity does), or at least print the time of the backup actually restored"))  # fmt: skip
 def test_a_restore_older_than_every_backup_is_not_silent(backed_up):
+    """Found as a defect (fixed): `restore --time T` with T before the oldest backup kept
+    restored the oldest one instead and said 'restored', exit 0: files handed back as of
+    another day than asked."""
     out = backed_up.work / "out"
     done = backed_up.cli("restore", "ada", "--time", "1999-01-01", "--to", str(out))
-    assert done.returncode != 0 or "oldest" in (done.stdout + done.stderr), done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "no backup of ada as old as 1999-01-01" in done.stderr
+    assert "the oldest kept is 20" in done.stderr and not out.exists()
+    # a time after the first backup still restores
+    done = backed_up.cli("restore", "ada", "--time", "now", "--to", str(out))
+    assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a user name reused by another person (class hubs reuse student1 every term): "
-    "the new owner's home (another uid) is backed up as an incremental on the previous "
-    "owner's chain, so a restore `--time` before the switch hands the previous person's "
-    "files out under the new person's name, and nothing says the chain changed hands. Fix "
-    "in backup/jobs.py _backup_locked + backup/state.py ChainRecord: record the home's "
-    "owner uid; when it differs from the recorded one, start a new full chain (full=True) "
-    "and log 'home of USER now belongs to uid N (was M)', also shown by status"))  # fmt: skip
 def test_a_reused_user_name_starts_a_new_chain(tmp_path):
+    """Found as a defect (fixed): a user name reused by another person (class hubs reuse
+    student1 every term) was backed up as an incremental on the previous owner's chain, so
+    a restore --time before the switch handed the previous person's files out under the new
+    person's name, and nothing said the chain had changed hands."""
     site = make_site(tmp_path, {"ada": 3701}, files=20)
     jobs = site.jobs()
     assert jobs.run().exit_code == 0
@@ -753,3 +740,8 @@ def test_a_reused_user_name_starts_a_new_chain(tmp_path):
     report = jobs.run()
     assert report.exit_code == 0, report.outcomes
     assert actions(report) == {"home-ada": "full"}
+    [row] = jobs.status()
+    assert row["owner_uid"] == 3799 and row["full_chains"] == 2
+    # the next run, same owner: back to incrementals on the new person's chain
+    mutate(site.source / "ada", 2, seed=3)
+    assert actions(jobs.run()) == {"home-ada": "incremental"}

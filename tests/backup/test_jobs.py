@@ -401,3 +401,32 @@ def test_an_unchanged_home_still_reaches_its_target_every_half_max_age(setup):
     (work / "backups" / "bob").write_text("not a directory")
     [outcome] = later.run(["bob"]).outcomes
     assert not outcome.ok and outcome.action == "failed"
+
+
+def test_files_over_max_file_size_are_left_out_by_name_and_the_rest_restores(setup, caplog):
+    settings, made, work = setup
+    home = made["ada"].path
+    odd = home / "data [1]*?.bin"  # glob characters: only this very file may be left out
+    near = home / "data 1xy.bin"  # what its name matches as a glob, and small enough
+    for path, size in ((odd, 3), (near, 1)):
+        path.write_bytes(os.urandom(size * 1024 * 1024))
+        os.chown(path, made["ada"].uid, made["ada"].gid)
+    jobs = jobs_for(settings, max_file_size=2)
+    with caplog.at_level("WARNING", logger="backup"):
+        assert jobs.run(["ada"]).exit_code == 0
+    left_out = [r.hub_fields for r in caplog.records if "left out" in r.getMessage()]
+    assert left_out == [{"chain": "home-ada", "path": odd.name, "bytes": 3 * 1024 * 1024}]
+
+    restored = work / "restored"
+    jobs.restore("ada", None, time=None, to=str(restored), in_place=False)
+    expected = {path: entry for path, entry in snapshot(home, skip_junk=True).items()
+                if path != odd.name}  # fmt: skip
+    assert compare(expected, snapshot(restored)) == []
+
+    # with no limit, both are backed up; the drill never picks a file left out
+    jobs = jobs_for(settings, max_file_size=0)
+    mutate(home, 1, seed=4)
+    assert jobs.run(["ada"]).exit_code == 0
+    again = work / "again"
+    jobs.restore("ada", None, time=None, to=str(again), in_place=False)
+    assert (again / odd.name).read_bytes() == odd.read_bytes()
