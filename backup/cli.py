@@ -50,12 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
                       "directory (never over live data unless --in-place)")  # fmt: skip
     restore.add_argument("user", metavar="USER")
     restore.add_argument("path", nargs="?", metavar="PATH", help="relative to the home")
-    restore.add_argument("--time", metavar="T", help="as it was at T (duplicity time format: "
-                         "2026-11-20T08:00:00, 3D, ...)")  # fmt: skip
+    restore.add_argument("--time", metavar="T", help="as it was at T: an ISO 8601 date or time "
+                         "(2026-11-20, 2026-11-20T08:00:00+01:00; local time without an "
+                         "offset), an interval back from now (3D, 1h30m; s m h D W M Y), "
+                         "seconds since the epoch, or now")  # fmt: skip
     restore.add_argument("--to", metavar="DIR", help="staging directory (must not exist or be "
                          "empty)")  # fmt: skip
     restore.add_argument("--in-place", action="store_true", help="replace the live files (the "
                          "current ones are moved aside first)")  # fmt: skip
+    restore.add_argument("--previous-owner", action="store_true", help="allow a time from "
+                         "before the home passed to another uid (those backups hold the "
+                         "previous owner's files)")  # fmt: skip
     verify = command("verify", "compare every chain's latest backup with the homes")
     verify.add_argument("users", nargs="*", metavar="USER")
     drill = command("drill", "restore a sample of files of every chain and compare them with "
@@ -185,7 +190,8 @@ def run_command(jobs, command: str, args: dict) -> int:
     if command == "restore":
         try:
             return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
-                                to=args.get("to"), in_place=args.get("in_place", False))  # fmt: skip
+                                to=args.get("to"), in_place=args.get("in_place", False),
+                                previous_owner=args.get("previous_owner", False))  # fmt: skip
         except CommandError as error:
             print(f"hub-backup: restore failed: {str(error).splitlines()[0]}", file=sys.stderr)
             return 1

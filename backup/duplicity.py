@@ -235,6 +235,7 @@ class NoSpace(CommandNotStarted):
 
 # Below this, duplicity's cache, gpg's home or a temporary file cannot be written.
 SPACE_FLOOR = 1024 * 1024
+INODE_FLOOR = 100
 
 
 def require_space(*paths: str) -> None:
@@ -246,9 +247,14 @@ def require_space(*paths: str) -> None:
             fs = os.statvfs(path)
         except OSError:
             continue
-        free = (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+        root = os.geteuid() == 0
+        free = (fs.f_bfree if root else fs.f_bavail) * fs.f_frsize
+        inodes = fs.f_ffree if root else fs.f_favail
         if free < SPACE_FLOOR:
             raise NoSpace(f"no space left on the file system of {path} ({free} bytes free); "
+                          "duplicity not started", DUPLICITY, ())  # fmt: skip
+        if fs.f_files and inodes < INODE_FLOOR:
+            raise NoSpace(f"no free inodes on the file system of {path} ({inodes} left); "
                           "duplicity not started", DUPLICITY, ())  # fmt: skip
 
 
@@ -260,10 +266,12 @@ class DuplicityFailed(CommandFailed):
         super().__init__(failed.tool, failed.argv, failed.exit_code, failed.stderr, failed.stdout)
         self.action = action
         self.detail = detail
+        if failed.exit_code == 1 and action != "verify":
+            self.meaning = "generic error"
         if failed.exit_code < 0:
             message = f"duplicity {action} was {failed.meaning}"
         else:
-            message = f"duplicity {action} failed with exit {failed.exit_code} ({failed.meaning})"
+            message = f"duplicity {action} failed with exit {failed.exit_code} ({self.meaning})"
         if detail:
             message += f": {detail}"
         self.args = (message,)
@@ -318,8 +326,11 @@ class Duplicity:
         self.gpgconf = gpgconf
         self.logger = logger or logging.getLogger("backup.duplicity")
         self._running: set[subprocess.Popen] = set()
-        self._running_lock = threading.Lock()
+        # re-entrant: terminate() runs in a signal handler, maybe while the main thread (a
+        # restore runs duplicity there) holds it
+        self._running_lock = threading.RLock()
         self._terminated: list[tuple[int, float]] = []  # (process group, SIGKILL deadline)
+        self._grace: float | None = None  # set by terminate: no duplicity may start after it
 
     # --- the verbs ---------------------------------------------------------------------------
 
@@ -450,17 +461,13 @@ class Duplicity:
         it. What it was writing is resumed or redone by the next run (duplicity's
         checkpoints). Returns how many. Call `finish_terminating` before the program exits."""
         with self._running_lock:
+            self._grace = grace
             groups = [process.pid for process in self._running]
-        deadline = time.monotonic() + grace
+            deadline = time.monotonic() + grace
+            self._terminated.extend((group, deadline) for group in groups)
         for group in groups:
             _signal_group(group, signal.SIGTERM)
-        self._terminated.extend((group, deadline) for group in groups)
-        if groups:
-            # If duplicity itself ignores SIGTERM, its caller waits on it: the timer frees it.
-            timer = threading.Timer(grace, lambda: [_signal_group(g, signal.SIGKILL)
-                                                    for g in groups])  # fmt: skip
-            timer.daemon = True
-            timer.start()
+        _kill_later(groups, grace)
         return len(groups)
 
     def finish_terminating(self) -> None:
@@ -468,15 +475,24 @@ class Duplicity:
         duplicity dies of SIGTERM at once, but a gpg it started handles SIGTERM and may be
         stuck (a frozen target): without this, it would outlive us, as the timer dies with
         the program."""
-        for group, deadline in self._terminated:
+        with self._running_lock:
+            terminated = list(self._terminated)
+        for group, deadline in terminated:
             while _group_alive(group) and time.monotonic() < deadline:
                 time.sleep(0.05)
             _signal_group(group, signal.SIGKILL)
-        self._terminated.clear()
 
     def _started(self, process: subprocess.Popen) -> None:
         with self._running_lock:
             self._running.add(process)
+            if self._grace is None:
+                return
+            # started by a worker that was past its last look before terminate(): it goes
+            # the same way as the others
+            self._terminated.append((process.pid, time.monotonic() + self._grace))
+            grace = self._grace
+        _signal_group(process.pid, signal.SIGTERM)
+        _kill_later([process.pid], grace)
 
     def stop_agent(self) -> None:
         """Stop the gpg-agent of this GnuPG home (each duplicity run leaves one running)."""
@@ -528,6 +544,8 @@ class Duplicity:
         pass_fds: Sequence[int] = (),
     ) -> tuple[list[LogRecord], CommandResult, float]:
         _check_name(name)
+        if self._grace is not None:
+            raise CommandNotStarted("hub-backup is stopping: duplicity not started", DUPLICITY, ())
         prepare_home(self.gnupg_home)
         os.makedirs(self.archive_dir, mode=0o700, exist_ok=True)
         # On a full disk gpg reports a pinentry problem and duplicity a gpg failure: the
@@ -549,6 +567,11 @@ class Duplicity:
             except CommandFailed as failed:
                 records = parse_log(_read(log_file))
                 detail = mask(failure_detail(records, failed.stderr), secrets)
+                if "[Errno 28]" in detail or "No space left on device" in detail:
+                    # duplicity names a temporary file, maybe on a disk with room to spare
+                    detail = (f"a file system is full (archive_dir {self.archive_dir}, temp "
+                              f"dir {self.tempdir or tempfile.gettempdir()} or the target): "
+                              f"{detail}")  # fmt: skip
                 raise DuplicityFailed(verb, failed, detail) from None
             finally:
                 with self._running_lock:
@@ -772,6 +795,16 @@ def _secrets(encryption: Encryption, positional: Sequence[str]) -> list[str]:
 
 def _int_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _kill_later(groups: list[int], grace: float) -> None:
+    """SIGKILL `groups` after `grace` seconds, from a timer: a duplicity that ignores SIGTERM
+    holds up the worker waiting on it, and so finish_terminating, until then."""
+    if groups:
+        timer = threading.Timer(grace, lambda: [_signal_group(g, signal.SIGKILL)
+                                                for g in groups])  # fmt: skip
+        timer.daemon = True
+        timer.start()
 
 
 def _group_alive(group: int) -> bool:

@@ -12,10 +12,8 @@ later run has completed it.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from hubsidecars.locking import FileLock, LockTimeout
 from hubsidecars.logs import log_event
 
 from backup.chains import Chain, list_chains
+from backup.selection import Selection, fingerprint
 from backup.state import ChainRecord, StateStore
 
 log = logging.getLogger("backup")
@@ -89,6 +88,7 @@ class BackupJobs:
         private_directory(duplicity.archive_dir, "archive_dir")
         private_directory(settings.state_dir, "state_dir")
         self.state = state or StateStore(settings.state_dir)
+        self._fingerprint = fingerprint(settings.excludes, settings.max_file_size)
         self.now = now
         locks = private_directory(Path(settings.state_dir) / "locks", "the locks directory")
         self._locks_dir = locks
@@ -212,20 +212,25 @@ class BackupJobs:
         contact = (self.now() - datetime.fromisoformat(record.last_success_end)).total_seconds()
         if contact >= self.settings.max_age / 2:
             return False
-        since = datetime.fromisoformat(record.last_success).timestamp() - 2
-        return not _changed_since(Path(chain.source), since, self.settings.excludes)
+        if record.selection != self._fingerprint:
+            return False  # backed up under other excludes or size limit: not as now configured
+        since = datetime.fromisoformat(record.last_success).timestamp()
+        return not self._selection(chain).changed_since(since)
+
+    def _selection(self, chain: Chain) -> Selection:
+        return Selection(chain.source, self.settings.excludes,
+                         self.settings.max_file_size * 1024 * 1024)  # fmt: skip
 
     def _excludes(self, chain: Chain, log_left_out: bool = False) -> list[str]:
         """duplicity's --exclude patterns for `chain`: the configured ones, and each file
-        too big to back up (see _left_out), named literally."""
-        patterns = [_exclude(chain.source, pattern) for pattern in self.settings.excludes]
-        limit = self.settings.max_file_size * 1024 * 1024
-        for relative, size in _too_big(Path(chain.source), limit, self.settings.excludes):
-            if log_left_out:
+        too big to back up (Selection.left_out), named literally."""
+        selection = self._selection(chain)
+        too_big = selection.too_big()
+        if log_left_out:
+            for relative, size in too_big:
                 log_event(log, "file left out of the backup: too big, or a sparse giant",
                           logging.WARNING, chain=chain.name, path=relative, bytes=size)  # fmt: skip
-            patterns.append(_exclude(chain.source, _literal(relative)))
-        return patterns
+        return selection.duplicity_excludes([relative for relative, _ in too_big])
 
     def _full_due(self, record: ChainRecord) -> bool:
         if not record.newest_full:
@@ -239,8 +244,9 @@ class BackupJobs:
         owner = _home_owner(chain)
         handed_over = None not in (owner, record.owner_uid) and owner != record.owner_uid
         if handed_over:
-            # Restoring the previous person's files "as of last week" under the new one's
-            # name must not be one --time away: the new owner's backups start afresh.
+            # The new owner's backups start afresh, and a restore of a time before this one
+            # (the previous person's files) is refused unless asked for by name.
+            record.owner_since = iso(started)
             log_event(log, "home now belongs to another uid: starting a new full chain",
                       logging.WARNING, chain=chain.name, user=chain.user, uid=owner,
                       was=record.owner_uid)  # fmt: skip
@@ -277,6 +283,7 @@ class BackupJobs:
         record.last_success_end = iso(finished)
         record.last_set_time = result.set_time
         record.owner_uid = owner
+        record.selection = self._fingerprint
         record.last_kind = kind
         record.last_duration_s = round((finished - started).total_seconds(), 3)
         record.last_bytes = result.bytes
@@ -405,8 +412,7 @@ class BackupJobs:
         since = datetime.fromisoformat(record.last_success).timestamp() - 2
         # after a failed or killed run, "latest" would include its half-written set
         complete_time = None if record.succeeded_last else record.complete_time
-        candidates = sorted(_unchanged_files(Path(chain.source), since, self.settings.excludes,
-                                             self.settings.max_file_size * 1024 * 1024))
+        candidates = sorted(self._selection(chain).unchanged_files(since))
         sample = random.Random(f"{chain.name}:{record.last_success}").sample(
             candidates, min(self.settings.drill_files, len(candidates)))  # fmt: skip
         problems = []
@@ -451,10 +457,11 @@ class BackupJobs:
         self.state.save(record)
 
     def restore(self, user: str, path: str | None, *, time: str | None, to: str | None,
-                in_place: bool) -> int:
+                in_place: bool, previous_owner: bool = False) -> int:  # fmt: skip
         from backup.restore import restore
 
-        return restore(self, user, path, time=time, to=to, in_place=in_place)
+        return restore(self, user, path, time=time, to=to, in_place=in_place,
+                       previous_owner=previous_owner)  # fmt: skip
 
     # -- status ----------------------------------------------------------------------------
 
@@ -490,59 +497,6 @@ class BackupJobs:
         return rows
 
 
-def _unchanged_files(home: Path, before: float, excludes, max_bytes: int) -> list[str]:
-    """Regular files under `home` (relative paths) not modified since `before`, outside the
-    excluded junk and not left out for their size; symlinks are not followed."""
-    found = []
-    for directory, dirs, files in os.walk(home):
-        relative_dir = os.path.relpath(directory, home)
-        dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes)]
-        for name in files:
-            relative = os.path.normpath(os.path.join(relative_dir, name))
-            info = os.lstat(os.path.join(directory, name))
-            if stat.S_ISREG(info.st_mode) and info.st_mtime < before and not _left_out(
-                    info, max_bytes):  # fmt: skip
-                found.append(relative)
-    return found
-
-
-SPARSE_FLOOR = 1 << 30
-
-
-def _left_out(info: os.stat_result, max_bytes: int) -> bool:
-    """A regular file not handed to duplicity: larger than `max_bytes` (0: no limit), or over
-    1 GiB with less than a tenth of it on disk. A sparse `truncate -s 1T` costs its owner
-    no space or quota, yet duplicity reads every zero (about 40 s per GB here): one such
-    file would hold a chain, a worker and the job lock for hours."""
-    if not stat.S_ISREG(info.st_mode):
-        return False
-    if max_bytes and info.st_size > max_bytes:
-        return True
-    return info.st_size > SPARSE_FLOOR and info.st_blocks * 512 < info.st_size // 10
-
-
-def _too_big(home: Path, max_bytes: int, excludes) -> list[tuple[str, int]]:
-    """(relative path, size) of every file under `home` that _left_out leaves out; excluded
-    directories are not entered and symlinks not followed."""
-    found = []
-    for directory, dirs, files in os.walk(home):
-        relative_dir = os.path.relpath(directory, home)
-        dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes)]
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(directory, name))
-            except OSError:
-                continue
-            if _left_out(info, max_bytes):
-                found.append((os.path.normpath(os.path.join(relative_dir, name)), info.st_size))
-    return found
-
-
-def _literal(relative: str) -> str:
-    """`relative` as a duplicity glob matching only itself: *, ? and [ each in a class."""
-    return "".join(f"[{char}]" if char in "*?[" else char for char in relative)
-
-
 def _home_owner(chain: Chain) -> int | None:
     """The uid owning a per-user chain's home (None for the single layout, or unreadable)."""
     if not chain.user:
@@ -551,39 +505,6 @@ def _home_owner(chain: Chain) -> int | None:
         return os.lstat(chain.source).st_uid
     except OSError:
         return None
-
-
-def _changed_since(top: Path, since: float, excludes) -> bool:
-    """Whether anything under `top` (itself included, excluded junk left out) has a ctime or
-    mtime at or after `since`; an entry that cannot be examined counts as a change."""
-    def changed(info: os.stat_result) -> bool:
-        return max(info.st_ctime, info.st_mtime) >= since
-
-    try:
-        if changed(os.lstat(top)):
-            return True
-        for directory, dirs, files in os.walk(top, onerror=_raise):
-            relative_dir = os.path.relpath(directory, top)
-            dirs[:] = [d for d in dirs if not _excluded(os.path.join(relative_dir, d), excludes)]
-            for name in (*dirs, *files):
-                if changed(os.lstat(os.path.join(directory, name))):
-                    return True
-    except OSError:
-        return True
-    return False
-
-
-def _raise(error: OSError) -> None:
-    raise error
-
-
-def _excluded(relative: str, excludes) -> bool:
-    relative = relative[2:] if relative.startswith("./") else relative
-    for pattern in excludes:
-        bare = pattern[3:] if pattern.startswith("**/") else pattern
-        if fnmatch.fnmatch(relative, bare) or fnmatch.fnmatch(relative, "*/" + bare):
-            return True
-    return False
 
 
 def _same_file(original: Path, restored: Path) -> str:
@@ -598,11 +519,3 @@ def _same_file(original: Path, restored: Path) -> str:
     if original.read_bytes() != restored.read_bytes():
         return "content differs"
     return ""
-
-
-def _exclude(home: str, pattern: str) -> str:
-    """duplicity matches excludes against full paths: a relative pattern is anchored at the
-    home; one starting with ** matches at any depth as it is."""
-    if pattern.startswith(("/", "**")):
-        return pattern
-    return f"{home.rstrip('/')}/{pattern}"

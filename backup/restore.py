@@ -9,6 +9,7 @@ planted symlink can redirect. The final moves are renames relative to those desc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ WORK_NAME = ".hub-backup-restoring"
 
 
 def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | None,
-            in_place: bool) -> int:  # fmt: skip
+            in_place: bool, previous_owner: bool = False) -> int:  # fmt: skip
     """Restore `user`'s home (or `path` in it) as of `time` into `to`, or over the live files
     with `in_place` (the live ones are renamed aside first, never overwritten). Returns 0."""
     if bool(to) == bool(in_place):
@@ -43,8 +44,10 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
         raise ConfigError(f"no backups of {user!r} (no home and no record)")
     chain = chains[0]
     in_chain = "/".join(parts) if chain.user else "/".join([user, *parts])
-    asked = time
-    time, note = _complete_time(jobs, chain, time)
+    asked = absolute_time(time, jobs.now()) if time is not None else None
+    time, note = _complete_time(jobs, chain, asked)
+    if not previous_owner:
+        _refuse_the_previous_owners(jobs, chain, user, time)
     stamp = jobs.now().strftime("%Y%m%dT%H%M%SZ")
     wait = max(jobs.settings.lock_wait, 60.0)
     try:
@@ -72,56 +75,75 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
     return 0
 
 
-def absolute_time(text: str, now: datetime) -> datetime | None:
-    """duplicity's --time forms we can read, as an aware datetime: "now", an interval back
-    from now ("3D", "1h30m"; M = 30 days, Y = 365 days, as duplicity counts), seconds since
-    the epoch, an ISO 8601 date or time (without an offset: local time, as duplicity reads
-    it). None for any other form (duplicity still reads it)."""
+def absolute_time(text: str, now: datetime) -> datetime:
+    """A restore's --time as an aware datetime: "now", an interval back from now ("3D",
+    "1h30m"; M = 30 days, Y = 365 days, as duplicity counts), seconds since the epoch, or an
+    ISO 8601 date or time (without an offset: local time, summer time included). duplicity
+    is then given the epoch seconds, so that it restores exactly the moment checked here.
+    Raises ConfigError for anything else."""
     text = text.strip()
-    if text == "now":
-        return now
-    if _INTERVAL.fullmatch(text):
-        seconds = sum(int(count) * _UNIT_SECONDS[unit]
-                      for count, unit in _INTERVAL_PART.findall(text))  # fmt: skip
-        return now - timedelta(seconds=seconds)
-    if text.isdigit():
-        return datetime.fromtimestamp(int(text), UTC)
     try:
+        if text == "now":
+            return now
+        if _INTERVAL.fullmatch(text):
+            seconds = sum(int(count) * _UNIT_SECONDS[unit]
+                          for count, unit in _INTERVAL_PART.findall(text))  # fmt: skip
+            return now - timedelta(seconds=seconds)
+        if re.fullmatch(r"[0-9]+", text, re.ASCII):
+            return datetime.fromtimestamp(int(text), UTC)
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.astimezone()
+        return moment if moment.tzinfo else moment.astimezone()
+    except (ValueError, OverflowError, OSError):
+        pass
+    raise ConfigError(f"--time {text!r}: give an ISO 8601 date or time (2026-11-20, "
+                      "2026-11-20T08:00:00+01:00), an interval back from now (3D, 1h30m), "
+                      "seconds since the epoch, or now")  # fmt: skip
+
+
+def _duplicity_time(moment: datetime) -> str:
+    return str(int(moment.timestamp()))
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "D": 86400, "W": 7 * 86400, "M": 30 * 86400,
                  "Y": 365 * 86400}  # fmt: skip
-_INTERVAL_PART = re.compile(r"(\d+)([smhDWMY])")
-_INTERVAL = re.compile(r"(?:\d+[smhDWMY])+")
+_INTERVAL_PART = re.compile(r"([0-9]+)([smhDWMY])")
+_INTERVAL = re.compile(r"(?:[0-9]+[smhDWMY])+")
 
 
-def _refuse_before_the_oldest(jobs, chain, user: str, asked: str) -> None:
+def _refuse_the_previous_owners(jobs, chain, user: str, time: str | None) -> None:
+    """A time before the home passed to another uid restores the previous person's files
+    under the new one's name: refused unless --previous-owner says that is the intent."""
+    record = jobs.state.load(chain.name)
+    if not (record and record.owner_since and time):
+        return
+    since = datetime.fromisoformat(record.owner_since)
+    if datetime.fromtimestamp(int(time), UTC) < since:
+        raise ConfigError(f"the home of {user} belongs to another uid since {since.isoformat()}; "
+                          "backups from before hold the previous owner's files: give "
+                          "--previous-owner to restore them anyway")  # fmt: skip
+
+
+def _refuse_before_the_oldest(jobs, chain, user: str, moment: datetime) -> None:
     """duplicity restores the oldest backup kept when asked for a time before it, and says
     nothing: the admin would hand out files as of another day than the one asked for."""
-    moment = absolute_time(asked, jobs.now())
-    if moment is None:
-        return
     collection = jobs.duplicity.collection_status(chain.target, name=chain.name,
                                                   encryption=jobs.encryption)  # fmt: skip
     if collection.chains and moment < collection.chains[0].start:
         oldest = collection.chains[0].start.isoformat()
-        raise ConfigError(f"no backup of {user} as old as {asked} ({moment.isoformat()}); "
-                          f"the oldest kept is {oldest}")  # fmt: skip
+        raise ConfigError(f"no backup of {user} as old as {moment.isoformat()}; the oldest "
+                          f"kept is {oldest}")  # fmt: skip
 
 
-def _complete_time(jobs, chain, time: str | None) -> tuple[str | None, str]:
-    """Without --time, the latest *complete* backup: after a run that failed or was killed,
-    duplicity's "latest" would include the half-written set of that run."""
-    if time is not None:
-        return time, ""
+def _complete_time(jobs, chain, asked: datetime | None) -> tuple[str | None, str]:
+    """duplicity's --time (epoch seconds; None: the latest) and a note to print. Without
+    --time, the latest *complete* backup: after a run that failed or was killed, duplicity's
+    "latest" would include the half-written set of that run."""
+    if asked is not None:
+        return _duplicity_time(asked), ""
     record = jobs.state.load(chain.name)
     if record is None or record.succeeded_last or not record.complete_time:
         return None, ""
-    return record.complete_time, (
+    return _duplicity_time(datetime.fromisoformat(record.complete_time)), (
         f"note: the last backup of {chain.name} did not complete; restoring the last complete "
         f"one ({record.complete_time})")
 
@@ -129,10 +151,12 @@ def _complete_time(jobs, chain, time: str | None) -> tuple[str | None, str]:
 def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
                   time: str | None) -> Path:  # fmt: skip
     staging = Path(to)
+    created = False
     try:
         info = os.lstat(staging)
     except FileNotFoundError:
         staging.mkdir(parents=True, mode=0o700)
+        created = True
     else:
         if not _is_plain_directory(info):
             raise ConfigError(f"--to {to} is a symlink or not a directory: give a directory")
@@ -148,6 +172,9 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
                                    path=in_chain or None, time=time, pass_fds=(fd,))  # fmt: skip
         except BaseException:
             shutil.rmtree(WORK_NAME, dir_fd=fd, ignore_errors=True)  # no half restore left
+            if created:  # nor an empty directory the admin never made
+                with contextlib.suppress(OSError):
+                    staging.rmdir()
             raise
         if parts:
             os.rename(WORK_NAME, parts[-1], src_dir_fd=fd, dst_dir_fd=fd)

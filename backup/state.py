@@ -48,6 +48,9 @@ class ChainRecord:
     # uid owning the home when it was last backed up: another uid is another person given
     # the same name (a class hub's student1 next term), who gets a chain of their own
     owner_uid: int | None = None
+    owner_since: str | None = None  # when a home owned by another uid was first seen
+    # the excludes and size limit the last backup was made with (selection.fingerprint)
+    selection: str | None = None
 
     @property
     def complete_time(self) -> str | None:
@@ -100,10 +103,17 @@ class StateStore:
                      0o600)
 
 
-_TIMESTAMPS = ("last_attempt", "last_success", "last_success_end", "last_set_time",
+_TIMESTAMPS = ("last_attempt", "last_success", "last_success_end", "last_set_time", "owner_since",
                "last_cleanup", "last_drill", "newest_full")  # fmt: skip
 _TYPES = {"chain": str, "user": str, "target": str, "incrementals": int, "in_progress": bool,
           "fulls": list, "history": list}  # fmt: skip
+
+
+_OPTIONAL = {  # fields that may be null, and the types they may have otherwise
+    "last_kind": (str,), "meaning": (str,), "error": (str,), "drill_detail": (str,),
+    "selection": (str,), "last_duration_s": (float, int), "last_bytes": (int, float),
+    "exit_code": (int,), "owner_uid": (int,), "drill_ok": (bool,),
+}  # fmt: skip
 
 
 def _check(record: ChainRecord) -> None:
@@ -118,7 +128,9 @@ def _check(record: ChainRecord) -> None:
             continue
         if not isinstance(moment, str) or datetime.fromisoformat(moment).tzinfo is None:
             raise ValueError(f"{moment!r} is not a timestamp with a UTC offset")
-    if record.owner_uid is not None and type(record.owner_uid) is not int:
-        raise TypeError(f"owner_uid is {record.owner_uid!r}, not a number")
+    for name, allowed in _OPTIONAL.items():
+        value = getattr(record, name)
+        if value is not None and type(value) not in allowed:
+            raise TypeError(f"{name} is {value!r}, not a {allowed[0].__name__}")
     if not all(isinstance(entry, dict) for entry in record.history):
         raise TypeError("history holds something other than objects")

@@ -390,7 +390,7 @@ def test_a_full_state_disk_fails_each_chain_in_one_line(site):
     grew, /var full), saving a chain's record raises OSError(ENOSPC) out of the worker
     thread: the run dies with a Python traceback, no line per chain, the other chains'
     outcomes lost."""
-    with tmpfs(site.work / "var", "1m") as var:
+    with tmpfs(site.work / "var", "3m") as var:
         changes = {"state_dir": str(var / "state"), "archive_dir": str(var / "cache")}
         assert site.cli("run", **changes).returncode == 0
         mutate(site.source / "ada", 2, seed=5)
@@ -704,13 +704,22 @@ def test_a_refused_restore_is_one_line(backed_up):
     the backup: exit 19; a --time it cannot parse: exit 23; a wrong passphrase, a target
     gone) ends `hub-backup restore` with a Python traceback of DuplicityFailed, the reason
     buried at its end."""
-    for args in (("ada", "no/such/file"), ("ada", "notes/readme.md", "--time", "garbage")):
-        out = backed_up.work / f"out-{len(args)}"
-        done = backed_up.cli("restore", *args, "--to", str(out))
-        assert done.returncode == 1
+    out = backed_up.work / "out"
+    done = backed_up.cli("restore", "ada", "no/such/file", "--to", str(out))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("hub-backup:")]
+    assert "not found" in line
+    assert not out.exists()  # the staging directory it made is gone with the failure
+    # a --time that is no time (or out of every calendar) is refused before duplicity runs
+    for moment in ("garbage", "999999999999", "99999999Y", "\u00b2", "2026/11/20"):
+        done = backed_up.cli("restore", "ada", "notes/readme.md", "--time", moment, "--to",
+                             str(out))  # fmt: skip
+        assert done.returncode == 2, (moment, done.stderr)
         assert "Traceback" not in done.stderr, done.stderr
         [line] = [line for line in done.stderr.splitlines() if line.startswith("hub-backup:")]
-        assert "not found" in line or "time" in line.lower()
+        assert "--time" in line and "ISO 8601" in line
+    assert not out.exists()
 
 
 def test_a_restore_older_than_every_backup_is_not_silent(backed_up):
@@ -735,8 +744,10 @@ def test_a_reused_user_name_starts_a_new_chain(tmp_path):
     site = make_site(tmp_path, {"ada": 3701}, files=20)
     jobs = site.jobs()
     assert jobs.run().exit_code == 0
+    [previous] = jobs.state.all()
     subprocess.run(["rm", "-rf", str(site.source / "ada")], check=True)
     make_homes(site.source, {"ada": 3799}, files_per_home=20, megabyte_files=0, seed=1)
+    time.sleep(1.1)  # the hand-over is seen a second after the first backup's set
     report = jobs.run()
     assert report.exit_code == 0, report.outcomes
     assert actions(report) == {"home-ada": "full"}
@@ -745,3 +756,16 @@ def test_a_reused_user_name_starts_a_new_chain(tmp_path):
     # the next run, same owner: back to incrementals on the new person's chain
     mutate(site.source / "ada", 2, seed=3)
     assert actions(jobs.run()) == {"home-ada": "incremental"}
+
+    # the previous person's files are not one --time away under the new person's name
+    out = tmp_path / "out"
+    done = site.cli("restore", "ada", "--time", previous.last_set_time, "--to", str(out))
+    assert done.returncode == 2 and "--previous-owner" in done.stderr, done.stderr
+    assert not out.exists()
+    done = site.cli("restore", "ada", "--time", previous.last_set_time, "--to", str(out),
+                    "--previous-owner")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert {path.stat().st_uid for path in out.rglob("*")} == {3701}
+    latest = tmp_path / "latest"
+    assert site.cli("restore", "ada", "--to", str(latest)).returncode == 0
+    assert {path.stat().st_uid for path in latest.rglob("*")} == {3799}

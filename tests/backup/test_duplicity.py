@@ -13,6 +13,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from backup.duplicity import (
     parse_collection,
     parse_log,
 )
-from hubsidecars.commands import CommandError
+from hubsidecars.commands import CommandError, CommandNotStarted
 from tests.realparts.gpg import agents_for, make_key, stop_agent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -502,3 +503,46 @@ def test_zero_attempts_is_refused_because_duplicity_would_skip_every_transfer(tm
     retries to attempts)."""
     with pytest.raises(ValueError, match="at least 1"):
         Duplicity(DUPLICITY, archive_dir=str(tmp_path / "cache"), num_retries=0)
+
+
+def test_once_terminated_no_duplicity_starts_and_a_late_one_is_stopped(setup, tmp_path):
+    """Found in review: SIGTERM to hub-backup while a worker was still walking a home (or
+    between starting duplicity and registering it) let that worker start a full backup
+    after the stop, which ran on until systemd's SIGKILL."""
+    setup.duplicity.terminate(grace=1.0)
+    with pytest.raises(CommandNotStarted, match="stopping"):
+        setup.duplicity.backup(str(setup.source), setup.target, name="alice",
+                               encryption=SYMMETRIC)  # fmt: skip
+    assert not Path(setup.target[len("file://"):]).exists()
+    # one that was already on its way when terminate() ran is handed to the runner's
+    # on_start hook: it gets SIGTERM at once, and SIGKILL after the grace if it ignores that
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+         "signal.SIG_IGN); print('ready', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    assert stubborn.stdout.readline() == "ready\n"
+    started = time.monotonic()
+    setup.duplicity._started(stubborn)
+    stubborn.wait(timeout=10)
+    stubborn.stdout.close()
+    assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - started < 5
+
+
+def test_a_disk_filling_up_mid_run_is_named_as_such(tmp_path):
+    """Found in review: when the cache's disk filled during a backup, the line read 'exit 1
+    (generic error (verify: differences found)): Read error on /tmp/duplicity-.../mktemp-...:
+    [Errno 28]': a verify meaning for a backup, and a temp file on a disk with room to spare
+    named as the place to look. (duplicity's own message, from a stand-in that fails the
+    way it does: filling a disk at the right moment of a real run is a matter of luck.)"""
+    fake = tmp_path / "duplicity"
+    fake.write_text("#!/bin/sh\necho \"Read error on /tmp/duplicity-x/mktemp-y: [Errno 28] No "
+                    "space left on device\" >&2\nexit 1\n")  # fmt: skip
+    fake.chmod(0o755)
+    adapter = Duplicity(str(fake), archive_dir=str(tmp_path / "cache"))
+    with pytest.raises(DuplicityFailed) as failed:
+        adapter.backup(str(tmp_path), f"file://{tmp_path}/target", name="alice",
+                       encryption=SYMMETRIC)  # fmt: skip
+    line = str(failed.value)
+    assert line.startswith("duplicity backup failed with exit 1 (generic error): a file system "
+                           f"is full (archive_dir {tmp_path / 'cache'}, temp dir ")  # fmt: skip
+    assert "[Errno 28]" in line and "verify" not in line

@@ -345,7 +345,14 @@ def test_files_duplicity_cannot_read_fail_the_chain_instead_of_passing_silently(
     assert rows["ada"]["last_error"] is None and rows["ada"]["last_attempt_ok"] is True
 
 
-def test_an_unchanged_home_is_not_backed_up_again_but_any_change_is(setup):
+@pytest.fixture
+def small_clock_margin(monkeypatch):
+    """Changes up to 2 s (not 5 min) before a backup began count as made after it: the
+    tests' file server is this machine."""
+    monkeypatch.setattr("backup.selection.CLOCK_MARGIN_S", 2.0)
+
+
+def test_an_unchanged_home_is_not_backed_up_again_but_any_change_is(setup, small_clock_margin):
     settings, made, work = setup
     jobs = jobs_for(settings)
     # the homes were just made: a change within 2 s before a backup's start (recorded in
@@ -390,7 +397,8 @@ def test_an_unchanged_home_is_not_backed_up_again_but_any_change_is(setup):
         "home-ada": "incremental"}  # fmt: skip
 
 
-def test_an_unchanged_home_still_reaches_its_target_every_half_max_age(setup):
+def test_an_unchanged_home_still_reaches_its_target_every_half_max_age(setup,
+                                                                        small_clock_margin):
     """A broken target must not hide behind unchanged homes until status turns stale."""
     settings, made, work = setup
     assert jobs_for(settings).run(["bob"]).exit_code == 0
@@ -430,3 +438,74 @@ def test_files_over_max_file_size_are_left_out_by_name_and_the_rest_restores(set
     again = work / "again"
     jobs.restore("ada", None, time=None, to=str(again), in_place=False)
     assert (again / odd.name).read_bytes() == odd.read_bytes()
+
+
+def test_a_change_where_only_a_glob_misread_would_look_away_is_seen(setup, small_clock_margin):
+    """Found in review: the unchanged check matched an anchored exclude (`tmp`, meaning the
+    home's own tmp/) at any depth and let `*` cross `/`, so a new file in work/tmp/, which
+    duplicity backs up, left the home "unchanged" and out of the backups for hours."""
+    settings, made, work = setup
+    home = made["ada"].path
+    (home / "work" / "tmp").mkdir(parents=True)
+    (home / "tmp").mkdir()
+    settings = dataclasses.replace(settings, excludes=("**/.cache", "tmp", "notes/*.md"))
+    jobs = jobs_for(settings)
+    time.sleep(3.1)
+    assert actions(jobs.run(["ada"])) == {"home-ada": "full"}
+    time.sleep(1.1)
+    (home / "tmp" / "scratch").write_text("excluded: the home's own tmp/")
+    (home / ".cache" / "new").write_text("excluded at any depth")
+    assert actions(jobs.run(["ada"])) == {"home-ada": "unchanged"}
+    for made_now in ("work/tmp/thesis2.tex", "notes/sub/readme.md"):
+        path = home / made_now
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("chapter 2")
+        assert actions(jobs.run(["ada"])) == {"home-ada": "incremental"}, made_now
+    restored = work / "restored"
+    jobs.restore("ada", None, time=None, to=str(restored), in_place=False)
+    assert (restored / "work/tmp/thesis2.tex").read_text() == "chapter 2"
+    assert (restored / "notes/sub/readme.md").exists() and not (restored / "tmp").exists()
+
+
+def test_other_excludes_or_size_limit_make_the_next_run_a_backup(setup, small_clock_margin):
+    """Found in review: after an exclude was removed or max_file_size raised, an untouched
+    home still counted as unchanged, so what the admin now wants backed up stayed out."""
+    settings, made, work = setup
+    home = made["ada"].path
+    (home / "data.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    time.sleep(3.1)
+    assert actions(jobs_for(settings, max_file_size=2).run(["ada"])) == {"home-ada": "full"}
+    time.sleep(1.1)
+    assert actions(jobs_for(settings, max_file_size=2).run(["ada"])) == {"home-ada": "unchanged"}
+    assert actions(jobs_for(settings, max_file_size=0).run(["ada"])) == {
+        "home-ada": "incremental"}  # fmt: skip
+    time.sleep(1.1)
+    assert actions(jobs_for(settings, max_file_size=0).run(["ada"])) == {"home-ada": "unchanged"}
+    fewer = tuple(p for p in settings.excludes if p != "**/.cache")
+    assert actions(jobs_for(settings, max_file_size=0, excludes=fewer).run(["ada"])) == {
+        "home-ada": "incremental"}  # fmt: skip
+    restored = work / "restored"
+    jobs_for(settings).restore("ada", None, time=None, to=str(restored), in_place=False)
+    assert (restored / "data.bin").read_bytes() == (home / "data.bin").read_bytes()
+    assert (restored / ".cache" / "pip" / "wheel.bin").exists()
+
+
+def test_a_home_whose_name_holds_glob_characters_keeps_its_left_out_files_out(tmp_path):
+    """Found in review: the home's own path went into the --exclude of a left-out file
+    unescaped: for a home named x[1], duplicity refused every run (exit 14)."""
+    homes = tmp_path / "homes"
+    made = make_homes(homes, {"x[1]": 3011}, files_per_home=20, megabyte_files=0)
+    big = made["x[1]"].path / "big.bin"
+    big.write_bytes(os.urandom(2 * 1024 * 1024))
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE + "\n")
+    secret.chmod(0o600)
+    jobs = build_jobs(BackupSettings(
+        source=str(homes), target=f"file://{tmp_path}/backups/{{user}}",
+        passphrase_file=str(secret), archive_dir=str(tmp_path / "cache"),
+        state_dir=str(tmp_path / "state"), max_file_size=1))  # fmt: skip
+    report = jobs.run()
+    assert report.exit_code == 0, report.outcomes
+    restored = tmp_path / "restored"
+    jobs.restore("x[1]", None, time=None, to=str(restored), in_place=False)
+    assert (restored / "notes" / "readme.md").exists() and not (restored / "big.bin").exists()

@@ -1,13 +1,16 @@
-"""The --time forms `hub-backup restore` checks against the oldest backup kept: read as
-duplicity reads them, or left to duplicity when we cannot."""
+"""The --time forms `hub-backup restore` reads (and hands duplicity as epoch seconds, so that
+both agree on the moment): those duplicity documents, read as it reads them, except that a
+local time without an offset keeps its summer time; anything else is refused."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from backup.restore import absolute_time
+from hubsidecars.config import ConfigError
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
@@ -27,11 +30,20 @@ def test_forms_duplicity_reads_are_read_the_same(text, expected):
     assert absolute_time(text, NOW) == expected
 
 
-def test_a_date_without_offset_is_local_time_as_for_duplicity():
-    moment = absolute_time("1999-01-01", NOW)
-    assert moment == datetime(1999, 1, 1).astimezone() and moment.tzinfo is not None
+def test_a_time_without_offset_is_local_time_summer_time_included(monkeypatch):
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert absolute_time("2026-07-01T08:00:00", NOW) == datetime(2026, 7, 1, 6, tzinfo=UTC)
+        assert absolute_time("2026-01-01", NOW) == datetime(2025, 12, 31, 23, tzinfo=UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
-@pytest.mark.parametrize("text", ["garbage", "3 days", "2026/11/20", "3d", ""])
-def test_other_forms_are_left_to_duplicity(text):
-    assert absolute_time(text, NOW) is None
+@pytest.mark.parametrize("text", ["garbage", "3 days", "2026/11/20", "3d", "", "\u00b2",
+                                  "999999999999", "99999999Y", "2026-13-01"])  # fmt: skip
+def test_anything_else_is_refused_in_one_line(text):
+    with pytest.raises(ConfigError, match="ISO 8601") as refused:
+        absolute_time(text, NOW)
+    assert "\n" not in str(refused.value)
