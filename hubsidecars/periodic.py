@@ -91,6 +91,9 @@ class PeriodicRunner:
         self._stop_signal: int | None = None
         # Held for the whole of a pass: the stop path acquires it to wait for the running pass.
         self._pass_lock = threading.Lock()
+        # Held while pinging, and while announcing STOPPING=1: no ping can follow that.
+        self._ping_lock = threading.Lock()
+        self._stopping_announced = False
 
     def run_once(self) -> int:
         """One pass in this thread; EXIT_OK, or EXIT_PASS_FAILED when it raised or said not ok."""
@@ -133,9 +136,14 @@ class PeriodicRunner:
         ping_every = self.notifier.watchdog_interval
         if ping_every:
             self.scheduler.add_job(
-                self.notifier.watchdog, "interval", seconds=ping_every, id="watchdog",
+                self._ping, "interval", seconds=ping_every, id="watchdog",
                 name="watchdog", misfire_grace_time=max(1, math.ceil(ping_every)), **common,
             )  # fmt: skip
+
+    def _ping(self) -> None:
+        with self._ping_lock:
+            if not self._stopping_announced:
+                self.notifier.watchdog()
 
     def _run_pass(self, skip_when_stopping: bool = True) -> bool | None:
         """One pass: run the job, log one line, update STATUS. True when it went well,
@@ -178,7 +186,9 @@ class PeriodicRunner:
         signame = signal.Signals(self._stop_signal).name if self._stop_signal else None
         running = self._pass_lock.locked()
         log_event(self.logger, "stopping", signal=signame, pass_running=running)
-        self.notifier.stopping(f"stopping; {self.name} running" if running else "stopping")
+        with self._ping_lock:  # a ping already on its way goes out first, none after
+            self._stopping_announced = True
+            self.notifier.stopping(f"stopping; {self.name} running" if running else "stopping")
         # No new passes and no more pings: systemd's stop timeout applies from here on.
         self.scheduler.pause()
         if self._pass_lock.acquire(timeout=self.stop_timeout):
