@@ -20,6 +20,7 @@ import pytest
 from backup.cli import build_jobs
 from backup.jobs import JobBusy
 from backup.settings import BackupSettings
+from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import big_home, compare, is_junk, make_homes, mutate, snapshot
 from tests.realparts.proctree import descendants
 
@@ -41,7 +42,9 @@ def setup(tmp_path):
         passphrase_file=str(secret), archive_dir=str(tmp_path / "cache"),
         state_dir=str(tmp_path / "state"), parallelism=2,
     )  # fmt: skip
-    return settings, made, tmp_path
+    yield settings, made, tmp_path
+    # a test that calls duplicity itself last (collection_status) leaves its gpg-agent
+    stop_agent(tmp_path / "cache" / ".gnupg")
 
 
 def jobs_for(settings, **changes):
