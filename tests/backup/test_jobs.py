@@ -28,20 +28,24 @@ PASSPHRASE = "correct horse battery staple 0123"
 HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
 
 
-@pytest.fixture
-def setup(tmp_path):
-    homes = tmp_path / "homes"
-    homes.mkdir()
-    made = make_homes(homes, {"ada": 3001, "bob": 3002, "cyd": 3003}, files_per_home=150,
-                      megabyte_files=0)  # fmt: skip
-    secret = tmp_path / "backup.passphrase"
+def settings_in(work: Path, **changes) -> BackupSettings:
+    """Settings for homes in work/homes, backed up to work/backups/USER with a 0600
+    passphrase file, the cache and the records in `work`."""
+    secret = work / "backup.passphrase"
     secret.write_text(PASSPHRASE + "\n")
     secret.chmod(0o600)
-    settings = BackupSettings(
-        source=str(homes), target=f"file://{tmp_path}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(tmp_path / "cache"),
-        state_dir=str(tmp_path / "state"), parallelism=2,
+    return BackupSettings(
+        source=str(work / "homes"), target=f"file://{work}/backups/{{user}}",
+        passphrase_file=str(secret), archive_dir=str(work / "cache"),
+        state_dir=str(work / "state"), parallelism=2, **changes,
     )  # fmt: skip
+
+
+@pytest.fixture
+def setup(tmp_path):
+    made = make_homes(tmp_path / "homes", {"ada": 3001, "bob": 3002, "cyd": 3003},
+                      files_per_home=150, megabyte_files=0)  # fmt: skip
+    settings = settings_in(tmp_path)
     yield settings, made, tmp_path
     # a test that calls duplicity itself last (collection_status) leaves its gpg-agent
     stop_agent(tmp_path / "cache" / ".gnupg")
@@ -496,17 +500,10 @@ def test_other_excludes_or_size_limit_make_the_next_run_a_backup(setup, small_cl
 def test_a_home_whose_name_holds_glob_characters_keeps_its_left_out_files_out(tmp_path):
     """Found in review: the home's own path went into the --exclude of a left-out file
     unescaped: for a home named x[1], duplicity refused every run (exit 14)."""
-    homes = tmp_path / "homes"
-    made = make_homes(homes, {"x[1]": 3011}, files_per_home=20, megabyte_files=0)
+    made = make_homes(tmp_path / "homes", {"x[1]": 3011}, files_per_home=20, megabyte_files=0)
     big = made["x[1]"].path / "big.bin"
     big.write_bytes(os.urandom(2 * 1024 * 1024))
-    secret = tmp_path / "passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    jobs = build_jobs(BackupSettings(
-        source=str(homes), target=f"file://{tmp_path}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(tmp_path / "cache"),
-        state_dir=str(tmp_path / "state"), max_file_size=1))  # fmt: skip
+    jobs = build_jobs(settings_in(tmp_path, max_file_size=1))
     report = jobs.run()
     assert report.exit_code == 0, report.outcomes
     restored = tmp_path / "restored"
