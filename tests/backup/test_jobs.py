@@ -190,7 +190,7 @@ def test_the_passphrase_never_shows_in_ps_or_the_log(setup):
                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
     seen = []
     while run.poll() is None:
-        seen.append(subprocess.run(["ps", "-eo", "args"], capture_output=True,
+        seen.append(subprocess.run(["ps", "-e", "-ww", "-o", "args"], capture_output=True,
                                    text=True).stdout)  # fmt: skip
         time.sleep(0.05)
     log = run.stdout.read()

@@ -110,7 +110,7 @@ def test_the_unit_culls_an_idle_server_and_reports_each_pass(culler, hub):
     assert any(re.search(r"\bculled=1\b", line) for line in passes), passes
     assert not re.search(r"\bts=", journal), "journald adds the time; lines must not repeat it"
     assert hub.token("culler") not in journal
-    assert hub.token("culler") not in c.run("ps", "-eo", "args").stdout
+    assert hub.token("culler") not in c.run("ps", "-e", "-ww", "-o", "args").stdout
 
     # `systemctl status` shows the last pass's summary (STATUS=).
     status_text = show(c, "StatusText")["StatusText"]

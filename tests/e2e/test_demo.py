@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from tests.realparts.net import free_port
+from tests.realparts.process import as_if_from_a_terminal
 from tests.realparts.restuser import REPO
 
 pytestmark = pytest.mark.realhub
@@ -54,6 +55,7 @@ class DemoRun:
             self.process = subprocess.Popen(
                 [str(DEMO)], stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=environment, cwd=REPO, start_new_session=True,
+                preexec_fn=as_if_from_a_terminal,
             )  # fmt: skip
         self.url = ""
         self.stats_url = ""

@@ -131,4 +131,4 @@ def test_tcp_socket_with_token_credential(installed):
                        "-X", "POST", url).stdout  # fmt: skip
     assert with_token == "201"
     assert token not in c.journal("hub-restuser.service")
-    assert token not in c.run("ps", "-eo", "args").stdout
+    assert token not in c.run("ps", "-e", "-ww", "-o", "args").stdout

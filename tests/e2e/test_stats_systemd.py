@@ -97,7 +97,7 @@ def test_collector_records_the_real_hub_and_the_web_socket_serves_it(installed, 
     assert query(c, "SELECT count(*) FROM polls WHERE ok = 0") == [[0]]
     journal = c.journal(COLLECTOR)
     assert hub.token("stats") not in journal
-    assert hub.token("stats") not in c.run("ps", "-eo", "args").stdout
+    assert hub.token("stats") not in c.run("ps", "-e", "-ww", "-o", "args").stdout
     assert re.search(r"\busers=\d+", show(c, COLLECTOR, "StatusText")["StatusText"])
     # The state directory is the collector's alone (and the web service's, same user).
     collector_pid = show(c, COLLECTOR, "MainPID")["MainPID"]

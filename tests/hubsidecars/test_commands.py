@@ -20,6 +20,7 @@ from hubsidecars.commands import (
     Tool,
     run_command,
 )
+from tests.realparts.process import as_if_from_a_terminal
 
 SH = Tool("sh", {3: "bad argument", 9: "name already in use"})
 PY = Tool("python")
@@ -255,7 +256,7 @@ def _interrupt_driver(tmp_path: Path, where: str, sleep: float, grace: float) ->
     driver = subprocess.Popen(
         [sys.executable, str(driver_py), str(tmp_path), where, str(sleep), str(grace)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[2], preexec_fn=as_if_from_a_terminal,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 10

@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Callable
 
 
+def as_if_from_a_terminal() -> None:
+    """preexec_fn: Ctrl-C's and Ctrl-\\'s default dispositions, as a command typed in a terminal
+    gets them. A suite started in the background (cron, a CI runner, nohup, `cmd &`) has SIGINT
+    ignored, and an ignored signal stays ignored across exec: a test sending SIGINT to a child
+    would otherwise test nothing, and a bash script could not even trap it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class ManagedProcess:
     def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:  # fmt: skip
@@ -26,7 +35,7 @@ class ManagedProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=as_if_from_a_terminal,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
