@@ -35,7 +35,19 @@ install_apt_packages() {
     say "installing Debian packages: ${wanted[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+    # Packages such as openssh-server and docker.io start their daemon on a host booted with
+    # systemd; the tests start their own on loopback. A policy-rc.d that says "no" (exit 101)
+    # keeps the host's services as they were, unless the admin has a policy of their own.
+    local policy=/usr/sbin/policy-rc.d ours=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# hub-sidecars: no service starts while its packages install\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        ours=1
+    fi
+    local status=0
+    apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null || status=$?
+    [ -n "$ours" ] && rm -f "$policy"
+    return "$status"
 }
 
 # ensure_venv EXTRAS: .venv with the suite installed (editable) plus the given extras ("" or "test").

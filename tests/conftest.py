@@ -3,19 +3,127 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
 
 from restuser.prefix import init_prefix
+from tests.realparts import hostcheck, proctree
 from tests.realparts.net import Endpoint, free_port
-from tests.realparts.restuser import RestuserProcess
+from tests.realparts.restuser import REPO, RestuserProcess
+
+_HOST_CHECK = pytest.StashKey[tuple]()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _require_root():
-    if os.geteuid() != 0:
-        pytest.exit("the test suite creates real accounts with useradd --prefix: run it as root", 2)
+# --- markers: one per real part, set from what a test uses ------------------------------------
+
+# A test is marked with a real part when its fixtures start it (so a new test cannot miss its
+# marker); parts started without a fixture are marked by module here or with `pytestmark`.
+PARTS_BY_FIXTURE = {
+    "start_hub": "hub", "start_module_hub": "hub",
+    "docker_engine": "docker",
+    "systemd_image": "systemd", "systemd_container": "systemd",
+    "ssh_server": "sshd",
+    "browser": "chromium",
+}  # fmt: skip
+# Every backup test module runs duplicity (and gpg) but these, which only parse and check.
+PURE_BACKUP_MODULES = {"test_restore_times.py", "test_state.py", "test_settings.py"}
+ALIASES = {"realhub": "hub", "realsystemd": "systemd"}  # the markers' earlier names
+REAL_PARTS = ("hub", "docker", "systemd", "duplicity", "chromium", "sshd")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = {PARTS_BY_FIXTURE[name] for name in item.fixturenames if name in PARTS_BY_FIXTURE}
+        parts |= {ALIASES[mark.name] for mark in item.iter_markers() if mark.name in ALIASES}
+        parts |= {mark.name for mark in item.iter_markers() if mark.name in REAL_PARTS}
+        path = item.path
+        if (path.parent.name == "backup" and path.name not in PURE_BACKUP_MODULES) or \
+                path.name in ("test_backup_systemd.py", "test_demo.py", "test_backup_bench.py"):
+            parts.add("duplicity")
+        if "systemd" in parts:
+            parts.add("docker")
+        for part in parts:
+            item.add_marker(part)
+        if not parts:
+            item.add_marker("fast")
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_worker_group(item, parts)))
+
+
+def _worker_group(item, parts: set[str]) -> str:
+    """Which tests must share one pytest-xdist worker (scripts/test runs --dist loadgroup)."""
+    if "docker" in parts:
+        # One engine: the culler's sweeps and the stats sampler see every container on it.
+        return "docker-engine"
+    if "duplicity" in parts:
+        # Backup tests look for duplicity and gpg-agent processes host-wide.
+        return "duplicity"
+    return item.nodeid.split("::", 1)[0]  # a module's tests share its module-scoped parts
+
+
+@pytest.fixture(autouse=True)
+def _root_for_real_parts(request):
+    """Real parts need root (useradd --prefix, mounts, dockerd, setpriv); pure tests do not."""
+    if os.geteuid() != 0 and (request.node.get_closest_marker("fast") is None
+                              or "prefix_root" in request.fixturenames):  # fmt: skip
+        pytest.fail("this test starts real parts (accounts with useradd --prefix, daemons, "
+                    "mounts): run the suite as root", pytrace=False)  # fmt: skip
+
+
+# --- the host as the suite found it (tests/realparts/hostcheck.py) -----------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    """Before anything starts: note the host's state, then send every temporary file of the
+    run (duplicity's tempdirs, Chromium's profiles, ...) into the run's own directory by TMPDIR.
+    A process already carrying a run's marker is part of that run (an xdist worker): its
+    controller does this once."""
+    if os.environ.get(hostcheck.MARKER) or config.option.collectonly:
+        return
+    before = hostcheck.HostSnapshot.take()
+    basetemp = config._tmp_path_factory.getbasetemp()
+    tmp = basetemp / "tmp"
+    tmp.mkdir(exist_ok=True)
+    run_id = uuid.uuid4().hex
+    os.environ[hostcheck.MARKER] = run_id
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # tempfile caches the directory it found first
+    config.stash[_HOST_CHECK] = (run_id, before, basetemp)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """After the last fixture is gone: fail the run on anything it left on the host; on success
+    remove the run's temporary directory (kept after a failure, for its logs)."""
+    if _HOST_CHECK not in session.config.stash:
+        return
+    run_id, before, basetemp = session.config.stash[_HOST_CHECK]
+    after = hostcheck.HostSnapshot.take()
+    own_pids = {os.getpid(), *proctree.descendants(os.getpid())}
+    found = hostcheck.leftovers(before, after, run_id, [str(REPO), str(basetemp)], own_pids)
+    if os.environ.get("HUB_SIDECARS_HOST_CHECK") == "0":
+        found = []  # a shared development machine where other work changes the host meanwhile
+    mounted_inside = [point for point in after.mounts if point.startswith(f"{basetemp}/")]
+    if exitstatus == 0 and not found and not mounted_inside:
+        shutil.rmtree(basetemp, ignore_errors=True)
+        parent = basetemp.parent  # /tmp/pytest-of-USER: gone too if this run made it
+        if parent.parent == Path("/tmp") and parent.name not in before.tmp_entries:
+            shutil.rmtree(parent, ignore_errors=True)
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["the run left the host changed:", *(f"  {line}" for line in found)]
+        if reporter is not None:
+            reporter.section("host check", sep="=", red=True, bold=True)
+            for line in lines:
+                reporter.write_line(line)
+        else:
+            print("\n".join(lines))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

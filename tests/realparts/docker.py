@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.realparts.hostcheck import mounts
 from tests.realparts.process import ManagedProcess
 
 
@@ -37,12 +38,14 @@ class DockerEngine:
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self.process: ManagedProcess | None = None
+        self.mounts_before: set[str] = set()
 
     def start(self, timeout: float = 60) -> "DockerEngine":
         if engine_answers():
             return self
         if not shutil.which("dockerd"):
             raise RuntimeError("dockerd is missing: ./scripts/test installs docker.io")
+        self.mounts_before = set(mounts())
         self.process = ManagedProcess(
             ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false"], self.log_path
         )
@@ -54,6 +57,11 @@ class DockerEngine:
         if self.process is not None:
             self.process.stop()
             self.process = None
+            # dockerd leaves the nsfs mount of the host's network namespace it made
+            # (/run/docker/netns/default) mounted after it exits.
+            for point in set(mounts()) - self.mounts_before:
+                if point.startswith(("/run/docker/", "/var/run/docker/")):
+                    subprocess.run(["umount", point], check=True, capture_output=True)
 
 
 BUSYBOX_IMAGE = "hub-sidecars-busybox:test"

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
+import os
 import socket
 from dataclasses import dataclass
 
 
+# Under pytest-xdist each worker takes ports from a block of its own, below the kernel's
+# ephemeral range (32768-60999 by default), where neither another worker nor an outgoing
+# connection can take a port between our probe and the service's bind.
+PORTS_PER_WORKER = 1000
+FIRST_WORKER_PORT = 20000
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+    first = FIRST_WORKER_PORT + int(worker[2:]) * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_next_port) % PORTS_PER_WORKER
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port left in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

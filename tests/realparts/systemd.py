@@ -24,13 +24,39 @@ PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,passwd,procps,iproute
 MASKED = ("systemd-networkd.service", "systemd-resolved.service", "systemd-timesyncd.service",
           "getty@tty1.service", "console-getty.service")  # fmt: skip
 
-RUN_FLAGS = [
+BASE_RUN_FLAGS = [
     "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
     "--security-opt", "seccomp=unconfined",
     "--network", "host", "--cgroupns=host",
-    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
     "--tmpfs", "/run", "--tmpfs", "/run/lock",
 ]  # fmt: skip
+
+
+def cgroup_flags(cgroup_root: Path = Path("/sys/fs/cgroup")) -> list[str]:
+    """The container's /sys/fs/cgroup: a tmpfs of its own with each of the host's hierarchies
+    bound into it. Binding the host's /sys/fs/cgroup tmpfs itself shares its superblock, and
+    systemd's read-only remount inside then leaves the HOST's /sys/fs/cgroup read-only."""
+    if _fstype(cgroup_root) != "tmpfs":
+        raise RuntimeError(
+            f"{cgroup_root} is {_fstype(cgroup_root) or 'not a mount point'}, not the cgroup v1/"
+            "hybrid tmpfs these tests know how to share with a systemd container without "
+            "changing the host's mounts (see shared/REALPARTS.md)"
+        )
+    flags = ["--tmpfs", f"{cgroup_root}:mode=755"]
+    for hierarchy in sorted(cgroup_root.iterdir()):
+        if _fstype(hierarchy) in ("cgroup", "cgroup2"):
+            flags += ["-v", f"{hierarchy}:{hierarchy}:rw"]
+    return flags
+
+
+def _fstype(path: Path) -> str:
+    """The file system type mounted at `path` (the topmost mount), or "" when none is."""
+    found = ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(path):
+            found = fields[fields.index("-") + 1]
+    return found
 
 
 def ensure_image(workdir: Path) -> str:
@@ -75,7 +101,8 @@ class SystemdContainer:
         # systemd makes "/" a shared mount only when the kernel starts it, not under a container
         # manager; LoadCredential= needs /run shared (systemd issue 38103), as it is on a host.
         boot = "mount --make-rshared / && exec /lib/systemd/systemd"
-        docker("run", "-d", "--name", self.name, *RUN_FLAGS, self.image, "/bin/sh", "-c", boot)
+        docker("run", "-d", "--name", self.name, *BASE_RUN_FLAGS, *cgroup_flags(), self.image,
+               "/bin/sh", "-c", boot)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.run("test", "-S", "/run/systemd/private", check=False).returncode == 0:
