@@ -1,6 +1,9 @@
 """Logging to stderr, one event per line, as key=value (default) or JSON.
 
-Under systemd (JOURNAL_STREAM set) the timestamp is left out: journald adds its own.
+Under systemd (JOURNAL_STREAM set) the timestamp is left out: journald adds its own. When
+stderr is that journal stream, each line starts with its syslog priority (`<3>` for an error),
+which journald takes off and keeps as the entry's priority, so `journalctl -p err` finds
+failures.
 """
 
 from __future__ import annotations
@@ -25,11 +28,34 @@ def _kv_value(value: Any) -> str:
     return text
 
 
+# syslog priorities of Python's levels (sd-daemon(3): "<3>" error ... "<7>" debug)
+_PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+               logging.DEBUG: 7}  # fmt: skip
+
+
+def _priority(levelno: int) -> int:
+    return next((prio for level, prio in sorted(_PRIORITIES.items(), reverse=True)
+                 if levelno >= level), 7)  # fmt: skip
+
+
+def stderr_is_the_journal() -> bool:
+    """True when stderr is the stream systemd connected to journald (JOURNAL_STREAM names its
+    device and inode; a child that inherited the variable but writes elsewhere is not)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        status = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (status.st_dev, status.st_ino) == (device, inode)
+
+
 class _Formatter(logging.Formatter):
-    def __init__(self, style: str, with_time: bool) -> None:
+    def __init__(self, style: str, with_time: bool, with_priority: bool = False) -> None:
         super().__init__()
         self.style_name = style
         self.with_time = with_time
+        self.with_priority = with_priority
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {}
@@ -44,8 +70,10 @@ class _Formatter(logging.Formatter):
         if record.exc_info:
             event["exc"] = self.formatException(record.exc_info)
         if self.style_name == "json":
-            return json.dumps(event, default=str)
-        return " ".join(f"{key}={_kv_value(value)}" for key, value in event.items())
+            line = json.dumps(event, default=str)
+        else:
+            line = " ".join(f"{key}={_kv_value(value)}" for key, value in event.items())
+        return f"<{_priority(record.levelno)}>{line}" if self.with_priority else line
 
 
 def setup_logging(log_format: str = "kv", level: str = "info") -> None:
@@ -53,7 +81,8 @@ def setup_logging(log_format: str = "kv", level: str = "info") -> None:
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(log_format, with_time="JOURNAL_STREAM" not in os.environ))
+    handler.setFormatter(_Formatter(log_format, with_time="JOURNAL_STREAM" not in os.environ,
+                                    with_priority=stderr_is_the_journal()))  # fmt: skip
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -6,12 +6,14 @@ import json
 import logging
 import os
 import subprocess
+import sys
 
 import pytest
 
 from hubsidecars.config import ConfigError
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.secrets import read_secret
+from tests.realparts.restuser import REPO
 
 
 def _emit(capsys, log_format, monkeypatch, journal=False):
@@ -123,3 +125,34 @@ def test_child_processes_do_not_inherit_a_secret_read_from_the_environment(monke
     assert read_secret(None, "x", env_var="JUPYTERHUB_API_TOKEN") == TOKEN
     child_env = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
     assert TOKEN not in child_env and "JUPYTERHUB_API_TOKEN" not in os.environ
+
+
+JOURNAL_CHILD = """
+import logging, os, sys
+from hubsidecars.logs import log_event, setup_logging
+status = os.fstat(2)
+if sys.argv[1] == "journal":
+    os.environ["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino}"
+elif sys.argv[1] == "elsewhere":
+    os.environ["JOURNAL_STREAM"] = f"{status.st_dev}:{status.st_ino + 1}"
+setup_logging(sys.argv[2], "debug")
+for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL):
+    log_event(logging.getLogger("svc"), "event", level=level)
+"""
+
+
+@pytest.mark.parametrize("log_format", ["kv", "json"])
+def test_lines_carry_their_syslog_priority_when_stderr_is_the_journal(tmp_path, log_format):
+    """journald reads a leading <N> as the entry's priority (SyslogLevelPrefix= is on by
+    default): without it every line is priority 6 and `journalctl -p err` finds nothing."""
+
+    def lines(where: str) -> list[str]:
+        stderr = tmp_path / f"{where}.err"
+        with open(stderr, "wb") as sink:
+            subprocess.run([sys.executable, "-c", JOURNAL_CHILD, where, log_format],
+                           stderr=sink, check=True, cwd=REPO)  # fmt: skip
+        return stderr.read_text().splitlines()
+
+    assert [line[:3] for line in lines("journal")] == ["<7>", "<6>", "<4>", "<3>", "<2>"]
+    for where in ("elsewhere", "terminal"):  # the variable inherited, or none at all
+        assert not any(line.startswith("<") for line in lines(where)), where
