@@ -143,3 +143,21 @@ duplicity_wheels() {
     "$python" -m pip download -q --no-deps -d "$dir" "${DUPLICITY_PACKAGES[0]}" &&
         "$python" -m pip wheel -q -w "$dir" "${DUPLICITY_PACKAGES[@]:1}"
 }
+
+# free_port PREFERRED: PREFERRED when nothing listens on it on 127.0.0.1, else a free port.
+# SO_REUSEADDR as the servers themselves bind: a connection of a run stopped a minute ago,
+# still in TIME_WAIT, does not make the port look taken.
+free_port() {
+    "$VENV/bin/python" - "$1" <<'PY'
+import socket, sys
+for port in (int(sys.argv[1]), 0):
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(probe.getsockname()[1])
+        break
+PY
+}
