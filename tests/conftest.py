@@ -231,20 +231,30 @@ def wheelhouse(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def installed_image(systemd_image, wheelhouse):
+    """(image, what scripts/install printed): the systemd image with this checkout installed
+    by scripts/install once per run (tests/e2e/test_install_systemd.py tests installing again)."""
+    from tests.realparts.docker import docker
+    from tests.realparts.systemd import build_installed_image
+
+    image, output = build_installed_image(systemd_image, REPO, wheelhouse)
+    yield image, output
+    docker("rmi", "-f", image, check=False)
+
+
 @pytest.fixture(scope="module")
-def systemd_container(systemd_image, wheelhouse):
-    """A booted systemd container with this checkout's files in /src and wheels in /wheels.
+def systemd_container(installed_image):
+    """A booted systemd container with the suite installed by scripts/install (nothing enabled),
+    this checkout's files in /src and the wheels in /wheels.
 
     One boot per test module: tests sharing it must leave units as they found them (reset
     what they change) and use names of their own.
     """
-    from tests.realparts.restuser import REPO
     from tests.realparts.systemd import SystemdContainer
 
-    container = SystemdContainer(systemd_image).start()
+    container = SystemdContainer(installed_image[0]).start()
     try:
-        container.put_tree(REPO, ["scripts", "units", "skel", "docs"], "/src")
-        container.put_tree(wheelhouse, ["."], "/wheels")
         yield container
     finally:
         container.stop()

@@ -41,16 +41,22 @@ def test_each_kind_of_leftover_is_named_and_nothing_once_put_back(tmp_path):
         # A process of someone else (without the run's marker, outside its paths) is not ours.
         others = leftovers(before, HostSnapshot.take(), "another-run", [str(tmp_path)], {os.getpid()})
         assert not [line for line in others if line.startswith(("process", "port"))], others
+        # Put back, nothing of this test's is left (other work on the machine may change /tmp
+        # meanwhile: only this test's things count).
+        listener.kill()
+        listener.wait()
+        stray_tmp.rmdir()
+        subprocess.run(["umount", str(added)], check=True)
+        subprocess.run(["mount", "-o", "remount,rw", str(remounted)], check=True)
+        mine = (str(tmp_path), str(stray_tmp), f"pid {listener.pid}", f"process {listener.pid}")
+        after = leftovers(before, HostSnapshot.take(), run_id, [str(tmp_path)], {os.getpid()})
+        assert [line for line in after if any(thing in line for thing in mine)] == []
     finally:
-        if listener is not None:
+        if listener is not None and listener.poll() is None:
             listener.kill()
             listener.wait()
-        if stray_tmp is not None:
+        if stray_tmp is not None and stray_tmp.exists():
             stray_tmp.rmdir()
-        subprocess.run(["umount", str(added)], check=False)
-        subprocess.run(["mount", "-o", "remount,rw", str(remounted)], check=False)
-    # (other work on the machine may change /tmp meanwhile: only this test's things count)
-    mine = (str(tmp_path), str(stray_tmp), f"pid {listener.pid}", f"process {listener.pid}")
-    after = leftovers(before, HostSnapshot.take(), run_id, [str(tmp_path)], {os.getpid()})
-    assert [line for line in after if any(thing in line for thing in mine)] == []
-    subprocess.run(["umount", str(remounted)], check=True)
+        for point in (added, remounted):
+            while subprocess.run(["umount", str(point)], capture_output=True).returncode == 0:
+                pass

@@ -12,6 +12,7 @@ import pytest
 
 from tests.realparts.hub import VENV_BIN, HubService
 from tests.realparts.restuser import REPO
+from tests.realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 
@@ -41,15 +42,6 @@ def test_the_documented_role_holds_the_minimal_scopes():
     assert documented_scopes() == MINIMAL_SCOPES
     for optional in ("read:users", "delete:users", "read:groups"):
         assert f'# "{optional}",' in SNIPPET, f"{optional} is not documented"
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def hub_cullers(hub_port: int) -> list[int]:

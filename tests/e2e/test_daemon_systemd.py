@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.realparts.waiting import wait_until
+
 pytestmark = pytest.mark.realsystemd
 
 DAEMON = Path(__file__).parents[1] / "realparts" / "periodic_daemon.py"
@@ -29,8 +31,6 @@ def container(systemd_container):
     """The suite installed as scripts/install does it, the test daemon beside it, and PID 1
     logging at debug so that the journal shows each notification systemd receives."""
     c = systemd_container
-    result = c.run("/src/scripts/install", "--wheels", "/wheels", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
     c.write_file("/opt/daemon-test/periodic_daemon.py", DAEMON.read_text())
     c.run("systemd-analyze", "log-level", "debug")
     return c
@@ -59,15 +59,6 @@ def show(c, unit: str) -> dict[str, str]:
     props = "ActiveState,SubState,StatusText,Result,NRestarts"
     out = c.run("systemctl", "show", unit, "-p", props).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def test_the_unit_is_active_only_after_ready_then_shows_each_pass_summary(container, daemon_unit):
@@ -133,3 +124,16 @@ def test_the_watchdog_kills_a_daemon_whose_scheduler_is_wedged(container, daemon
     state = show(c, healthy)
     assert (state["ActiveState"], state["Result"], state["NRestarts"]) == ("active", "success", "0")
     assert "WATCHDOG=1" in c.journal(healthy)
+
+
+def test_journalctl_p_err_finds_a_failed_pass_and_only_that(container, daemon_unit):
+    c = container
+    unit = daemon_unit("priority-test", "--interval 0.5 --fail-passes 2")
+    c.run("systemctl", "start", unit)
+    wait_until(lambda: 'msg="pass done" pass_number=3' in c.journal(unit), 20, "three passes")
+    errors = c.run("journalctl", "--no-pager", "-o", "cat", "-p", "err", "-u", unit).stdout
+    assert "pass_number=2" in errors and "level=error" in errors, errors
+    assert "pass_number=1" not in errors and "pass_number=3" not in errors, errors
+    assert not any(line.startswith("<") for line in c.journal(unit).splitlines())
+    verbose = c.run("journalctl", "--no-pager", "-o", "verbose", "-u", unit).stdout
+    assert "PRIORITY=3" in verbose and "PRIORITY=6" in verbose

@@ -25,6 +25,7 @@ import requests
 from tests.realparts.net import free_port
 from tests.realparts.process import as_if_from_a_terminal
 from tests.realparts.restuser import REPO
+from tests.realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 
@@ -169,15 +170,6 @@ def banner_command(shown: str, label: str) -> str:
     found = re.search(rf"^ +{label} +(.+)$", shown, re.MULTILINE)
     assert found, shown
     return found.group(1)
-
-
-def wait_until(predicate, timeout: float, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
 
 
 class ProcessWatch:

@@ -11,6 +11,8 @@ import time
 import pytest
 
 from tests.realparts.hub import HubService
+from tests.realparts.systemd import show
+from tests.realparts.waiting import wait_until
 
 pytestmark = [pytest.mark.realsystemd, pytest.mark.realhub]
 
@@ -34,33 +36,13 @@ def hub(start_module_hub):
 
 @pytest.fixture(scope="module")
 def installed(systemd_container, hub):
+    """The suite as scripts/install left it, then the admin's part: the token and the config."""
     c = systemd_container
-    result = c.run("/src/scripts/install", "--wheels", "/wheels", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "systemctl enable --now hub-stats.service hub-stats-web.socket" in result.stderr
-    assert c.run("cat", CONFIG).stdout == c.run("cat", "/src/units/stats.toml.example").stdout
     c.write_file(TOKEN, hub.token("stats") + "\n", mode="0600")
     config = f'url = "{hub.api_url}"\ninterval = "5s"\n'
     c.write_file(CONFIG, config)
-    again = c.run("/src/scripts/install", "--wheels", "/wheels", check=False)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert c.run("cat", CONFIG).stdout == config  # the admin's configuration is kept
     yield c
     c.run("systemctl", "stop", COLLECTOR, WEB, WEB_SOCKET, check=False)
-
-
-def show(c, unit: str, *props: str) -> dict[str, str]:
-    out = c.run("systemctl", "show", unit, "-p", ",".join(props)).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def query(c, sql: str) -> list:

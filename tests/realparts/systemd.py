@@ -143,3 +143,27 @@ class SystemdContainer:
 
     def stop(self) -> None:
         docker("rm", "-f", self.name, check=False)
+
+
+def show(container: SystemdContainer, unit: str, *props: str) -> dict[str, str]:
+    """`systemctl show UNIT -p PROPS` as a dict."""
+    out = container.run("systemctl", "show", unit, "-p", ",".join(props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def build_installed_image(base: str, repo: Path, wheelhouse: Path) -> tuple[str, str]:
+    """`base` with this checkout in /src, the wheels in /wheels and scripts/install run once
+    (nothing enabled), committed as an image of its own: every systemd module boots from it
+    instead of installing again. Returns the image and what scripts/install printed."""
+    container = SystemdContainer(base).start()
+    try:
+        container.put_tree(repo, ["scripts", "units", "skel", "docs"], "/src")
+        container.put_tree(wheelhouse, ["."], "/wheels")
+        result = container.run("/src/scripts/install", "--wheels", "/wheels", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"scripts/install failed:\n{result.stdout}{result.stderr}")
+        image = f"hub-sidecars/systemd-installed:{uuid.uuid4().hex[:12]}"
+        docker("commit", container.name, image)
+    finally:
+        container.stop()
+    return image, result.stdout + result.stderr

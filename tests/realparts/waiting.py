@@ -1,0 +1,19 @@
+"""The one way the tests wait for something that happens elsewhere: poll, never sleep blindly."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+               every: float = 0.1) -> Any:  # fmt: skip
+    """Call `predicate` every `every` seconds until it returns something true, and return that;
+    after `timeout` seconds fail the test, saying `what` was awaited (called for the message
+    when it is a function, e.g. to show a log as it is by then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
