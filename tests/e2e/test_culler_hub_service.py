@@ -5,7 +5,6 @@ only), and the culler stops an idle server."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from hubsidecars.locking import FileLock, LockTimeout
+from tests.realparts.locks import can_lock_from_another_process
 
 THREADS = 16
 ROUNDS = 200
-
-
-def can_lock_from_another_process(path: Path) -> bool:
-    """True if a separate process gets the flock at once (nobody holds it)."""
-    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n"
-             "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
-             "except BlockingIOError:\n    sys.exit(1)")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", probe, str(path)], check=False, timeout=30)
-    return result.returncode == 0
 
 
 def test_sixteen_threads_on_one_lock_exclude_each_other_and_leave_it_free(tmp_path):

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.realparts.accountdb import accounts
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
-from tests.hubsidecars.test_locking import can_lock_from_another_process
+from tests.realparts.locks import can_lock_from_another_process
 
 NAMES = [f"student{index:02d}" for index in range(50)]
 
