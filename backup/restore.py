@@ -10,6 +10,7 @@ final moves are renames relative to those descriptors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -169,11 +170,7 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
             raise ConfigError(f"--to {to}: {error}") from None
         work_identity = safe_fs.identity(work)
         try:
-            try:
-                _duplicity_restore(jobs, chain, work, in_chain, time)
-            except BaseException:
-                safe_fs.empty_directory(work)  # no half restore left
-                raise
+            _duplicity_restore(jobs, chain, work, in_chain, time)
             if parts:
                 _move(work, RESTORED, fd, parts[-1])
                 where = staging / parts[-1]
@@ -189,6 +186,9 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
                     os.close(home)
                 os.rmdir(RESTORED, dir_fd=work)
                 where = staging
+        except BaseException:
+            safe_fs.empty_directory(work)  # no half restore left behind, hidden or not
+            raise
         finally:
             os.close(work)
             safe_fs.remove_empty_directory(fd, work_name, work_identity)
@@ -242,18 +242,26 @@ def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str
             raise ConfigError(f"cannot restore in place in {live.parent}: {error}") from None
         stage_identity = safe_fs.identity(stage)
         try:
-            try:
-                _duplicity_restore(jobs, chain, stage, in_chain, time)
-            except BaseException:
-                safe_fs.empty_directory(stage)  # live untouched
-                raise
+            _duplicity_restore(jobs, chain, stage, in_chain, time)
             aside = None
             try:
                 os.rename(name, aside_name, src_dir_fd=parent, dst_dir_fd=parent)
                 aside = live.parent / aside_name
             except FileNotFoundError:
                 pass  # nothing live to keep: the path was deleted
-            _move(stage, RESTORED, parent, name)
+            except OSError as error:  # e.g. a home that is a mount point of its own
+                raise ConfigError(f"cannot move the live {live} aside: {error.strerror}; "
+                                  "restore it --to a directory instead") from None  # fmt: skip
+            try:
+                _move(stage, RESTORED, parent, name)
+            except ConfigError:
+                if aside is not None:  # the live one back where it was
+                    with contextlib.suppress(OSError):
+                        os.rename(aside_name, name, src_dir_fd=parent, dst_dir_fd=parent)
+                raise
+        except BaseException:
+            safe_fs.empty_directory(stage)  # the live path untouched, no copy left behind
+            raise
         finally:
             os.close(stage)
             safe_fs.remove_empty_directory(parent, stage_name, stage_identity)

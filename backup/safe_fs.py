@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import stat
 from dataclasses import dataclass, field
 
@@ -142,8 +143,6 @@ def remove_empty_directory(parent: int, name: str, identity: tuple[int, int]) ->
 
 def empty_directory(fd: int) -> None:
     """Remove everything inside the directory `fd` (never following a symlink)."""
-    import shutil
-
     for name in os.listdir(fd):
         info = os.stat(name, dir_fd=fd, follow_symlinks=False)
         if stat.S_ISDIR(info.st_mode):
