@@ -277,6 +277,24 @@ class DuplicityFailed(CommandFailed):
         self.args = (message,)
 
 
+class RestoreIncomplete(CommandFailed):
+    """duplicity restored, exit 0, but logged files it could not restore (a damaged or
+    inconsistent chain: "First patch in sequence ... was a diff"). `files`: their paths,
+    relative to the backed-up root."""
+
+    def __init__(self, argv: Sequence[str], files: Sequence[str]) -> None:
+        super().__init__(DUPLICITY, tuple(argv), 0, "")
+        self.files = tuple(files)
+        shown = ", ".join(self.files[:_FILES_NAMED])
+        if len(self.files) > _FILES_NAMED:
+            shown += f" and {len(self.files) - _FILES_NAMED} more"
+        self.args = (f"duplicity could not restore {len(self.files)} file(s) (a damaged "
+                     f"backup): {shown}",)  # fmt: skip
+
+
+_FILES_NAMED = 10
+
+
 class Duplicity:
     """Runs duplicity 3.x for one archive dir and one GnuPG home.
 
@@ -411,7 +429,8 @@ class Duplicity:
     ) -> RunResult:
         """Restore the chain (or `path` inside it, relative to the backed-up root) as of `time`
         (duplicity's time formats: "now", "3D", ISO 8601; default: the latest) into
-        `destination`, which must not exist unless `force` (exit 11 otherwise). `pass_fds`
+        `destination`, which must not exist unless `force` (exit 11 otherwise). Raises
+        RestoreIncomplete when duplicity could not restore some files (it exits 0 then). `pass_fds`
         stay open in duplicity, so that `destination` may be `/proc/self/fd/N/NAME`: a
         directory held open by the caller, whatever happens to the path leading to it."""
         options = []
@@ -421,8 +440,15 @@ class Duplicity:
             options.append(f"--time={time}")
         if force:
             options.append("--force")
-        _, result, elapsed = self._run("restore", options, [target, _local(destination)],
-                                       name=name, encryption=encryption, pass_fds=pass_fds)  # fmt: skip
+        records, result, elapsed = self._run("restore", options, [target, _local(destination)],
+                                             name=name, encryption=encryption,
+                                             pass_fds=pass_fds)  # fmt: skip
+        missing = unrestored_files(records)
+        if missing and path:  # duplicity names them relative to the path restored
+            missing = tuple(path if name == "." else f"{path.rstrip('/')}/{name}"
+                            for name in missing)  # fmt: skip
+        if missing:
+            raise RestoreIncomplete(result.argv, missing)
         return RunResult("restore", result.exit_code, result.meaning, elapsed)
 
     def verify(
@@ -638,6 +664,31 @@ def unreadable_files(records: Sequence[LogRecord]) -> tuple[str, ...]:
         elif record.message.strip().startswith(_UNLISTABLE):
             found.append(record.message.strip()[len(_UNLISTABLE):])
     return tuple(found)
+
+
+# duplicity's log codes of a file it could not restore and went on without (exit 0):
+# cannot_process ("Error '...' patching PATH", "... processing PATH") and process_skipped
+# ("Skipping PATH because of previous error").
+UNRESTORED_CODES = (12, 13)
+
+
+def unrestored_files(records: Sequence[LogRecord]) -> tuple[str, ...]:
+    """The paths a restore logged it could not restore, in the order logged, each once."""
+    found: dict[str, None] = {}
+    for record in records:
+        if record.level in ("WARNING", "ERROR") and record.code in UNRESTORED_CODES:
+            found[_unescape(record.extra.strip()) or record.message.strip()] = None
+    return tuple(found)
+
+
+def _unescape(text: str) -> str:
+    """A path as duplicity's util.escape logged it: quoted, non-ASCII as Python escapes."""
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        text = text[1:-1]
+    try:
+        return text.encode("ascii").decode("unicode_escape")
+    except (UnicodeError, ValueError):
+        return text
 
 
 def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:

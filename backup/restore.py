@@ -1,10 +1,11 @@
 """`hub-backup restore`: a home, or one path in it, into a staging directory or in place.
 
 Restores run as root into directories users control (their homes), so no path a user could
-change is ever followed: the directory restored into is opened once, without following
-symlinks (component by component below the home for `--in-place`), and duplicity writes
-through `/proc/self/fd/N/...`, a name for that open directory that no later rename or
-planted symlink can redirect. The final moves are renames relative to those descriptors.
+change is ever followed (backup.safe_fs): the directory restored into is opened component by
+component without following a user's symlink; inside it hub-backup makes a root-only (0700)
+directory, and duplicity writes below that one through `/proc/self/fd/N/...`, a name for the
+open directory that no rename or planted symlink can redirect, where no user can reach. The
+final moves are renames relative to those descriptors.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ import contextlib
 import logging
 import os
 import re
-import shutil
-import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from backup import safe_fs
 from hubsidecars.config import ConfigError
 from hubsidecars.locking import LockTimeout
 from hubsidecars.logs import log_event
 
 log = logging.getLogger("backup")
 
-_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-WORK_NAME = ".hub-backup-restoring"
+WORK_NAME = ".hub-backup-restoring-"  # + a random part: root-only, made by us, in DIR
+RESTORED = "restored"  # what duplicity makes inside it
 
 
 def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | None,
@@ -150,48 +150,71 @@ def _complete_time(jobs, chain, asked: datetime | None) -> tuple[str | None, str
 
 def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
                   time: str | None) -> Path:  # fmt: skip
-    staging = Path(to)
-    created = False
+    """duplicity restores into a root-only directory that hub-backup makes inside DIR (so the
+    moves out of it are renames on one file system) and reaches only through its descriptor;
+    the restored entries then move into DIR by renames relative to descriptors."""
+    staging = Path(os.path.abspath(to))
     try:
-        info = os.lstat(staging)
-    except FileNotFoundError:
-        staging.mkdir(parents=True, mode=0o700)
-        created = True
-    else:
-        if not _is_plain_directory(info):
-            raise ConfigError(f"--to {to} is a symlink or not a directory: give a directory")
-    fd = os.open(staging, _DIRECTORY)
+        opened = safe_fs.open_directory(str(staging), create=True)
+    except safe_fs.UnsafePath as error:
+        raise ConfigError(f"--to {to}: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"--to {to}: {error.strerror}") from None
+    fd = opened.fd
     try:
         if os.listdir(fd):
             raise ConfigError(f"--to {to} is not empty: restores go into an empty directory")
-        # duplicity creates the directory it restores into: a work entry inside the staging
-        # directory, whose contents then move up (for a whole home, DIR becomes the home).
         try:
-            jobs.duplicity.restore(chain.target, f"/proc/self/fd/{fd}/{WORK_NAME}",
-                                   name=chain.name, encryption=jobs.encryption,
-                                   path=in_chain or None, time=time, pass_fds=(fd,))  # fmt: skip
+            work, work_name = safe_fs.make_private_directory(fd, WORK_NAME)
+        except safe_fs.UnsafePath as error:
+            raise ConfigError(f"--to {to}: {error}") from None
+        work_identity = safe_fs.identity(work)
+        try:
+            _duplicity_restore(jobs, chain, work, in_chain, time)
+            if parts:
+                _move(work, RESTORED, fd, parts[-1])
+                where = staging / parts[-1]
+            else:
+                home = os.open(RESTORED, safe_fs.DIRECTORY, dir_fd=work)
+                try:
+                    for name in os.listdir(home):
+                        _move(home, name, fd, name)
+                    info = os.fstat(home)
+                    os.fchown(fd, info.st_uid, info.st_gid)
+                    os.fchmod(fd, info.st_mode & 0o7777)
+                finally:
+                    os.close(home)
+                os.rmdir(RESTORED, dir_fd=work)
+                where = staging
         except BaseException:
-            shutil.rmtree(WORK_NAME, dir_fd=fd, ignore_errors=True)  # no half restore left
-            if created:  # nor an empty directory the admin never made
-                with contextlib.suppress(OSError):
-                    staging.rmdir()
+            safe_fs.empty_directory(work)  # no half restore left behind, hidden or not
             raise
-        if parts:
-            os.rename(WORK_NAME, parts[-1], src_dir_fd=fd, dst_dir_fd=fd)
-            return staging / parts[-1]
-        work = os.open(WORK_NAME, _DIRECTORY, dir_fd=fd)
-        try:
-            for name in os.listdir(work):
-                os.rename(name, name, src_dir_fd=work, dst_dir_fd=fd)
-            info = os.fstat(work)
-            os.fchown(fd, info.st_uid, info.st_gid)
-            os.fchmod(fd, info.st_mode & 0o7777)
         finally:
             os.close(work)
-        os.rmdir(WORK_NAME, dir_fd=fd)
-        return staging
+            safe_fs.remove_empty_directory(fd, work_name, work_identity)
+        return where
+    except BaseException:
+        opened.remove_created()  # nor a directory the admin never made
+        raise
     finally:
-        os.close(fd)
+        opened.close()
+
+
+def _duplicity_restore(jobs, chain, into: int, in_chain: str, time: str | None) -> None:
+    """duplicity writes below the root-only directory `into` through /proc/self/fd/N: the
+    name of the open directory itself, which no rename or planted link can redirect."""
+    jobs.duplicity.restore(chain.target, f"/proc/self/fd/{into}/{RESTORED}", name=chain.name,
+                           encryption=jobs.encryption, path=in_chain or None, time=time,
+                           pass_fds=(into,))  # fmt: skip
+
+
+def _move(source_dir: int, name: str, target_dir: int, target_name: str) -> None:
+    """renameat: never follows a link at either end (a link in the way is replaced)."""
+    try:
+        os.rename(name, target_name, src_dir_fd=source_dir, dst_dir_fd=target_dir)
+    except OSError as error:
+        raise ConfigError(f"cannot move the restored {target_name} into place: "
+                          f"{error.strerror}") from None  # fmt: skip
 
 
 def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str | None,
@@ -211,41 +234,55 @@ def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str
         name = user
         aside_name = f".{user}.before-restore-{stamp}"
         live = source / user
-    stage_name = f".{name}.hub-backup-restore-{stamp}"
     try:
-        os.mkdir(stage_name, 0o700, dir_fd=parent)
-        stage = os.open(stage_name, _DIRECTORY, dir_fd=parent)
         try:
-            try:
-                jobs.duplicity.restore(chain.target, f"/proc/self/fd/{stage}/{name}",
-                                       name=chain.name, encryption=jobs.encryption,
-                                       path=in_chain or None, time=time, pass_fds=(stage,))  # fmt: skip
-            except BaseException:
-                shutil.rmtree(stage_name, dir_fd=parent, ignore_errors=True)  # live untouched
-                raise
+            stage, stage_name = safe_fs.make_private_directory(parent,
+                                                               f".{name}.hub-backup-restore-")
+        except safe_fs.UnsafePath as error:
+            raise ConfigError(f"cannot restore in place in {live.parent}: {error}") from None
+        stage_identity = safe_fs.identity(stage)
+        try:
+            _duplicity_restore(jobs, chain, stage, in_chain, time)
             aside = None
             try:
                 os.rename(name, aside_name, src_dir_fd=parent, dst_dir_fd=parent)
                 aside = live.parent / aside_name
             except FileNotFoundError:
                 pass  # nothing live to keep: the path was deleted
-            os.rename(name, name, src_dir_fd=stage, dst_dir_fd=parent)
+            except OSError as error:  # e.g. a home that is a mount point of its own
+                raise ConfigError(f"cannot move the live {live} aside: {error.strerror}; "
+                                  "restore it --to a directory instead") from None  # fmt: skip
+            try:
+                _move(stage, RESTORED, parent, name)
+            except ConfigError:
+                if aside is not None:  # the live one back where it was
+                    with contextlib.suppress(OSError):
+                        os.rename(aside_name, name, src_dir_fd=parent, dst_dir_fd=parent)
+                raise
+        except BaseException:
+            safe_fs.empty_directory(stage)  # the live path untouched, no copy left behind
+            raise
         finally:
             os.close(stage)
-        os.rmdir(stage_name, dir_fd=parent)
+            safe_fs.remove_empty_directory(parent, stage_name, stage_identity)
     finally:
         os.close(parent)
     return live, aside
 
 
 def _open_beneath(root: Path, parts: list[str]) -> int:
-    """A descriptor of root/parts..., each component opened without following a symlink:
-    a directory a user replaced by a link (to /etc, to another home) is refused."""
-    fd = os.open(root, _DIRECTORY)
+    """A descriptor of root/parts..., each component below `root` opened without following a
+    symlink: a directory a user replaced by a link (to /etc, to another home) is refused."""
+    try:
+        opened = safe_fs.open_directory(os.path.abspath(root))
+    except (safe_fs.UnsafePath, OSError) as error:
+        raise ConfigError(f"cannot restore in place below {root}: {error}") from None
+    fd = os.dup(opened.fd)
+    opened.close()
     try:
         for index, part in enumerate(parts):
             try:
-                next_fd = os.open(part, _DIRECTORY, dir_fd=fd)
+                next_fd = os.open(part, safe_fs.DIRECTORY, dir_fd=fd)
             except OSError as error:
                 where = root.joinpath(*parts[: index + 1])
                 raise ConfigError(f"cannot restore in place below {where}: it is a symlink or "
@@ -258,5 +295,3 @@ def _open_beneath(root: Path, parts: list[str]) -> int:
         raise
 
 
-def _is_plain_directory(info: os.stat_result) -> bool:
-    return stat.S_ISDIR(info.st_mode)
