@@ -397,6 +397,39 @@ class Duplicity:
         options = [] if dry_run else ["--force"]
         return self._simple("cleanup", options, [target], name, encryption)
 
+    def partial_files(self, name: str) -> list[str]:
+        """The local halves of a set duplicity did not finish (its `.part` manifest and
+        signatures in the chain's archive dir): while they exist, duplicity's next backup
+        resumes that set instead of making it afresh."""
+        _check_name(name)
+        try:
+            entries = os.listdir(os.path.join(self.archive_dir, name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(entry for entry in entries
+                      if entry.startswith("duplicity-") and entry.endswith(".part"))  # fmt: skip
+
+    def discard_partial(self, target: str, *, name: str, encryption: Encryption) -> list[str]:
+        """Remove a set the last backup did not finish, from the archive dir and the target,
+        so that the next backup makes it afresh. Returns the names of the files removed.
+
+        duplicity 3.2 resumes a set when its archive dir holds the set's `.part` manifest
+        (dup_main's Restart), and its resume skips whatever sorts before the restart point
+        (files added or changed there since are lost, or restored from the old volume). So
+        the `.part` files go first; without them the target's volumes of that set have no
+        manifest anywhere, duplicity counts them an incomplete set, and `cleanup --force`
+        deletes exactly those (and orphaned signatures), nothing of a complete set."""
+        removed = []
+        for entry in self.partial_files(name):
+            try:
+                os.unlink(os.path.join(self.archive_dir, name, entry))
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+        records, _, _ = self._run("cleanup", ["--force"], [target], name=name,
+                                  encryption=encryption)  # fmt: skip
+        return removed + deleted_files(records)
+
     def restore(
         self,
         target: str,
@@ -638,6 +671,18 @@ def unreadable_files(records: Sequence[LogRecord]) -> tuple[str, ...]:
         elif record.message.strip().startswith(_UNLISTABLE):
             found.append(record.message.strip()[len(_UNLISTABLE):])
     return tuple(found)
+
+
+_DELETING = "Deleting these file(s) from backend:"
+
+
+def deleted_files(records: Sequence[LogRecord]) -> list[str]:
+    """The files a `cleanup --force` says it deleted."""
+    for record in records:
+        lines = record.message.splitlines()
+        if lines and lines[0].strip() == _DELETING:
+            return [line.strip() for line in lines[1:] if line.strip()]
+    return []
 
 
 def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:

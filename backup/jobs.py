@@ -265,8 +265,20 @@ class BackupJobs:
                       seconds=record.last_duration_s)  # fmt: skip
             return ChainOutcome(chain.name, chain.user, True, "unchanged",
                                 seconds=record.last_duration_s)  # fmt: skip
+        if record.unfinished or record.in_progress or self.duplicity.partial_files(chain.name):
+            # Never let duplicity resume a set: a resumed set skips what sorts before the
+            # point it was cut at, and a later restore lacks files or brings back old ones.
+            record.last_attempt = iso(started)
+            try:
+                gone = self.duplicity.discard_partial(chain.target, name=chain.name,
+                                                      encryption=self.encryption)  # fmt: skip
+            except CommandError as error:
+                return self._failed(record, chain, started, error,
+                                    "could not remove the set the last run left unfinished: ")
+            log_event(log, "removed the set the last run left unfinished; making it afresh",
+                      logging.WARNING, chain=chain.name, files=len(gone))  # fmt: skip
         record.last_attempt = iso(started)
-        record.in_progress = True
+        record.in_progress = record.unfinished = True
         self.state.save(record)
         try:
             result = self.duplicity.backup(
@@ -278,7 +290,7 @@ class BackupJobs:
             return self._failed(record, chain, started, error)
         finished = self.now()
         kind = result.kind or ("full" if self._full_due(record) else "incremental")
-        record.in_progress = False
+        record.in_progress = record.unfinished = False
         record.last_success = record.last_attempt
         record.last_success_end = iso(finished)
         record.last_set_time = result.set_time
@@ -314,11 +326,11 @@ class BackupJobs:
         return ChainOutcome(chain.name, chain.user, True, kind, seconds=record.last_duration_s)
 
     def _failed(self, record: ChainRecord, chain: Chain, started: datetime,
-                error: CommandError) -> ChainOutcome:  # fmt: skip
+                error: CommandError, doing: str = "") -> ChainOutcome:  # fmt: skip
         record.in_progress = False
         record.exit_code = getattr(error, "exit_code", None)
         record.meaning = getattr(error, "meaning", None)
-        record.error = str(error).splitlines()[0][:500]
+        record.error = (doing + str(error).splitlines()[0])[:500]
         record.last_duration_s = round((self.now() - started).total_seconds(), 3)
         record.history.append({"at": record.last_attempt, "ok": False, "error": record.error})
         self.state.save(record)
