@@ -22,6 +22,7 @@ from backup.settings import BackupSettings
 from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import compare, snapshot
 from tests.realparts.proctree import descendants
+from tests.realparts.tmpfs import grow, small_tmpfs
 
 PASSPHRASE = "correct horse battery staple 0123"
 HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
@@ -167,3 +168,21 @@ def test_an_incremental_killed_midway_is_made_afresh_and_restores_exactly(work):
     assert compare(third_home, restored_at(settings, tmp, None, "latest")) == []
     assert compare(second_home, restored_at(settings, tmp, second, "second")) == []
     assert compare(first_home, restored_at(settings, tmp, first, "first")) == []
+
+
+def test_a_full_cut_by_a_full_target_disk_is_made_afresh_once_the_disk_is_grown(work):
+    settings, tmp = work
+    home = tmp / "homes" / "fay"
+    with small_tmpfs(tmp / "backups", f"{BIG_MB // 2}m") as disk:
+        failed = build_jobs(settings).run(["fay"])
+        assert failed.exit_code != 0 and "full" in failed.outcomes[0].detail, failed.outcomes
+        assert volumes(disk / "fay", "full"), "the failed full wrote no volume"
+        change_before_the_cut(home, "edited while the disk was full")
+        grow(disk, f"{BIG_MB * 4}m")
+
+        first, first_home = good_run(settings, home)
+        (home / "0-notes.txt").write_text("notes, edited once more\n" * 70)
+        second, second_home = good_run(settings, home)
+
+        assert compare(second_home, restored_at(settings, tmp, None, "latest")) == []
+        assert compare(first_home, restored_at(settings, tmp, first, "first")) == []
