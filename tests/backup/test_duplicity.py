@@ -261,7 +261,7 @@ def kill_when(predicate, marker: str, timeout: float = 60) -> list[int]:
     return killed
 
 
-def test_a_full_killed_midway_is_resumed_and_reported_as_full(tmp_path):
+def test_a_full_killed_midway_is_discarded_and_made_afresh_as_a_full(tmp_path):
     made = Setup(tmp_path, volsize_mb=2)
     (made.source / "big.bin").write_bytes(os.urandom(40 * 1024 * 1024))
     target_dir = tmp_path / "target"
@@ -284,11 +284,20 @@ def test_a_full_killed_midway_is_resumed_and_reported_as_full(tmp_path):
         # duplicity calls the half-written full a complete chain (REALPARTS): not to be trusted.
         (partial,) = made.status(SYMMETRIC).chains
         assert partial.complete and partial.incrementals == 0
+        # its .part manifest in the archive dir is what would make the next backup resume it
+        assert any(name.endswith(".manifest.part")
+                   for name in made.duplicity.partial_files("alice"))  # fmt: skip
 
-        resumed = made.backup(SYMMETRIC)
-        assert resumed.kind == "full", resumed
+        gone = made.duplicity.discard_partial(made.target, name="alice", encryption=SYMMETRIC)
+        assert sum(".vol" in name for name in gone) >= 4, gone
+        assert made.duplicity.partial_files("alice") == []
+        assert not list(target_dir.glob("*.difftar.gpg"))
+        assert made.status(SYMMETRIC).chains == ()
+
+        afresh = made.backup(SYMMETRIC)
+        assert afresh.kind == "full", afresh
         (chain,) = made.status(SYMMETRIC).chains
-        assert (chain.start, chain.incrementals) == (partial.start, 0)
+        assert chain.start > partial.start and chain.incrementals == 0
         assert chain.volumes > partial.volumes
         restored = tmp_path / "restored"
         made.duplicity.restore(made.target, str(restored), name="alice", encryption=SYMMETRIC)

@@ -146,7 +146,7 @@ def write_config(settings, path: Path, **changes) -> Path:
     return path
 
 
-def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
+def test_killed_mid_full_then_the_next_run_makes_a_fresh_full_and_cleanup_waits(setup):
     settings, made, work = setup
     big_home(Path(settings.source), "dan", 60, uid=3004)
     config = write_config(settings, work / "backup.toml", volsize=5)
@@ -164,6 +164,7 @@ def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
     for pid in [run.pid, *descendants(run.pid)]:
         os.kill(pid, signal.SIGKILL)
     run.wait()
+    cut = {path.name.split(".")[1] for path in target.glob("*.vol*")}  # the killed set's time
 
     jobs = jobs_for(settings)
     [row] = [row for row in jobs.status() if row["user"] == "dan"]
@@ -171,8 +172,13 @@ def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
     # cleanup never touches a chain whose last backup did not complete
     assert actions(jobs.cleanup(["dan"])) == {"home-dan": "skipped"}
 
+    # the next run does not resume the killed set (a resumed set loses what changed before
+    # its restart point): it removes it and makes a new full
     again = jobs.run(["dan"])
     assert again.exit_code == 0, again.outcomes
+    assert actions(again) == {"home-dan": "full"}
+    made_now = {path.name.split(".")[1] for path in target.glob("*.vol*")}
+    assert len(cut) == 1 and made_now and not made_now & cut, (cut, made_now)
     [row] = [row for row in jobs.status() if row["user"] == "dan"]
     assert not row["in_progress"] and not row["stale"]
     restored = work / "dan-restored"
