@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         code = dispatch(jobs, command, args)
         if jobs.stopped_by:
             jobs.duplicity.finish_terminating()
-            print(f"hub-backup: {command} stopped by {jobs.stopped_by}; an interrupted chain "
-                  "is resumed by the next run", file=sys.stderr)  # fmt: skip
+            print(f"hub-backup: {command} stopped by {jobs.stopped_by}; an interrupted set "
+                  "is made afresh by the next run", file=sys.stderr)  # fmt: skip
             return 128 + signal.Signals[jobs.stopped_by].value
         return code
     except ConfigError as error:

@@ -189,8 +189,8 @@ class Chain:
 
     `complete` is duplicity's own label (chain-complete): the newest chain, whose signatures
     match and which the next incremental extends; older chains are listed as "no-sig". It does
-    not prove the last backup finished: after a killed run duplicity still says complete and the
-    next backup resumes. Keep your own record of successful runs for that."""
+    not prove the last backup finished: after a killed run duplicity still says complete and its
+    next backup would resume (see discard_partial). Keep your own record of successful runs."""
 
     sets: tuple[BackupSet, ...]
     complete: bool
@@ -391,9 +391,8 @@ class Duplicity:
     def cleanup(
         self, target: str, *, name: str, encryption: Encryption, dry_run: bool = False
     ) -> RunResult:
-        """Delete the leftovers of failed runs (partial sets, orphaned files). Only after a
-        backup that succeeded: on a chain whose last run was killed, the partial upload it
-        deletes is what the next backup would have resumed."""
+        """Delete the leftovers of failed runs (incomplete sets, orphaned files). A set whose
+        `.part` manifest is still in the archive dir is not one of them (see discard_partial)."""
         options = [] if dry_run else ["--force"]
         return self._simple("cleanup", options, [target], name, encryption)
 
@@ -491,8 +490,7 @@ class Duplicity:
     def terminate(self, grace: float = 5.0) -> int:
         """Stop every duplicity this adapter runs (from another thread, e.g. on SIGTERM):
         SIGTERM to each one's process group, SIGKILL after `grace` seconds to what is left of
-        it. What it was writing is resumed or redone by the next run (duplicity's
-        checkpoints). Returns how many. Call `finish_terminating` before the program exits."""
+        it. What it was writing is redone by the next run (Duplicity.discard_partial). Returns how many. Call `finish_terminating` before the program exits."""
         with self._running_lock:
             self._grace = grace
             groups = [process.pid for process in self._running]

@@ -6,8 +6,8 @@ flock()s: the kernel drops them with the process, so a kill -9 never leaves a st
 duplicity's own lock is not relied on (REALPARTS: it is broken).
 
 Every chain's attempt is recorded before duplicity starts (`in_progress`) and after it ends:
-a run killed mid-full leaves `in_progress`, which keeps cleanup away from that chain until a
-later run has completed it.
+a run killed mid-full leaves `in_progress` (and `unfinished`), which keeps cleanup away from
+that chain until a later run has removed the unfinished set and made it afresh.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class BackupJobs:
 
     def stop(self, why: str) -> None:
         """Stop the job from a signal handler: chains not begun are not begun, the running
-        duplicity processes are terminated (their chains resume on the next run)."""
+        duplicity processes are terminated (the next run makes their sets afresh)."""
         self.stopped_by = why
         self._stopping.set()
         self.duplicity.terminate()
