@@ -490,7 +490,8 @@ class Duplicity:
     def terminate(self, grace: float = 5.0) -> int:
         """Stop every duplicity this adapter runs (from another thread, e.g. on SIGTERM):
         SIGTERM to each one's process group, SIGKILL after `grace` seconds to what is left of
-        it. What it was writing is redone by the next run (Duplicity.discard_partial). Returns how many. Call `finish_terminating` before the program exits."""
+        it. What it was writing is redone by the next run (discard_partial). Returns how
+        many. Call `finish_terminating` before the program exits."""
         with self._running_lock:
             self._grace = grace
             groups = [process.pid for process in self._running]
