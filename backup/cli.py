@@ -40,11 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "back up every home: an incremental, or a new full when it is due")
     run.add_argument("users", nargs="*", metavar="USER", help="only these users")
+    run.add_argument("--full", action="store_true", help="a new full chain for each home now, "
+                     "whatever is due (after a scare, before a migration)")  # fmt: skip
     cleanup = command("cleanup", "keep the keep_full newest full chains per user, remove the "
                       "rest and duplicity's leftovers")  # fmt: skip
     cleanup.add_argument("users", nargs="*", metavar="USER", help="only these users")
     status = command("status", "per user: newest full, incrementals, last success and its age; "
-                     "exit 1 when a chain's last success is older than max_age")  # fmt: skip
+                     "exit 1 when a chain needs a look: last success older than max_age, last "
+                     "attempt failed, incomplete or killed, last drill failed")  # fmt: skip
     status.add_argument("--json", action="store_true", help="print JSON")
     restore = command("restore", "restore a user's home, or one path in it, into a staging "
                       "directory (never over live data unless --in-place)")  # fmt: skip
@@ -103,9 +106,12 @@ def print_status(rows: list[dict], as_json: bool) -> None:
     print(f"{'user':20} {'newest full':25} {'incr':>4} {'last success':25} {'age':>8}  state")
     for row in rows:
         age = "-" if row["age_s"] is None else f"{row['age_s'] / 3600:.1f}h"
-        state = "STALE" if row["stale"] else "ok"
+        state = ("STALE" if row["stale"] else "INCOMPLETE" if row["incomplete"]
+                 else "PROBLEM" if row["problem"] else "ok")  # fmt: skip
         if row["last_error"]:
-            state += f" (last error: {row['last_error'][:60]})"
+            state += f" (last error: {row['last_error'][:80]})"
+        elif row["problem"] and not row["stale"] and row["drill_ok"] is not False:
+            state += f" ({row['problem'][:80]})"
         if row["last_drill"] and not row["drill_ok"]:
             state += f" (last drill failed {row['last_drill']})"
         if not row["home_present"]:
@@ -186,7 +192,7 @@ def run_command(jobs, command: str, args: dict) -> int:
     if command == "status":
         rows = jobs.status()
         print_status(rows, args.get("json", False))
-        return 1 if any(row["stale"] for row in rows) else 0
+        return 1 if any(row["problem"] for row in rows) else 0
     if command == "restore":
         try:
             return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
@@ -200,7 +206,10 @@ def run_command(jobs, command: str, args: dict) -> int:
                   file=sys.stderr)  # fmt: skip
             return 1
     try:
-        report = getattr(jobs, command)(args.get("users") or None)
+        if command == "run":
+            report = jobs.run(args.get("users") or None, full=args.get("full", False))
+        else:
+            report = getattr(jobs, command)(args.get("users") or None)
     except JobBusy as error:
         print(f"hub-backup: {error}", file=sys.stderr)
         return EXIT_BUSY

@@ -164,10 +164,12 @@ class BackupJobs:
 
     # -- run -------------------------------------------------------------------------------
 
-    def run(self, only: Iterable[str] | None = None) -> JobReport:
-        return self._holding_job_lock("run", lambda: self._run_chains(only))
+    def run(self, only: Iterable[str] | None = None, *, full: bool = False) -> JobReport:
+        """Back up every chain (or `only` those users'); `full`: a new full chain for each,
+        whatever is due (after a scare, before a migration)."""
+        return self._holding_job_lock("run", lambda: self._run_chains(only, full))
 
-    def _run_chains(self, only: Iterable[str] | None) -> JobReport:
+    def _run_chains(self, only: Iterable[str] | None, full: bool = False) -> JobReport:
         chains = self.chains(only)
         if self.settings.layout == "per-user" and chains and not any(c.present for c in chains):
             # Every home gone at once is a /home that is not mounted, not a mass deletion:
@@ -180,20 +182,20 @@ class BackupJobs:
             log_event(log, "source holds no home", logging.ERROR, source=self.settings.source,
                       chains=len(chains))  # fmt: skip
             return report
-        return self._side_by_side(chains, self._backup_chain, "run")
+        return self._side_by_side(chains, lambda chain: self._backup_chain(chain, full), "run")
 
-    def _backup_chain(self, chain: Chain) -> ChainOutcome:
+    def _backup_chain(self, chain: Chain, full: bool = False) -> ChainOutcome:
         if not chain.present:
             return ChainOutcome(chain.name, chain.user, True, "skipped",
                                 "home gone; its backups are kept for cleanup to judge")  # fmt: skip
         if self.settings.dry_run:
             record = self._record(chain)
-            kind = "full" if self._full_due(record) else "incremental"
+            kind = "full" if full or self._full_due(record) else "incremental"
             log_event(log, "would back up", chain=chain.name, kind=kind, target=chain.target)
             return ChainOutcome(chain.name, chain.user, True, f"would-{kind}")
         try:
             with self.chain_lock(chain).held():
-                return self._backup_locked(chain)
+                return self._backup_locked(chain, full)
         except LockTimeout:
             return ChainOutcome(chain.name, chain.user, False, "skipped",
                                 "its chain is locked by a restore, verify or drill")  # fmt: skip
@@ -238,7 +240,7 @@ class BackupJobs:
         age = (self.now() - datetime.fromisoformat(record.newest_full)).total_seconds()
         return age >= self.settings.full_every
 
-    def _backup_locked(self, chain: Chain) -> ChainOutcome:
+    def _backup_locked(self, chain: Chain, full: bool = False) -> ChainOutcome:
         record = self._record(chain)
         started = self.now()
         owner = _home_owner(chain)
@@ -250,7 +252,7 @@ class BackupJobs:
             log_event(log, "home now belongs to another uid: starting a new full chain",
                       logging.WARNING, chain=chain.name, user=chain.user, uid=owner,
                       was=record.owner_uid)  # fmt: skip
-        elif self._unchanged(chain, record):
+        elif not full and self._unchanged(chain, record):
             # Nothing in the home changed since its last backup: that backup is still the
             # home as it is, so it counts as this hour's. An unchanged incremental would cost
             # duplicity's full start-up and five gpg runs (about 1.2 CPU s per home, measured)
@@ -283,7 +285,7 @@ class BackupJobs:
         try:
             result = self.duplicity.backup(
                 chain.source, chain.target, name=chain.name, encryption=self.encryption,
-                full=handed_over, full_if_older_than=self.settings.full_every,
+                full=handed_over or full, full_if_older_than=self.settings.full_every,
                 excludes=self._excludes(chain, log_left_out=True),
             )  # fmt: skip
         except CommandError as error:
@@ -291,36 +293,44 @@ class BackupJobs:
         finished = self.now()
         kind = result.kind or ("full" if self._full_due(record) else "incremental")
         record.in_progress = record.unfinished = False
-        record.last_success = record.last_attempt
-        record.last_success_end = iso(finished)
-        record.last_set_time = result.set_time
         record.owner_uid = owner
-        record.selection = self._fingerprint
         record.last_kind = kind
         record.last_duration_s = round((finished - started).total_seconds(), 3)
         record.last_bytes = result.bytes
-        record.exit_code, record.meaning, record.error = result.exit_code, result.meaning, None
+        record.exit_code, record.meaning = result.exit_code, result.meaning
         if kind == "full":
+            # the set is in the target, and duplicity counts it as a full chain, complete or not
             record.newest_full = record.last_attempt
             record.incrementals = 0
             record.fulls = [*record.fulls, record.last_attempt]
         else:
             record.incrementals += 1
-        record.history.append({"at": record.last_attempt, "kind": kind, "ok": True,
-                               "seconds": record.last_duration_s, "bytes": result.bytes})  # fmt: skip
+        record.incomplete = bool(result.errors)
         if result.errors:
-            # The chain is sound (duplicity finished it) but files are missing from it: say so
-            # loudly, a backup that silently leaves files out is worse than a failed one.
+            # duplicity finished the set, but files are missing from it (root without its read
+            # powers, an NFS home with root_squash, an I/O error): no success. last_success and
+            # the set time a default restore and the drill use stay at the last complete
+            # backup, and cleanup leaves the chain alone until a complete one follows.
             first = result.unreadable[0] if result.unreadable else "see duplicity's log"
-            record.error = (f"{result.errors} file(s) could not be read and are not in this "
-                            f"backup; first: {first}")[:500]  # fmt: skip
-            record.history[-1].update(ok=False, error=record.error)
-        self.state.save(record)
-        if result.errors:
+            record.error = (f"incomplete: {result.errors} file(s) could not be read and are not "
+                            f"in this backup (the last complete one: "
+                            f"{record.last_success or 'none'}); first: {first}")[:500]  # fmt: skip
+            record.history.append({"at": record.last_attempt, "kind": kind, "ok": False,
+                                   "incomplete": True, "seconds": record.last_duration_s,
+                                   "bytes": result.bytes, "error": record.error})  # fmt: skip
+            self.state.save(record)
             log_event(log, "backed up incompletely", logging.ERROR, chain=chain.name, kind=kind,
                       unreadable=result.errors, first=first)  # fmt: skip
             return ChainOutcome(chain.name, chain.user, False, "incomplete", record.error,
                                 record.last_duration_s)  # fmt: skip
+        record.last_success = record.last_attempt
+        record.last_success_end = iso(finished)
+        record.last_set_time = result.set_time
+        record.selection = self._fingerprint
+        record.error = None
+        record.history.append({"at": record.last_attempt, "kind": kind, "ok": True,
+                               "seconds": record.last_duration_s, "bytes": result.bytes})  # fmt: skip
+        self.state.save(record)
         log_event(log, "backed up", chain=chain.name, kind=kind,
                   seconds=record.last_duration_s, bytes=result.bytes)  # fmt: skip
         return ChainOutcome(chain.name, chain.user, True, kind, seconds=record.last_duration_s)
@@ -349,7 +359,8 @@ class BackupJobs:
         if record is None or not record.succeeded_last:
             why = "never backed up" if record is None else (
                 "its last backup did not complete" if record.in_progress
-                else "its last backup failed")  # fmt: skip
+                else "its last backup was incomplete (files could not be read)"
+                if record.incomplete else "its last backup failed")  # fmt: skip
             log_event(log, "cleanup skipped", chain=chain.name, reason=why)
             return ChainOutcome(chain.name, chain.user, True, "skipped", why)
         dry = self.settings.dry_run
@@ -477,15 +488,26 @@ class BackupJobs:
 
     # -- status ----------------------------------------------------------------------------
 
+    def _job_running(self) -> bool:
+        """True while a run, cleanup, verify or drill holds the job lock."""
+        try:
+            with FileLock(self._locks_dir / "job.lock", 0.001).held():
+                return False
+        except LockTimeout:
+            return True
+
     def status(self) -> list[dict]:
         """Per chain, from the records (no network): newest full, incrementals since, last
         success and its age, last error; `stale` when older than max_age or never."""
         now = self.now()
         rows = []
+        running = self._job_running()
         for chain in self.chains():
             record = self.state.load(chain.name)
             success = record.last_success if record else None
             age = (now - datetime.fromisoformat(success)).total_seconds() if success else None
+            # a removed user's kept backups are history, not a backup falling behind
+            stale = chain.present and (age is None or age > self.settings.max_age)
             rows.append({
                 "user": chain.user, "chain": chain.name, "target": chain.target,
                 "home_present": chain.present,
@@ -503,10 +525,30 @@ class BackupJobs:
                 "last_error": record.error if record else None,
                 "in_progress": bool(record and record.in_progress),
                 "owner_uid": record.owner_uid if record else None,
-                # a removed user's kept backups are history, not a backup falling behind
-                "stale": chain.present and (age is None or age > self.settings.max_age),
+                "stale": stale,
+                "incomplete": bool(record and record.incomplete),
+                "problem": _problem(record, stale, running),
             })  # fmt: skip
         return rows
+
+
+def _problem(record: ChainRecord | None, stale: bool, running: bool) -> str | None:
+    """What an admin must look at for this chain, in one line; None when nothing. Any of: no
+    success within max_age, a last attempt that failed, was incomplete or was killed (in
+    progress while no run holds the job lock), a failed drill."""
+    problems = []
+    if stale:
+        problems.append("stale: no backup within max_age" if record and record.last_success
+                        else "stale: never backed up")  # fmt: skip
+    if record and record.last_attempt and not record.in_progress and not (
+            record.succeeded_last and not record.error):  # fmt: skip
+        problems.append(record.error if record.incomplete and record.error else
+                        f"last backup failed: {record.error or 'no detail'}")  # fmt: skip
+    if record and record.in_progress and not running:
+        problems.append("last backup interrupted: hub-backup was killed during it")
+    if record and record.last_drill and record.drill_ok is False:
+        problems.append(f"last drill failed: {record.drill_detail or 'no detail'}")
+    return "; ".join(problems)[:600] if problems else None
 
 
 def _home_owner(chain: Chain) -> int | None:
