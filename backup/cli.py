@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     parser.add_argument("--generate-config", action="store_true", default=argparse.SUPPRESS,
                         help="print the example configuration file and exit")  # fmt: skip
+    # also before the command (`hub-backup --config FILE run`); one given after it wins
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML file with the settings (see COMMAND --help)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:

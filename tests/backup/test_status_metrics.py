@@ -173,3 +173,17 @@ def test_a_run_that_could_not_read_the_home_is_incomplete_and_loud(tmp_path, hom
     assert good.returncode == 0, good.stderr
     assert hub_backup(config, "status").returncode == 0
     assert samples(metrics)[("hub_backup_problem", "ada")] == 0
+
+
+def test_config_before_the_command_works_as_after_it(tmp_path, homes_root):
+    make_homes(homes_root, {"ada": 3201}, files_per_home=5, megabyte_files=0)
+    config = configure(tmp_path, homes_root)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    before = subprocess.run([str(HUB_BACKUP), "--config", str(config), "run"], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert before.returncode == 0, before.stderr
+    after = hub_backup(config, "status", "--json")
+    first = subprocess.run([str(HUB_BACKUP), f"--config={config}", "status", "--json"], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert first.returncode == after.returncode == 0, first.stderr
+    assert json.loads(first.stdout)[0]["last_success"] == json.loads(after.stdout)[0]["last_success"]
