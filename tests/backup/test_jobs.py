@@ -515,3 +515,19 @@ def test_a_home_whose_name_holds_glob_characters_keeps_its_left_out_files_out(tm
     restored = tmp_path / "restored"
     jobs.restore("x[1]", None, time=None, to=str(restored), in_place=False)
     assert (restored / "notes" / "readme.md").exists() and not (restored / "big.bin").exists()
+
+
+def test_run_full_starts_a_new_full_chain_now(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    assert actions(jobs.run(["ada"])) == {"home-ada": "full"}
+    time.sleep(1.1)  # a full in another second than the first
+    # unchanged home, no full due: a plain run would record "unchanged"; --full makes one
+    again = jobs.run(["ada"], full=True)
+    assert actions(again) == {"home-ada": "full"}, again.outcomes
+    chain = [c for c in jobs.chains() if c.user == "ada"][0]
+    status = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                              encryption=jobs.encryption)  # fmt: skip
+    assert len(status.chains) == 2 and status.chains[-1].incrementals == 0
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert row["full_chains"] == 2 and row["incrementals"] == 0
