@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -331,6 +332,10 @@ class Duplicity:
         self._running_lock = threading.RLock()
         self._terminated: list[tuple[int, float]] = []  # (process group, SIGKILL deadline)
         self._grace: float | None = None  # set by terminate: no duplicity may start after it
+        # duplicity runs in a session of its own (a Ctrl-C must not reach it half-way), so a
+        # kill -9 of hub-backup alone would leave it running on: started through `setpriv
+        # --pdeathsig KILL` (util-linux), it dies with the thread that started it.
+        self._die_with_us = shutil.which("setpriv")
 
     # --- the verbs ---------------------------------------------------------------------------
 
@@ -583,6 +588,12 @@ class Duplicity:
         # On a full disk gpg reports a pinentry problem and duplicity a gpg failure: the
         # admin would edit gpg's configuration instead of freeing space.
         require_space(self.archive_dir, self.gnupg_home, self.tempdir or tempfile.gettempdir())
+        holder = lock_holder(os.path.join(self.archive_dir, name, "lockfile"))
+        if holder is not None:
+            # duplicity itself would fail with exit 23 and "Could not release lockfile"
+            raise CommandNotStarted(
+                f"the chain {name} is held by a live duplicity (pid {holder[0]}: {holder[1]}); "
+                "duplicity not started: wait for it to end or stop it", DUPLICITY, ())
         secrets = _secrets(encryption, positional)
         # An unlinked file, not a pipe: nobody reads a pipe while run_command waits, and a full
         # pipe would block duplicity forever.
@@ -591,6 +602,8 @@ class Duplicity:
             argv = self.argv(verb, options, positional, name=name, encryption=encryption,
                              log_fd=fd)  # fmt: skip
             ok_codes = (0, 1) if accept_differences else (0,)
+            if self._die_with_us:
+                argv = [self._die_with_us, "--pdeathsig", "KILL", "--", *argv]
             try:
                 result = run_command(argv, tool=DUPLICITY, timeout=self.timeout,
                                      env=self.env(encryption), secrets=secrets, ok_codes=ok_codes,
@@ -808,6 +821,33 @@ def failure_detail(records: Sequence[LogRecord], stderr: str) -> str:
 
 
 # --- small helpers ---------------------------------------------------------------------------
+
+
+def lock_holder(path: str) -> tuple[int, str] | None:
+    """(pid, command line) of a live process holding a POSIX lock on `path` (duplicity's
+    lockfile, taken with lockf), from /proc/locks; None when none does or it cannot be told."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in lines:
+        words = line.split()
+        # 1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF   ("->" marks a blocked waiter)
+        if "->" in words or len(words) < 6 or words[1] != "POSIX" or words[5] != wanted:
+            continue
+        pid = int(words[4])
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        shown = " ".join(part.decode(errors="replace") for part in argv[:3] if part)
+        return pid, shown[:120]
+    return None
+
 
 
 def _read(log_file) -> str:

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 
 from backup.cli import build_jobs
+from backup.duplicity import lock_holder
 from backup.settings import BackupSettings
 from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import compare, snapshot
-from tests.realparts.proctree import descendants
+from tests.realparts.proctree import alive, describe, descendants
 from tests.realparts.tmpfs import grow, small_tmpfs
 
 PASSPHRASE = "correct horse battery staple 0123"
@@ -186,3 +187,62 @@ def test_a_full_cut_by_a_full_target_disk_is_made_afresh_once_the_disk_is_grown(
 
         assert compare(second_home, restored_at(settings, tmp, None, "latest")) == []
         assert compare(first_home, restored_at(settings, tmp, first, "first")) == []
+
+
+def test_duplicity_dies_with_hub_backup_when_only_hub_backup_is_killed(work):
+    """kill -9 of hub-backup alone (outside systemd, which would kill the whole unit):
+    duplicity, in a session of its own, must not go on writing behind everyone's back."""
+    settings, tmp = work
+    home = tmp / "homes" / "fay"
+    target = tmp / "backups" / "fay"
+    config = write_config(settings, tmp / "backup.toml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    run = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config), "fay"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not volumes(target, "full"):
+        assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()
+        time.sleep(0.02)
+    below = descendants(run.pid)
+    assert any(b"duplicity" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in below):
+        assert time.monotonic() < deadline, [describe(pid) for pid in below if alive(pid)]
+        time.sleep(0.05)
+
+    # and the next run is a good one: no "another duplicity is running" (exit 23)
+    change_before_the_cut(home, "after hub-backup was killed")
+    first, first_home = good_run(settings, home)
+    assert compare(first_home, restored_at(settings, tmp, None, "latest")) == []
+
+
+def test_a_chain_held_by_a_live_duplicity_is_named_as_such(work):
+    """An admin's own duplicity on the chain's archive dir (their GnuPG home, their terminal)
+    is running: the run says who holds the chain, not duplicity's "Could not release
+    lockfile"."""
+    settings, tmp = work
+    jobs = build_jobs(settings)
+    argv = jobs.duplicity.argv("backup", [f"--volsize={VOLSIZE}"],
+                               [str(tmp / "homes" / "fay"), f"file://{tmp}/by-hand"],
+                               name="home-fay", encryption=jobs.encryption, log_fd=2)  # fmt: skip
+    (tmp / "admin-gnupg").mkdir(mode=0o700)
+    by_hand = subprocess.Popen(argv, env={"PATH": os.environ["PATH"], "PASSPHRASE": PASSPHRASE,
+                                          "GNUPGHOME": str(tmp / "admin-gnupg")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    try:
+        lockfile = tmp / "cache" / "home-fay" / "lockfile"
+        deadline = time.monotonic() + 60
+        while lock_holder(str(lockfile)) is None:
+            assert time.monotonic() < deadline and by_hand.poll() is None, by_hand.returncode
+            time.sleep(0.02)
+        report = jobs.run(["fay"])
+        [outcome] = report.outcomes
+        assert not outcome.ok
+        assert f"held by a live duplicity (pid {by_hand.pid}" in outcome.detail, outcome.detail
+    finally:
+        os.killpg(by_hand.pid, signal.SIGKILL)
+        by_hand.wait()
+        stop_agent(tmp / "admin-gnupg")
