@@ -27,9 +27,10 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
-from backup.gpg import home_env, prepare_home
+from backup.gpg import GPGCONF, home_env, prepare_home
 from backup.gpg import stop_agent as stop_gpg_agent
 from hubsidecars.commands import (
+    CommandError,
     CommandFailed,
     CommandNotStarted,
     CommandResult,
@@ -531,6 +532,16 @@ class Duplicity:
         _signal_group(process.pid, signal.SIGTERM)
         _kill_later([process.pid], grace)
 
+    def _launch_agent(self) -> None:
+        """Start this GnuPG home's gpg-agent (if not running) from an environment without the
+        passphrase: the agent duplicity's gpg would start inherits duplicity's environment,
+        PASSPHRASE included, and outlives the run. A failure is left to gpg to report."""
+        try:
+            run_command([self.gpgconf, "--launch", "gpg-agent"], tool=GPGCONF, timeout=30,
+                        env=home_env(self.gnupg_home), logger=self.logger)  # fmt: skip
+        except CommandError:
+            pass  # run_command has logged it; gpg starts an agent itself then
+
     def stop_agent(self) -> None:
         """Stop the gpg-agent of this GnuPG home (each duplicity run leaves one running)."""
         stop_gpg_agent(self.gnupg_home, gpgconf=self.gpgconf, logger=self.logger)
@@ -595,6 +606,7 @@ class Duplicity:
                 f"the chain {name} is held by a live duplicity (pid {holder[0]}: {holder[1]}); "
                 "duplicity not started: wait for it to end or stop it", DUPLICITY, ())
         secrets = _secrets(encryption, positional)
+        self._launch_agent()
         # An unlinked file, not a pipe: nobody reads a pipe while run_command waits, and a full
         # pipe would block duplicity forever.
         with tempfile.TemporaryFile(dir=self.tempdir) as log_file:

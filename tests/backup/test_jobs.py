@@ -531,3 +531,33 @@ def test_run_full_starts_a_new_full_chain_now(setup):
     assert len(status.chains) == 2 and status.chains[-1].incrementals == 0
     [row] = [row for row in jobs.status() if row["user"] == "ada"]
     assert row["full_chains"] == 2 and row["incrementals"] == 0
+
+
+def gpg_agent_environments() -> list[bytes]:
+    """The environment of every gpg-agent running now."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "gpg-agent":
+                found.append(Path(f"/proc/{pid}/environ").read_bytes())
+        except OSError:
+            continue
+    return found
+
+
+def test_the_passphrase_never_reaches_the_gpg_agent(setup):
+    """The agent outlives the run (and a plain duplicity of an admin's recovery): it must not
+    hold PASSPHRASE in its environment."""
+    settings, made, work = setup
+    big_home(Path(settings.source), "eve", 40, uid=3005)
+    config = write_config(settings, work / "backup.toml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    run = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config), "eve"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen = []
+    while run.poll() is None:
+        seen.extend(gpg_agent_environments())
+        time.sleep(0.05)
+    assert run.returncode == 0, run.stdout.read()
+    assert seen, "no gpg-agent was seen during the run"
+    assert not any(PASSPHRASE.encode() in environ for environ in seen)
