@@ -446,13 +446,17 @@ class Duplicity:
         time: str | None = None,
         force: bool = False,
         pass_fds: Sequence[int] = (),
+        numeric_owner: bool = False,
     ) -> RunResult:
         """Restore the chain (or `path` inside it, relative to the backed-up root) as of `time`
         (duplicity's time formats: "now", "3D", ISO 8601; default: the latest) into
         `destination`, which must not exist unless `force` (exit 11 otherwise). `pass_fds`
         stay open in duplicity, so that `destination` may be `/proc/self/fd/N/NAME`: a
-        directory held open by the caller, whatever happens to the path leading to it."""
-        options = []
+        directory held open by the caller, whatever happens to the path leading to it.
+        `numeric_owner`: files get the uid and gid they had when backed up; otherwise duplicity
+        gives them the uid the owner's *name* has here (another person's, after a home name
+        was handed to someone else: restore the previous owner's files with this)."""
+        options = ["--numeric-owner"] if numeric_owner else []
         if path is not None:
             options.append(f"--path-to-restore={path}")
         if time is not None:

@@ -555,3 +555,26 @@ def test_a_disk_filling_up_mid_run_is_named_as_such(tmp_path):
     assert line.startswith("duplicity backup failed with exit 1 (generic error): a file system "
                            f"is full (archive_dir {tmp_path / 'cache'}, temp dir ")  # fmt: skip
     assert "[Errno 28]" in line and "verify" not in line
+
+
+def test_numeric_owner_restores_the_uid_a_file_had_not_the_one_its_name_has_now(setup):
+    """A home name handed to another person: the previous person's files must come back with
+    their uid, not with the uid the name has now (duplicity maps owners by name)."""
+    name = f"i13p{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--uid", "3961", name], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        owned = setup.source / "theirs.txt"
+        owned.write_text("the previous owner's\n")
+        os.chown(owned, 3961, 3961)
+        setup.backup(SYMMETRIC)
+        subprocess.run(["usermod", "--uid", "3962", name], check=True, capture_output=True)
+        by_name, by_number = setup.tmp / "by-name", setup.tmp / "by-number"
+        setup.duplicity.restore(setup.target, str(by_name), name="alice", encryption=SYMMETRIC,
+                                path="theirs.txt")  # fmt: skip
+        setup.duplicity.restore(setup.target, str(by_number), name="alice",
+                                encryption=SYMMETRIC, path="theirs.txt", numeric_owner=True)
+        assert by_name.stat().st_uid == 3962  # duplicity's default: the name's uid now
+        assert by_number.stat().st_uid == 3961
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
