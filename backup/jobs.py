@@ -243,6 +243,15 @@ class BackupJobs:
     def _backup_locked(self, chain: Chain, full: bool = False) -> ChainOutcome:
         record = self._record(chain)
         started = self.now()
+        behind = _clock_behind(record, started)
+        if behind:
+            # duplicity would write a set older than the chain's newest, which belongs to no
+            # chain, and call it good
+            record.error = behind
+            self.state.save(record)
+            log_event(log, "host clock behind the newest backup: not backed up", logging.ERROR,
+                      chain=chain.name, error=behind)  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, False, "failed", behind)
         owner = _home_owner(chain)
         handed_over = None not in (owner, record.owner_uid) and owner != record.owner_uid
         if handed_over:
@@ -530,6 +539,18 @@ class BackupJobs:
                 "problem": _problem(record, stale, running),
             })  # fmt: skip
         return rows
+
+
+def _clock_behind(record: ChainRecord, now: datetime) -> str | None:
+    """A line naming the host clock when it is behind the chain's newest set (or the last
+    attempt, whose set may be in the target too); None when it is not."""
+    moments = [record.last_set_time, record.last_attempt]
+    newest = max((datetime.fromisoformat(m) for m in moments if m), default=None)
+    if newest is None or now >= newest:
+        return None
+    return (f"the host clock ({iso(now)}) is behind the newest backup of this chain "
+            f"({iso(newest)}): it went backwards; fix the clock (timedatectl, NTP) before "
+            "backing up again")
 
 
 def _problem(record: ChainRecord | None, stale: bool, running: bool) -> str | None:

@@ -561,3 +561,25 @@ def test_the_passphrase_never_reaches_the_gpg_agent(setup):
     assert run.returncode == 0, run.stdout.read()
     assert seen, "no gpg-agent was seen during the run"
     assert not any(PASSPHRASE.encode() in environ for environ in seen)
+
+
+def test_a_clock_gone_backwards_is_refused_naming_the_clock(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    assert actions(jobs.run(["ada"])) == {"home-ada": "full"}
+    mutate(made["ada"].path, 3, seed=5)
+    behind = jobs_for(settings)
+    behind.now = lambda: datetime.now(UTC) - timedelta(hours=2)  # the host clock, set back
+    report = behind.run(["ada"])
+    [outcome] = report.outcomes
+    assert not outcome.ok and "host clock" in outcome.detail, outcome.detail
+    chain = [c for c in jobs.chains() if c.user == "ada"][0]
+    sets = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                            encryption=jobs.encryption).chains[-1].sets  # fmt: skip
+    assert len(sets) == 1  # no set written
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert "host clock" in row["problem"]
+    # the clock put right: the next run backs up and clears it
+    assert actions(jobs.run(["ada"])) == {"home-ada": "incremental"}
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert row["problem"] is None
