@@ -225,14 +225,35 @@ class BackupJobs:
 
     def _excludes(self, chain: Chain, log_left_out: bool = False) -> list[str]:
         """duplicity's --exclude patterns for `chain`: the configured ones, and each file
-        too big to back up (Selection.left_out), named literally."""
+        too big to back up (Selection.left_out) or past the home's budget, named literally."""
+        return self._plan(chain, log_left_out)[0]
+
+    def _plan(self, chain: Chain, log_left_out: bool = False) -> tuple[list[str], str | None]:
+        """The --exclude patterns, and a line saying which files the home's budget left out
+        (None when it fits)."""
         selection = self._selection(chain)
         too_big = selection.too_big()
         if log_left_out:
             for relative, size in too_big:
                 log_event(log, "file left out of the backup: too big, or a sparse giant",
                           logging.WARNING, chain=chain.name, path=relative, bytes=size)  # fmt: skip
-        return selection.duplicity_excludes([relative for relative, _ in too_big])
+        left_out = [relative for relative, _ in too_big]
+        budget = self.settings.home_budget * 1024 * 1024
+        over = None
+        if budget and chain.user:
+            total, dropped = selection.over_budget(budget, left_out)
+            if dropped:
+                biggest = ", ".join(f"{relative} ({size / 2**20:.0f} MB)"
+                                    for relative, size in dropped[:5])  # fmt: skip
+                over = (f"over its budget: {total / 2**20:.0f} MB of files, home_budget "
+                        f"{self.settings.home_budget} MB; {len(dropped)} of the biggest left "
+                        f"out: {biggest}")[:500]  # fmt: skip
+                if log_left_out:
+                    log_event(log, "home over its budget: biggest files left out", logging.WARNING,
+                              chain=chain.name, bytes=total, budget=budget,
+                              left_out=len(dropped), biggest=biggest)  # fmt: skip
+                left_out += [relative for relative, _ in dropped]
+        return selection.duplicity_excludes(left_out), over
 
     def _full_due(self, record: ChainRecord) -> bool:
         if not record.newest_full:
@@ -291,11 +312,12 @@ class BackupJobs:
         record.last_attempt = iso(started)
         record.in_progress = record.unfinished = True
         self.state.save(record)
+        excludes, over_budget = self._plan(chain, log_left_out=True)
         try:
             result = self.duplicity.backup(
                 chain.source, chain.target, name=chain.name, encryption=self.encryption,
                 full=handed_over or full, full_if_older_than=self.settings.full_every,
-                excludes=self._excludes(chain, log_left_out=True),
+                excludes=excludes,
             )  # fmt: skip
         except CommandError as error:
             return self._failed(record, chain, started, error)
@@ -314,7 +336,20 @@ class BackupJobs:
             record.fulls = [*record.fulls, record.last_attempt]
         else:
             record.incrementals += 1
-        record.incomplete = bool(result.errors)
+        record.incomplete = bool(result.errors or over_budget)
+        if over_budget and not result.errors:
+            # the home's biggest files were left out on purpose, so that it cannot hold up
+            # everyone else: incomplete all the same, until its owner or the admin acts
+            record.error = (f"incomplete: {over_budget} (the last complete backup: "
+                            f"{record.last_success or 'none'})")[:500]  # fmt: skip
+            record.history.append({"at": record.last_attempt, "kind": kind, "ok": False,
+                                   "incomplete": True, "seconds": record.last_duration_s,
+                                   "bytes": result.bytes, "error": record.error})  # fmt: skip
+            self.state.save(record)
+            log_event(log, "backed up incompletely", logging.ERROR, chain=chain.name, kind=kind,
+                      reason=over_budget)  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, False, "incomplete", record.error,
+                                record.last_duration_s)  # fmt: skip
         if result.errors:
             # duplicity finished the set, but files are missing from it (root without its read
             # powers, an NFS home with root_squash, an I/O error): no success. last_success and
@@ -444,7 +479,11 @@ class BackupJobs:
         since = datetime.fromisoformat(record.last_success).timestamp() - 2
         # after a failed or killed run, "latest" would include its half-written set
         complete_time = None if record.succeeded_last else record.complete_time
-        candidates = sorted(self._selection(chain).unchanged_files(since))
+        selection = self._selection(chain)
+        budget = self.settings.home_budget * 1024 * 1024
+        over = {relative for relative, _ in selection.over_budget(budget)[1]} \
+            if budget and chain.user else set()  # fmt: skip
+        candidates = sorted(set(selection.unchanged_files(since)) - over)
         sample = random.Random(f"{chain.name}:{record.last_success}").sample(
             candidates, min(self.settings.drill_files, len(candidates)))  # fmt: skip
         problems = []

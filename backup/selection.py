@@ -139,6 +139,24 @@ class Selection:
         return [(relative, info.st_size) for relative, info in self.walk()
                 if self.left_out(relative, info)]  # fmt: skip
 
+    def over_budget(self, budget: int, left_out: Sequence[str] = ()) -> tuple[int, list[tuple[str, int]]]:
+        """(bytes of regular files duplicity would be given, the biggest files to leave out
+        so that the rest fits in `budget` bytes), `left_out` not counted. Sizes are apparent
+        sizes: duplicity reads a sparse file's holes as zeros."""
+        skipped = set(left_out)
+        files = [(relative, info.st_size) for relative, info in self.walk()
+                 if stat.S_ISREG(info.st_mode) and relative not in skipped]  # fmt: skip
+        total = sum(size for _, size in files)
+        dropped = []
+        if budget and total > budget:
+            kept = total
+            for relative, size in sorted(files, key=lambda item: (-item[1], item[0])):
+                if kept <= budget:
+                    break
+                dropped.append((relative, size))
+                kept -= size
+        return total, dropped
+
     def duplicity_excludes(self, left_out: Sequence[str] = ()) -> list[str]:
         """The --exclude patterns: the configured ones and each left-out file, literally."""
         return [*self.patterns, *(f"{literal(self.home)}/{literal(path)}" for path in left_out)]

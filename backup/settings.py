@@ -79,6 +79,12 @@ class BackupSettings:
         "warning naming it; so is a file over 1 GB with under a tenth of it on disk (a sparse "
         "`truncate -s 1T` would hold a chain for hours)", metavar="MB", min=0,
     )  # fmt: skip
+    home_budget: int = setting(
+        51200, "run: the most one home may hand duplicity (MB of file sizes, a sparse file "
+        "counted whole, as duplicity reads every zero; 0: no limit): past it the home's biggest "
+        "files are left out until it fits, its backup is incomplete and a warning names them, "
+        "so that one home cannot hold up everyone else's", metavar="MB", min=0,
+    )  # fmt: skip
     volsize: int = setting(200, "duplicity volume size in MB", metavar="MB", min=1, max=10000)
     parallelism: int = setting(
         2, "chains backed up at the same time", metavar="N", min=1, max=32,

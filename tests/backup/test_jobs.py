@@ -583,3 +583,35 @@ def test_a_clock_gone_backwards_is_refused_naming_the_clock(setup):
     assert actions(jobs.run(["ada"])) == {"home-ada": "incremental"}
     [row] = [row for row in jobs.status() if row["user"] == "ada"]
     assert row["problem"] is None
+
+
+def test_a_home_over_its_budget_is_left_incomplete_and_the_others_are_backed_up(setup):
+    """Sparse files of exactly 1 GiB pass the per-file guard, yet duplicity reads every zero
+    of each: past the home's budget its biggest files are left out, named, and the home is
+    incomplete, while the other homes are backed up as usual."""
+    settings, made, work = setup
+    gus = Path(settings.source) / "gus"
+    gus.mkdir()
+    (gus / "notes.txt").write_text("gus's notes\n")
+    for index in range(3):
+        os.truncate(os.open(gus / f"zeros-{index}.bin", os.O_CREAT | os.O_WRONLY, 0o644),
+                    1 << 30)  # fmt: skip
+    for path in [gus, *gus.iterdir()]:
+        os.chown(path, 3009, 3009)
+    jobs = jobs_for(settings, home_budget=100)
+    report = jobs.run()
+    outcomes = {outcome.chain: outcome for outcome in report.outcomes}
+    assert report.exit_code == 1
+    assert {chain: o.action for chain, o in outcomes.items()} == {
+        "home-ada": "full", "home-bob": "full", "home-cyd": "full", "home-gus": "incomplete"}
+    detail = outcomes["home-gus"].detail
+    assert "over its budget" in detail and "3 of the biggest left out" in detail, detail
+    assert all(f"zeros-{index}.bin" in detail for index in range(3)), detail
+    rows = {row["user"]: row for row in jobs.status()}
+    assert rows["gus"]["incomplete"] and "incomplete: over its budget" in rows["gus"]["problem"]
+    assert rows["ada"]["problem"] is None
+    # what fits is in the backup: gus's own small files
+    restored = work / "gus-restored"
+    jobs.restore("gus", None, time="now", to=str(restored), in_place=False)
+    assert (restored / "notes.txt").read_text() == "gus's notes\n"
+    assert not list(restored.glob("zeros-*"))
