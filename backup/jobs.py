@@ -249,8 +249,8 @@ class BackupJobs:
                         f"{self.settings.home_budget} MB; {len(dropped)} of the biggest left "
                         f"out: {biggest}")[:500]  # fmt: skip
                 if log_left_out:
-                    log_event(log, "home over its budget: biggest files left out", logging.WARNING,
-                              chain=chain.name, bytes=total, budget=budget,
+                    log_event(log, "home over its budget: biggest files left out",
+                              logging.WARNING, chain=chain.name, bytes=total, budget=budget,
                               left_out=len(dropped), biggest=biggest)  # fmt: skip
                 left_out += [relative for relative, _ in dropped]
         return selection.duplicity_excludes(left_out), over

@@ -139,7 +139,8 @@ class Selection:
         return [(relative, info.st_size) for relative, info in self.walk()
                 if self.left_out(relative, info)]  # fmt: skip
 
-    def over_budget(self, budget: int, left_out: Sequence[str] = ()) -> tuple[int, list[tuple[str, int]]]:
+    def over_budget(self, budget: int,
+                    left_out: Sequence[str] = ()) -> tuple[int, list[tuple[str, int]]]:
         """(bytes of regular files duplicity would be given, the biggest files to leave out
         so that the rest fits in `budget` bytes), `left_out` not counted. Sizes are apparent
         sizes: duplicity reads a sparse file's holes as zeros."""
