@@ -210,16 +210,60 @@ def run_command(jobs, command: str, args: dict) -> int:
             return 1
     try:
         if command == "run":
-            report = jobs.run(args.get("users") or None, full=args.get("full", False))
-        else:
-            report = getattr(jobs, command)(args.get("users") or None)
+            return _run_with_hooks(jobs, args)
+        report = getattr(jobs, command)(args.get("users") or None)
     except JobBusy as error:
         print(f"hub-backup: {error}", file=sys.stderr)
         return EXIT_BUSY
+    return _reported(report)
+
+
+def _reported(report) -> int:
     for outcome in report.failed:
         print(f"hub-backup: {outcome.chain}: {outcome.detail}", file=sys.stderr)
     log_event(log, report.summary(), logging.INFO if not report.failed else logging.ERROR)
     return report.exit_code
+
+
+def _hooks(jobs):
+    """The monitoring hooks of a run; a hooks file that cannot be used is logged, and the
+    backup goes on without pushes (it matters more than its monitoring)."""
+    from backup.hooks import Hooks
+
+    if jobs.settings.dry_run:
+        return Hooks({})
+    try:
+        return backup_settings.read_hooks(jobs.settings)
+    except ConfigError as error:
+        log_event(log, "monitoring hooks not used", logging.ERROR, error=str(error))
+        return Hooks({}, jobs.settings.failure_command, jobs.settings.hook_timeout)
+
+
+def _run_with_hooks(jobs, args: dict) -> int:
+    """`run`, with the start event once the job lock is held, and success or failure (its
+    first failed chain's line) at the end; a run that finds another one running sends none."""
+    from backup.jobs import EXIT_BUSY, JobBusy
+
+    hooks = _hooks(jobs)
+    try:
+        report = jobs.run(args.get("users") or None, full=args.get("full", False),
+                          on_start=lambda: hooks.started("hub-backup run started"))  # fmt: skip
+    except JobBusy as error:
+        print(f"hub-backup: {error}", file=sys.stderr)
+        return EXIT_BUSY
+    except ConfigError as error:  # the source cannot be listed, ...: a failure to report too
+        hooks.finished(False, f"hub-backup run failed: {error}")
+        raise
+    code = _reported(report)
+    if jobs.stopped_by:
+        hooks.finished(False, f"hub-backup run stopped by {jobs.stopped_by}; "
+                       f"{report.summary()}")  # fmt: skip
+    elif report.failed:
+        first = report.failed[0]
+        hooks.finished(False, f"{report.summary()}; {first.chain}: {first.detail}")
+    else:
+        hooks.finished(True, report.summary())
+    return code
 
 
 if __name__ == "__main__":

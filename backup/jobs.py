@@ -164,10 +164,18 @@ class BackupJobs:
 
     # -- run -------------------------------------------------------------------------------
 
-    def run(self, only: Iterable[str] | None = None, *, full: bool = False) -> JobReport:
+    def run(self, only: Iterable[str] | None = None, *, full: bool = False,
+            on_start: Callable[[], None] | None = None) -> JobReport:  # fmt: skip
         """Back up every chain (or `only` those users'); `full`: a new full chain for each,
-        whatever is due (after a scare, before a migration)."""
-        return self._holding_job_lock("run", lambda: self._run_chains(only, full))
+        whatever is due (after a scare, before a migration). `on_start` is called once the
+        job lock is held (a run that finds another running never starts)."""
+
+        def work() -> JobReport:
+            if on_start is not None:
+                on_start()
+            return self._run_chains(only, full)
+
+        return self._holding_job_lock("run", work)
 
     def _run_chains(self, only: Iterable[str] | None, full: bool = False) -> JobReport:
         chains = self.chains(only)
