@@ -240,27 +240,25 @@ class BackupJobs:
         """The --exclude patterns, and a line saying which files the home's budget left out
         (None when it fits)."""
         selection = self._selection(chain)
-        too_big = selection.too_big()
+        budget = self.settings.home_budget * 1024 * 1024 if chain.user else 0
+        too_big, total, dropped = selection.over_budget(budget)
         if log_left_out:
             for relative, size in too_big:
                 log_event(log, "file left out of the backup: too big, or a sparse giant",
                           logging.WARNING, chain=chain.name, path=relative, bytes=size)  # fmt: skip
         left_out = [relative for relative, _ in too_big]
-        budget = self.settings.home_budget * 1024 * 1024
         over = None
-        if budget and chain.user:
-            total, dropped = selection.over_budget(budget, left_out)
-            if dropped:
-                biggest = ", ".join(f"{relative} ({size / 2**20:.0f} MB)"
-                                    for relative, size in dropped[:5])  # fmt: skip
-                over = (f"over its budget: {total / 2**20:.0f} MB of files, home_budget "
-                        f"{self.settings.home_budget} MB; {len(dropped)} of the biggest left "
-                        f"out: {biggest}")[:500]  # fmt: skip
-                if log_left_out:
-                    log_event(log, "home over its budget: biggest files left out",
-                              logging.WARNING, chain=chain.name, bytes=total, budget=budget,
-                              left_out=len(dropped), biggest=biggest)  # fmt: skip
-                left_out += [relative for relative, _ in dropped]
+        if dropped:
+            biggest = ", ".join(f"{relative} ({size / 2**20:.0f} MB)"
+                                for relative, size in dropped[:5])  # fmt: skip
+            over = (f"over its budget: {total / 2**20:.0f} MB of files, home_budget "
+                    f"{self.settings.home_budget} MB; {len(dropped)} of the biggest left "
+                    f"out: {biggest}")[:500]  # fmt: skip
+            if log_left_out:
+                log_event(log, "home over its budget: biggest files left out", logging.WARNING,
+                          chain=chain.name, bytes=total, budget=budget, left_out=len(dropped),
+                          biggest=biggest)  # fmt: skip
+            left_out += [relative for relative, _ in dropped]
         return selection.duplicity_excludes(left_out), over
 
     def _full_due(self, record: ChainRecord) -> bool:
@@ -489,7 +487,7 @@ class BackupJobs:
         complete_time = None if record.succeeded_last else record.complete_time
         selection = self._selection(chain)
         budget = self.settings.home_budget * 1024 * 1024
-        over = {relative for relative, _ in selection.over_budget(budget)[1]} \
+        over = {relative for relative, _ in selection.over_budget(budget)[2]} \
             if budget and chain.user else set()  # fmt: skip
         candidates = sorted(set(selection.unchanged_files(since)) - over)
         sample = random.Random(f"{chain.name}:{record.last_success}").sample(
