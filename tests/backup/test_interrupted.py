@@ -196,6 +196,9 @@ def test_duplicity_dies_with_hub_backup_when_only_hub_backup_is_killed(work):
     home = tmp / "homes" / "fay"
     target = tmp / "backups" / "fay"
     config = write_config(settings, tmp / "backup.toml")
+    # enough left to write after the first volume that duplicity, left alive, would still be
+    # at it when we look
+    random_file(home / "big2.bin", 3 * BIG_MB)
     env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
     run = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config), "fay"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
@@ -207,10 +210,13 @@ def test_duplicity_dies_with_hub_backup_when_only_hub_backup_is_killed(work):
     assert any(b"duplicity" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    deadline = time.monotonic() + 10
+    written = len(volumes(target, "full"))
+    deadline = time.monotonic() + 5
     while any(alive(pid) for pid in below):
         assert time.monotonic() < deadline, [describe(pid) for pid in below if alive(pid)]
         time.sleep(0.05)
+    assert len(volumes(target, "full")) <= written + 1  # the one being copied, at most
+    (home / "big2.bin").unlink()
 
     # and the next run is a good one: no "another duplicity is running" (exit 23)
     change_before_the_cut(home, "after hub-backup was killed")
