@@ -574,7 +574,9 @@ class Duplicity:
             common.append(f"--num-retries={self.num_retries}")
         if self.retry_delay is not None:
             common.append(f"--backend-retry-delay={self.retry_delay}")
-        return [self.executable, verb, *options, *common, *positional]
+        # through setpriv when there is one: see _die_with_us in __init__
+        wrapper = [self._die_with_us, "--pdeathsig", "KILL", "--"] if self._die_with_us else []
+        return [*wrapper, self.executable, verb, *options, *common, *positional]
 
     def env(self, encryption: Encryption) -> dict[str, str]:
         """The child's environment beyond hubsidecars.commands.BASE_ENV."""
@@ -603,6 +605,10 @@ class Duplicity:
         # On a full disk gpg reports a pinentry problem and duplicity a gpg failure: the
         # admin would edit gpg's configuration instead of freeing space.
         require_space(self.archive_dir, self.gnupg_home, self.tempdir or tempfile.gettempdir())
+        if self._die_with_us and not shutil.which(self.executable):
+            # setpriv would start, and fail to run it with an exit code of its own
+            raise CommandNotStarted(f"duplicity could not be started: {self.executable} "
+                                    "was not found or is not executable", DUPLICITY, ())  # fmt: skip
         holder = lock_holder(os.path.join(self.archive_dir, name, "lockfile"))
         if holder is not None:
             # duplicity itself would fail with exit 23 and "Could not release lockfile"
@@ -618,8 +624,6 @@ class Duplicity:
             argv = self.argv(verb, options, positional, name=name, encryption=encryption,
                              log_fd=fd)  # fmt: skip
             ok_codes = (0, 1) if accept_differences else (0,)
-            if self._die_with_us:
-                argv = [self._die_with_us, "--pdeathsig", "KILL", "--", *argv]
             try:
                 result = run_command(argv, tool=DUPLICITY, timeout=self.timeout,
                                      env=self.env(encryption), secrets=secrets, ok_codes=ok_codes,
