@@ -843,9 +843,10 @@ def failure_detail(records: Sequence[LogRecord], stderr: str) -> str:
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def lock_holder(path: str) -> tuple[int, str] | None:
-    """(pid, command line) of a live process holding a POSIX lock on `path` (duplicity's
-    lockfile, taken with lockf), from /proc/locks; None when none does or it cannot be told."""
+def lock_holder(path: str, kind: str = "POSIX") -> tuple[int, str] | None:
+    """(pid, command line) of a live process holding a lock of `kind` (POSIX: lockf/fcntl, as
+    duplicity's lockfile; FLOCK: flock) on `path`, from /proc/locks, without taking it; None
+    when none does or it cannot be told."""
     try:
         info = os.stat(path)
         with open("/proc/locks") as locks:
@@ -856,7 +857,7 @@ def lock_holder(path: str) -> tuple[int, str] | None:
     for line in lines:
         words = line.split()
         # 1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF   ("->" marks a blocked waiter)
-        if "->" in words or len(words) < 6 or words[1] != "POSIX" or words[5] != wanted:
+        if "->" in words or len(words) < 6 or words[1] != kind or words[5] != wanted:
             continue
         pid = int(words[4])
         try:

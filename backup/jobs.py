@@ -543,12 +543,11 @@ class BackupJobs:
     # -- status ----------------------------------------------------------------------------
 
     def _job_running(self) -> bool:
-        """True while a run, cleanup, verify or drill holds the job lock."""
-        try:
-            with FileLock(self._locks_dir / "job.lock", 0.001).held():
-                return False
-        except LockTimeout:
-            return True
+        """True while a run, cleanup, verify or drill holds the job lock. Read from /proc/locks:
+        taking the lock, even for a moment, would make a run starting then exit busy."""
+        from backup.duplicity import lock_holder
+
+        return lock_holder(str(self._locks_dir / "job.lock"), "FLOCK") is not None
 
     def status(self) -> list[dict]:
         """Per chain, from the records (no network): newest full, incrementals since, last

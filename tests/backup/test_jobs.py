@@ -160,6 +160,9 @@ def test_killed_mid_full_then_the_next_run_makes_a_fresh_full_and_cleanup_waits(
     while not (target.exists() and len(list(target.glob("*.vol*"))) >= 2):
         assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()
         time.sleep(0.05)
+    # a run going on is no problem of its own (the chain is only stale: never backed up)
+    [row] = [row for row in jobs_for(settings).status() if row["user"] == "dan"]
+    assert row["in_progress"] and row["problem"] == "stale: never backed up", row
     # as systemd stops a unit: everything it started, duplicity in its own session included
     for pid in [run.pid, *descendants(run.pid)]:
         os.kill(pid, signal.SIGKILL)
@@ -169,6 +172,7 @@ def test_killed_mid_full_then_the_next_run_makes_a_fresh_full_and_cleanup_waits(
     jobs = jobs_for(settings)
     [row] = [row for row in jobs.status() if row["user"] == "dan"]
     assert row["in_progress"] and row["stale"]
+    assert "last backup interrupted: hub-backup was killed" in row["problem"], row
     # cleanup never touches a chain whose last backup did not complete
     assert actions(jobs.cleanup(["dan"])) == {"home-dan": "skipped"}
 
