@@ -409,7 +409,7 @@ class BackupJobs:
         if record is None or not record.succeeded_last:
             why = "never backed up" if record is None else (
                 "its last backup did not complete" if record.in_progress
-                else "its last backup was incomplete (files could not be read)"
+                else "its last backup was incomplete"
                 if record.incomplete else "its last backup failed")  # fmt: skip
             log_event(log, "cleanup skipped", chain=chain.name, reason=why)
             return ChainOutcome(chain.name, chain.user, True, "skipped", why)
