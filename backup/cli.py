@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
     parser.add_argument("--generate-config", action="store_true", default=argparse.SUPPRESS,
                         help="print the example configuration file and exit")  # fmt: skip
+    # also before the command (`hub-backup --config FILE run`); one given after it wins
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML file with the settings (see COMMAND --help)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -40,11 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "back up every home: an incremental, or a new full when it is due")
     run.add_argument("users", nargs="*", metavar="USER", help="only these users")
+    run.add_argument("--full", action="store_true", help="a new full chain for each home now, "
+                     "whatever is due (after a scare, before a migration)")  # fmt: skip
     cleanup = command("cleanup", "keep the keep_full newest full chains per user, remove the "
                       "rest and duplicity's leftovers")  # fmt: skip
     cleanup.add_argument("users", nargs="*", metavar="USER", help="only these users")
     status = command("status", "per user: newest full, incrementals, last success and its age; "
-                     "exit 1 when a chain's last success is older than max_age")  # fmt: skip
+                     "exit 1 when a chain needs a look: last success older than max_age, last "
+                     "attempt failed, incomplete or killed, last drill failed")  # fmt: skip
     status.add_argument("--json", action="store_true", help="print JSON")
     restore = command("restore", "restore a user's home, or one path in it, into a staging "
                       "directory (never over live data unless --in-place)")  # fmt: skip
@@ -103,9 +109,12 @@ def print_status(rows: list[dict], as_json: bool) -> None:
     print(f"{'user':20} {'newest full':25} {'incr':>4} {'last success':25} {'age':>8}  state")
     for row in rows:
         age = "-" if row["age_s"] is None else f"{row['age_s'] / 3600:.1f}h"
-        state = "STALE" if row["stale"] else "ok"
+        state = ("STALE" if row["stale"] else "INCOMPLETE" if row["incomplete"]
+                 else "PROBLEM" if row["problem"] else "ok")  # fmt: skip
         if row["last_error"]:
-            state += f" (last error: {row['last_error'][:60]})"
+            state += f" (last error: {row['last_error'][:80]})"
+        elif row["problem"] and not row["stale"] and row["drill_ok"] is not False:
+            state += f" ({row['problem'][:80]})"
         if row["last_drill"] and not row["drill_ok"]:
             state += f" (last drill failed {row['last_drill']})"
         if not row["home_present"]:
@@ -136,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         code = dispatch(jobs, command, args)
         if jobs.stopped_by:
             jobs.duplicity.finish_terminating()
-            print(f"hub-backup: {command} stopped by {jobs.stopped_by}; an interrupted chain "
-                  "is resumed by the next run", file=sys.stderr)  # fmt: skip
+            print(f"hub-backup: {command} stopped by {jobs.stopped_by}; an interrupted set "
+                  "is made afresh by the next run", file=sys.stderr)  # fmt: skip
             return 128 + signal.Signals[jobs.stopped_by].value
         return code
     except ConfigError as error:
@@ -186,7 +195,7 @@ def run_command(jobs, command: str, args: dict) -> int:
     if command == "status":
         rows = jobs.status()
         print_status(rows, args.get("json", False))
-        return 1 if any(row["stale"] for row in rows) else 0
+        return 1 if any(row["problem"] for row in rows) else 0
     if command == "restore":
         try:
             return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
@@ -200,14 +209,61 @@ def run_command(jobs, command: str, args: dict) -> int:
                   file=sys.stderr)  # fmt: skip
             return 1
     try:
+        if command == "run":
+            return _run_with_hooks(jobs, args)
         report = getattr(jobs, command)(args.get("users") or None)
     except JobBusy as error:
         print(f"hub-backup: {error}", file=sys.stderr)
         return EXIT_BUSY
+    return _reported(report)
+
+
+def _reported(report) -> int:
     for outcome in report.failed:
         print(f"hub-backup: {outcome.chain}: {outcome.detail}", file=sys.stderr)
     log_event(log, report.summary(), logging.INFO if not report.failed else logging.ERROR)
     return report.exit_code
+
+
+def _hooks(jobs):
+    """The monitoring hooks of a run; a hooks file that cannot be used is logged, and the
+    backup goes on without pushes (it matters more than its monitoring)."""
+    from backup.hooks import Hooks
+
+    if jobs.settings.dry_run:
+        return Hooks({})
+    try:
+        return backup_settings.read_hooks(jobs.settings)
+    except ConfigError as error:
+        log_event(log, "monitoring hooks not used", logging.ERROR, error=str(error))
+        return Hooks({}, jobs.settings.failure_command, jobs.settings.hook_timeout)
+
+
+def _run_with_hooks(jobs, args: dict) -> int:
+    """`run`, with the start event once the job lock is held, and success or failure (its
+    first failed chain's line) at the end; a run that finds another one running sends none."""
+    from backup.jobs import EXIT_BUSY, JobBusy
+
+    hooks = _hooks(jobs)
+    try:
+        report = jobs.run(args.get("users") or None, full=args.get("full", False),
+                          on_start=lambda: hooks.started("hub-backup run started"))  # fmt: skip
+    except JobBusy as error:
+        print(f"hub-backup: {error}", file=sys.stderr)
+        return EXIT_BUSY
+    except ConfigError as error:  # the source cannot be listed, ...: a failure to report too
+        hooks.finished(False, f"hub-backup run failed: {error}")
+        raise
+    code = _reported(report)
+    if jobs.stopped_by:
+        hooks.finished(False, f"hub-backup run stopped by {jobs.stopped_by}; "
+                       f"{report.summary()}")  # fmt: skip
+    elif report.failed:
+        first = report.failed[0]
+        hooks.finished(False, f"{report.summary()}; {first.chain}: {first.detail}")
+    else:
+        hooks.finished(True, report.summary())
+    return code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -26,9 +27,10 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
-from backup.gpg import home_env, prepare_home
+from backup.gpg import GPGCONF, home_env, prepare_home
 from backup.gpg import stop_agent as stop_gpg_agent
 from hubsidecars.commands import (
+    CommandError,
     CommandFailed,
     CommandNotStarted,
     CommandResult,
@@ -189,8 +191,8 @@ class Chain:
 
     `complete` is duplicity's own label (chain-complete): the newest chain, whose signatures
     match and which the next incremental extends; older chains are listed as "no-sig". It does
-    not prove the last backup finished: after a killed run duplicity still says complete and the
-    next backup resumes. Keep your own record of successful runs for that."""
+    not prove the last backup finished: after a killed run duplicity still says complete and its
+    next backup would resume (see discard_partial). Keep your own record of successful runs."""
 
     sets: tuple[BackupSet, ...]
     complete: bool
@@ -349,6 +351,10 @@ class Duplicity:
         self._running_lock = threading.RLock()
         self._terminated: list[tuple[int, float]] = []  # (process group, SIGKILL deadline)
         self._grace: float | None = None  # set by terminate: no duplicity may start after it
+        # duplicity runs in a session of its own (a Ctrl-C must not reach it half-way), so a
+        # kill -9 of hub-backup alone would leave it running on: started through `setpriv
+        # --pdeathsig KILL` (util-linux), it dies with the thread that started it.
+        self._die_with_us = shutil.which("setpriv")
 
     # --- the verbs ---------------------------------------------------------------------------
 
@@ -409,11 +415,43 @@ class Duplicity:
     def cleanup(
         self, target: str, *, name: str, encryption: Encryption, dry_run: bool = False
     ) -> RunResult:
-        """Delete the leftovers of failed runs (partial sets, orphaned files). Only after a
-        backup that succeeded: on a chain whose last run was killed, the partial upload it
-        deletes is what the next backup would have resumed."""
+        """Delete the leftovers of failed runs (incomplete sets, orphaned files). A set whose
+        `.part` manifest is still in the archive dir is not one of them (see discard_partial)."""
         options = [] if dry_run else ["--force"]
         return self._simple("cleanup", options, [target], name, encryption)
+
+    def partial_files(self, name: str) -> list[str]:
+        """The local halves of a set duplicity did not finish (its `.part` manifest and
+        signatures in the chain's archive dir): while they exist, duplicity's next backup
+        resumes that set instead of making it afresh."""
+        _check_name(name)
+        try:
+            entries = os.listdir(os.path.join(self.archive_dir, name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(entry for entry in entries
+                      if entry.startswith("duplicity-") and entry.endswith(".part"))  # fmt: skip
+
+    def discard_partial(self, target: str, *, name: str, encryption: Encryption) -> list[str]:
+        """Remove a set the last backup did not finish, from the archive dir and the target,
+        so that the next backup makes it afresh. Returns the names of the files removed.
+
+        duplicity 3.2 resumes a set when its archive dir holds the set's `.part` manifest
+        (dup_main's Restart), and its resume skips whatever sorts before the restart point
+        (files added or changed there since are lost, or restored from the old volume). So
+        the `.part` files go first; without them the target's volumes of that set have no
+        manifest anywhere, duplicity counts them an incomplete set, and `cleanup --force`
+        deletes exactly those (and orphaned signatures), nothing of a complete set."""
+        removed = []
+        for entry in self.partial_files(name):
+            try:
+                os.unlink(os.path.join(self.archive_dir, name, entry))
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+        records, _, _ = self._run("cleanup", ["--force"], [target], name=name,
+                                  encryption=encryption)  # fmt: skip
+        return removed + deleted_files(records)
 
     def restore(
         self,
@@ -426,14 +464,18 @@ class Duplicity:
         time: str | None = None,
         force: bool = False,
         pass_fds: Sequence[int] = (),
+        numeric_owner: bool = False,
     ) -> RunResult:
         """Restore the chain (or `path` inside it, relative to the backed-up root) as of `time`
         (duplicity's time formats: "now", "3D", ISO 8601; default: the latest) into
         `destination`, which must not exist unless `force` (exit 11 otherwise). Raises
         RestoreIncomplete when duplicity could not restore some files (it exits 0 then). `pass_fds`
         stay open in duplicity, so that `destination` may be `/proc/self/fd/N/NAME`: a
-        directory held open by the caller, whatever happens to the path leading to it."""
-        options = []
+        directory held open by the caller, whatever happens to the path leading to it.
+        `numeric_owner`: files get the uid and gid they had when backed up; otherwise duplicity
+        gives them the uid the owner's *name* has here (another person's, after a home name
+        was handed to someone else: restore the previous owner's files with this)."""
+        options = ["--numeric-owner"] if numeric_owner else []
         if path is not None:
             options.append(f"--path-to-restore={path}")
         if time is not None:
@@ -484,8 +526,8 @@ class Duplicity:
     def terminate(self, grace: float = 5.0) -> int:
         """Stop every duplicity this adapter runs (from another thread, e.g. on SIGTERM):
         SIGTERM to each one's process group, SIGKILL after `grace` seconds to what is left of
-        it. What it was writing is resumed or redone by the next run (duplicity's
-        checkpoints). Returns how many. Call `finish_terminating` before the program exits."""
+        it. What it was writing is redone by the next run (discard_partial). Returns how
+        many. Call `finish_terminating` before the program exits."""
         with self._running_lock:
             self._grace = grace
             groups = [process.pid for process in self._running]
@@ -520,6 +562,16 @@ class Duplicity:
         _signal_group(process.pid, signal.SIGTERM)
         _kill_later([process.pid], grace)
 
+    def _launch_agent(self) -> None:
+        """Start this GnuPG home's gpg-agent (if not running) from an environment without the
+        passphrase: the agent duplicity's gpg would start inherits duplicity's environment,
+        PASSPHRASE included, and outlives the run. A failure is left to gpg to report."""
+        try:
+            run_command([self.gpgconf, "--launch", "gpg-agent"], tool=GPGCONF, timeout=30,
+                        env=home_env(self.gnupg_home), logger=self.logger)  # fmt: skip
+        except CommandError:
+            pass  # run_command has logged it; gpg starts an agent itself then
+
     def stop_agent(self) -> None:
         """Stop the gpg-agent of this GnuPG home (each duplicity run leaves one running)."""
         stop_gpg_agent(self.gnupg_home, gpgconf=self.gpgconf, logger=self.logger)
@@ -548,7 +600,9 @@ class Duplicity:
             common.append(f"--num-retries={self.num_retries}")
         if self.retry_delay is not None:
             common.append(f"--backend-retry-delay={self.retry_delay}")
-        return [self.executable, verb, *options, *common, *positional]
+        # through setpriv when there is one: see _die_with_us in __init__
+        wrapper = [self._die_with_us, "--pdeathsig", "KILL", "--"] if self._die_with_us else []
+        return [*wrapper, self.executable, verb, *options, *common, *positional]
 
     def env(self, encryption: Encryption) -> dict[str, str]:
         """The child's environment beyond hubsidecars.commands.BASE_ENV."""
@@ -577,7 +631,18 @@ class Duplicity:
         # On a full disk gpg reports a pinentry problem and duplicity a gpg failure: the
         # admin would edit gpg's configuration instead of freeing space.
         require_space(self.archive_dir, self.gnupg_home, self.tempdir or tempfile.gettempdir())
+        if self._die_with_us and not shutil.which(self.executable):
+            # setpriv would start, and fail to run it with an exit code of its own
+            raise CommandNotStarted(f"duplicity could not be started: {self.executable} "
+                                    "was not found or is not executable", DUPLICITY, ())  # fmt: skip
+        holder = lock_holder(os.path.join(self.archive_dir, name, "lockfile"))
+        if holder is not None:
+            # duplicity itself would fail with exit 23 and "Could not release lockfile"
+            raise CommandNotStarted(
+                f"the chain {name} is held by a live duplicity (pid {holder[0]}: {holder[1]}); "
+                "duplicity not started: wait for it to end or stop it", DUPLICITY, ())
         secrets = _secrets(encryption, positional)
+        self._launch_agent()
         # An unlinked file, not a pipe: nobody reads a pipe while run_command waits, and a full
         # pipe would block duplicity forever.
         with tempfile.TemporaryFile(dir=self.tempdir) as log_file:
@@ -689,6 +754,18 @@ def _unescape(text: str) -> str:
         return text.encode("ascii").decode("unicode_escape")
     except (UnicodeError, ValueError):
         return text
+
+
+_DELETING = "Deleting these file(s) from backend:"
+
+
+def deleted_files(records: Sequence[LogRecord]) -> list[str]:
+    """The files a `cleanup --force` says it deleted."""
+    for record in records:
+        lines = record.message.splitlines()
+        if lines and lines[0].strip() == _DELETING:
+            return [line.strip() for line in lines[1:] if line.strip()]
+    return []
 
 
 def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:
@@ -815,6 +892,34 @@ def failure_detail(records: Sequence[LogRecord], stderr: str) -> str:
 
 
 # --- small helpers ---------------------------------------------------------------------------
+
+
+def lock_holder(path: str, kind: str = "POSIX") -> tuple[int, str] | None:
+    """(pid, command line) of a live process holding a lock of `kind` (POSIX: lockf/fcntl, as
+    duplicity's lockfile; FLOCK: flock) on `path`, from /proc/locks, without taking it; None
+    when none does or it cannot be told."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in lines:
+        words = line.split()
+        # 1: POSIX  ADVISORY  WRITE 1234 08:01:5678 0 EOF   ("->" marks a blocked waiter)
+        if "->" in words or len(words) < 6 or words[1] != kind or words[5] != wanted:
+            continue
+        pid = int(words[4])
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        shown = " ".join(part.decode(errors="replace") for part in argv[:3] if part)
+        return pid, shown[:120]
+    return None
+
 
 
 def _read(log_file) -> str:

@@ -6,8 +6,8 @@ flock()s: the kernel drops them with the process, so a kill -9 never leaves a st
 duplicity's own lock is not relied on (REALPARTS: it is broken).
 
 Every chain's attempt is recorded before duplicity starts (`in_progress`) and after it ends:
-a run killed mid-full leaves `in_progress`, which keeps cleanup away from that chain until a
-later run has completed it.
+a run killed mid-full leaves `in_progress` (and `unfinished`), which keeps cleanup away from
+that chain until a later run has removed the unfinished set and made it afresh.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class BackupJobs:
 
     def stop(self, why: str) -> None:
         """Stop the job from a signal handler: chains not begun are not begun, the running
-        duplicity processes are terminated (their chains resume on the next run)."""
+        duplicity processes are terminated (the next run makes their sets afresh)."""
         self.stopped_by = why
         self._stopping.set()
         self.duplicity.terminate()
@@ -164,10 +164,20 @@ class BackupJobs:
 
     # -- run -------------------------------------------------------------------------------
 
-    def run(self, only: Iterable[str] | None = None) -> JobReport:
-        return self._holding_job_lock("run", lambda: self._run_chains(only))
+    def run(self, only: Iterable[str] | None = None, *, full: bool = False,
+            on_start: Callable[[], None] | None = None) -> JobReport:  # fmt: skip
+        """Back up every chain (or `only` those users'); `full`: a new full chain for each,
+        whatever is due (after a scare, before a migration). `on_start` is called once the
+        job lock is held (a run that finds another running never starts)."""
 
-    def _run_chains(self, only: Iterable[str] | None) -> JobReport:
+        def work() -> JobReport:
+            if on_start is not None:
+                on_start()
+            return self._run_chains(only, full)
+
+        return self._holding_job_lock("run", work)
+
+    def _run_chains(self, only: Iterable[str] | None, full: bool = False) -> JobReport:
         chains = self.chains(only)
         if self.settings.layout == "per-user" and chains and not any(c.present for c in chains):
             # Every home gone at once is a /home that is not mounted, not a mass deletion:
@@ -180,20 +190,20 @@ class BackupJobs:
             log_event(log, "source holds no home", logging.ERROR, source=self.settings.source,
                       chains=len(chains))  # fmt: skip
             return report
-        return self._side_by_side(chains, self._backup_chain, "run")
+        return self._side_by_side(chains, lambda chain: self._backup_chain(chain, full), "run")
 
-    def _backup_chain(self, chain: Chain) -> ChainOutcome:
+    def _backup_chain(self, chain: Chain, full: bool = False) -> ChainOutcome:
         if not chain.present:
             return ChainOutcome(chain.name, chain.user, True, "skipped",
                                 "home gone; its backups are kept for cleanup to judge")  # fmt: skip
         if self.settings.dry_run:
             record = self._record(chain)
-            kind = "full" if self._full_due(record) else "incremental"
+            kind = "full" if full or self._full_due(record) else "incremental"
             log_event(log, "would back up", chain=chain.name, kind=kind, target=chain.target)
             return ChainOutcome(chain.name, chain.user, True, f"would-{kind}")
         try:
             with self.chain_lock(chain).held():
-                return self._backup_locked(chain)
+                return self._backup_locked(chain, full)
         except LockTimeout:
             return ChainOutcome(chain.name, chain.user, False, "skipped",
                                 "its chain is locked by a restore, verify or drill")  # fmt: skip
@@ -223,14 +233,33 @@ class BackupJobs:
 
     def _excludes(self, chain: Chain, log_left_out: bool = False) -> list[str]:
         """duplicity's --exclude patterns for `chain`: the configured ones, and each file
-        too big to back up (Selection.left_out), named literally."""
+        too big to back up (Selection.left_out) or past the home's budget, named literally."""
+        return self._plan(chain, log_left_out)[0]
+
+    def _plan(self, chain: Chain, log_left_out: bool = False) -> tuple[list[str], str | None]:
+        """The --exclude patterns, and a line saying which files the home's budget left out
+        (None when it fits)."""
         selection = self._selection(chain)
-        too_big = selection.too_big()
+        budget = self.settings.home_budget * 1024 * 1024 if chain.user else 0
+        too_big, total, dropped = selection.over_budget(budget)
         if log_left_out:
             for relative, size in too_big:
                 log_event(log, "file left out of the backup: too big, or a sparse giant",
                           logging.WARNING, chain=chain.name, path=relative, bytes=size)  # fmt: skip
-        return selection.duplicity_excludes([relative for relative, _ in too_big])
+        left_out = [relative for relative, _ in too_big]
+        over = None
+        if dropped:
+            biggest = ", ".join(f"{relative} ({size / 2**20:.0f} MB)"
+                                for relative, size in dropped[:5])  # fmt: skip
+            over = (f"over its budget: {total / 2**20:.0f} MB of files, home_budget "
+                    f"{self.settings.home_budget} MB; {len(dropped)} of the biggest left "
+                    f"out: {biggest}")[:500]  # fmt: skip
+            if log_left_out:
+                log_event(log, "home over its budget: biggest files left out", logging.WARNING,
+                          chain=chain.name, bytes=total, budget=budget, left_out=len(dropped),
+                          biggest=biggest)  # fmt: skip
+            left_out += [relative for relative, _ in dropped]
+        return selection.duplicity_excludes(left_out), over
 
     def _full_due(self, record: ChainRecord) -> bool:
         if not record.newest_full:
@@ -238,9 +267,18 @@ class BackupJobs:
         age = (self.now() - datetime.fromisoformat(record.newest_full)).total_seconds()
         return age >= self.settings.full_every
 
-    def _backup_locked(self, chain: Chain) -> ChainOutcome:
+    def _backup_locked(self, chain: Chain, full: bool = False) -> ChainOutcome:
         record = self._record(chain)
         started = self.now()
+        behind = _clock_behind(record, started)
+        if behind:
+            # duplicity would write a set older than the chain's newest, which belongs to no
+            # chain, and call it good
+            record.error = behind
+            self.state.save(record)
+            log_event(log, "host clock behind the newest backup: not backed up", logging.ERROR,
+                      chain=chain.name, error=behind)  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, False, "failed", behind)
         owner = _home_owner(chain)
         handed_over = None not in (owner, record.owner_uid) and owner != record.owner_uid
         if handed_over:
@@ -250,7 +288,7 @@ class BackupJobs:
             log_event(log, "home now belongs to another uid: starting a new full chain",
                       logging.WARNING, chain=chain.name, user=chain.user, uid=owner,
                       was=record.owner_uid)  # fmt: skip
-        elif self._unchanged(chain, record):
+        elif not full and self._unchanged(chain, record):
             # Nothing in the home changed since its last backup: that backup is still the
             # home as it is, so it counts as this hour's. An unchanged incremental would cost
             # duplicity's full start-up and five gpg runs (about 1.2 CPU s per home, measured)
@@ -265,60 +303,94 @@ class BackupJobs:
                       seconds=record.last_duration_s)  # fmt: skip
             return ChainOutcome(chain.name, chain.user, True, "unchanged",
                                 seconds=record.last_duration_s)  # fmt: skip
+        if record.unfinished or record.in_progress or self.duplicity.partial_files(chain.name):
+            # Never let duplicity resume a set: a resumed set skips what sorts before the
+            # point it was cut at, and a later restore lacks files or brings back old ones.
+            record.last_attempt = iso(started)
+            try:
+                gone = self.duplicity.discard_partial(chain.target, name=chain.name,
+                                                      encryption=self.encryption)  # fmt: skip
+            except CommandError as error:
+                return self._failed(record, chain, started, error,
+                                    "could not remove the set the last run left unfinished: ")
+            log_event(log, "removed the set the last run left unfinished; making it afresh",
+                      logging.WARNING, chain=chain.name, files=len(gone))  # fmt: skip
         record.last_attempt = iso(started)
-        record.in_progress = True
+        record.in_progress = record.unfinished = True
         self.state.save(record)
+        excludes, over_budget = self._plan(chain, log_left_out=True)
         try:
             result = self.duplicity.backup(
                 chain.source, chain.target, name=chain.name, encryption=self.encryption,
-                full=handed_over, full_if_older_than=self.settings.full_every,
-                excludes=self._excludes(chain, log_left_out=True),
+                full=handed_over or full, full_if_older_than=self.settings.full_every,
+                excludes=excludes,
             )  # fmt: skip
         except CommandError as error:
             return self._failed(record, chain, started, error)
         finished = self.now()
         kind = result.kind or ("full" if self._full_due(record) else "incremental")
-        record.in_progress = False
-        record.last_success = record.last_attempt
-        record.last_success_end = iso(finished)
-        record.last_set_time = result.set_time
+        record.in_progress = record.unfinished = False
         record.owner_uid = owner
-        record.selection = self._fingerprint
         record.last_kind = kind
         record.last_duration_s = round((finished - started).total_seconds(), 3)
         record.last_bytes = result.bytes
-        record.exit_code, record.meaning, record.error = result.exit_code, result.meaning, None
+        record.exit_code, record.meaning = result.exit_code, result.meaning
         if kind == "full":
+            # the set is in the target, and duplicity counts it as a full chain, complete or not
             record.newest_full = record.last_attempt
             record.incrementals = 0
             record.fulls = [*record.fulls, record.last_attempt]
         else:
             record.incrementals += 1
-        record.history.append({"at": record.last_attempt, "kind": kind, "ok": True,
-                               "seconds": record.last_duration_s, "bytes": result.bytes})  # fmt: skip
+        record.incomplete = bool(result.errors or over_budget)
+        if over_budget and not result.errors:
+            # the home's biggest files were left out on purpose, so that it cannot hold up
+            # everyone else: incomplete all the same, until its owner or the admin acts
+            record.error = (f"incomplete: {over_budget} (the last complete backup: "
+                            f"{record.last_success or 'none'})")[:500]  # fmt: skip
+            record.history.append({"at": record.last_attempt, "kind": kind, "ok": False,
+                                   "incomplete": True, "seconds": record.last_duration_s,
+                                   "bytes": result.bytes, "error": record.error})  # fmt: skip
+            self.state.save(record)
+            log_event(log, "backed up incompletely", logging.ERROR, chain=chain.name, kind=kind,
+                      reason=over_budget)  # fmt: skip
+            return ChainOutcome(chain.name, chain.user, False, "incomplete", record.error,
+                                record.last_duration_s)  # fmt: skip
         if result.errors:
-            # The chain is sound (duplicity finished it) but files are missing from it: say so
-            # loudly, a backup that silently leaves files out is worse than a failed one.
+            # duplicity finished the set, but files are missing from it (root without its read
+            # powers, an NFS home with root_squash, an I/O error): no success. last_success and
+            # the set time a default restore and the drill use stay at the last complete
+            # backup, and cleanup leaves the chain alone until a complete one follows.
             first = result.unreadable[0] if result.unreadable else "see duplicity's log"
-            record.error = (f"{result.errors} file(s) could not be read and are not in this "
-                            f"backup; first: {first}")[:500]  # fmt: skip
-            record.history[-1].update(ok=False, error=record.error)
-        self.state.save(record)
-        if result.errors:
+            record.error = (f"incomplete: {result.errors} file(s) could not be read and are not "
+                            f"in this backup (the last complete one: "
+                            f"{record.last_success or 'none'}); first: {first}")[:500]  # fmt: skip
+            record.history.append({"at": record.last_attempt, "kind": kind, "ok": False,
+                                   "incomplete": True, "seconds": record.last_duration_s,
+                                   "bytes": result.bytes, "error": record.error})  # fmt: skip
+            self.state.save(record)
             log_event(log, "backed up incompletely", logging.ERROR, chain=chain.name, kind=kind,
                       unreadable=result.errors, first=first)  # fmt: skip
             return ChainOutcome(chain.name, chain.user, False, "incomplete", record.error,
                                 record.last_duration_s)  # fmt: skip
+        record.last_success = record.last_attempt
+        record.last_success_end = iso(finished)
+        record.last_set_time = result.set_time
+        record.selection = self._fingerprint
+        record.error = None
+        record.history.append({"at": record.last_attempt, "kind": kind, "ok": True,
+                               "seconds": record.last_duration_s, "bytes": result.bytes})  # fmt: skip
+        self.state.save(record)
         log_event(log, "backed up", chain=chain.name, kind=kind,
                   seconds=record.last_duration_s, bytes=result.bytes)  # fmt: skip
         return ChainOutcome(chain.name, chain.user, True, kind, seconds=record.last_duration_s)
 
     def _failed(self, record: ChainRecord, chain: Chain, started: datetime,
-                error: CommandError) -> ChainOutcome:  # fmt: skip
+                error: CommandError, doing: str = "") -> ChainOutcome:  # fmt: skip
         record.in_progress = False
         record.exit_code = getattr(error, "exit_code", None)
         record.meaning = getattr(error, "meaning", None)
-        record.error = str(error).splitlines()[0][:500]
+        record.error = (doing + str(error).splitlines()[0])[:500]
         record.last_duration_s = round((self.now() - started).total_seconds(), 3)
         record.history.append({"at": record.last_attempt, "ok": False, "error": record.error})
         self.state.save(record)
@@ -337,7 +409,8 @@ class BackupJobs:
         if record is None or not record.succeeded_last:
             why = "never backed up" if record is None else (
                 "its last backup did not complete" if record.in_progress
-                else "its last backup failed")  # fmt: skip
+                else "its last backup was incomplete"
+                if record.incomplete else "its last backup failed")  # fmt: skip
             log_event(log, "cleanup skipped", chain=chain.name, reason=why)
             return ChainOutcome(chain.name, chain.user, True, "skipped", why)
         dry = self.settings.dry_run
@@ -412,7 +485,11 @@ class BackupJobs:
         since = datetime.fromisoformat(record.last_success).timestamp() - 2
         # after a failed or killed run, "latest" would include its half-written set
         complete_time = None if record.succeeded_last else record.complete_time
-        candidates = sorted(self._selection(chain).unchanged_files(since))
+        selection = self._selection(chain)
+        budget = self.settings.home_budget * 1024 * 1024
+        over = {relative for relative, _ in selection.over_budget(budget)[2]} \
+            if budget and chain.user else set()  # fmt: skip
+        candidates = sorted(set(selection.unchanged_files(since)) - over)
         sample = random.Random(f"{chain.name}:{record.last_success}").sample(
             candidates, min(self.settings.drill_files, len(candidates)))  # fmt: skip
         problems = []
@@ -465,15 +542,25 @@ class BackupJobs:
 
     # -- status ----------------------------------------------------------------------------
 
+    def _job_running(self) -> bool:
+        """True while a run, cleanup, verify or drill holds the job lock. Read from /proc/locks:
+        taking the lock, even for a moment, would make a run starting then exit busy."""
+        from backup.duplicity import lock_holder
+
+        return lock_holder(str(self._locks_dir / "job.lock"), "FLOCK") is not None
+
     def status(self) -> list[dict]:
         """Per chain, from the records (no network): newest full, incrementals since, last
         success and its age, last error; `stale` when older than max_age or never."""
         now = self.now()
         rows = []
+        running = self._job_running()
         for chain in self.chains():
             record = self.state.load(chain.name)
             success = record.last_success if record else None
             age = (now - datetime.fromisoformat(success)).total_seconds() if success else None
+            # a removed user's kept backups are history, not a backup falling behind
+            stale = chain.present and (age is None or age > self.settings.max_age)
             rows.append({
                 "user": chain.user, "chain": chain.name, "target": chain.target,
                 "home_present": chain.present,
@@ -491,10 +578,42 @@ class BackupJobs:
                 "last_error": record.error if record else None,
                 "in_progress": bool(record and record.in_progress),
                 "owner_uid": record.owner_uid if record else None,
-                # a removed user's kept backups are history, not a backup falling behind
-                "stale": chain.present and (age is None or age > self.settings.max_age),
+                "stale": stale,
+                "incomplete": bool(record and record.incomplete),
+                "problem": _problem(record, stale, running),
             })  # fmt: skip
         return rows
+
+
+def _clock_behind(record: ChainRecord, now: datetime) -> str | None:
+    """A line naming the host clock when it is behind the chain's newest set (or the last
+    attempt, whose set may be in the target too); None when it is not."""
+    moments = [record.last_set_time, record.last_attempt]
+    newest = max((datetime.fromisoformat(m) for m in moments if m), default=None)
+    if newest is None or now >= newest:
+        return None
+    return (f"the host clock ({iso(now)}) is behind the newest backup of this chain "
+            f"({iso(newest)}): it went backwards; fix the clock (timedatectl, NTP) before "
+            "backing up again")
+
+
+def _problem(record: ChainRecord | None, stale: bool, running: bool) -> str | None:
+    """What an admin must look at for this chain, in one line; None when nothing. Any of: no
+    success within max_age, a last attempt that failed, was incomplete or was killed (in
+    progress while no run holds the job lock), a failed drill."""
+    problems = []
+    if stale:
+        problems.append("stale: no backup within max_age" if record and record.last_success
+                        else "stale: never backed up")  # fmt: skip
+    if record and record.last_attempt and not record.in_progress and not (
+            record.succeeded_last and not record.error):  # fmt: skip
+        problems.append(record.error if record.incomplete and record.error else
+                        f"last backup failed: {record.error or 'no detail'}")  # fmt: skip
+    if record and record.in_progress and not running:
+        problems.append("last backup interrupted: hub-backup was killed during it")
+    if record and record.last_drill and record.drill_ok is False:
+        problems.append(f"last drill failed: {record.drill_detail or 'no detail'}")
+    return "; ".join(problems)[:600] if problems else None
 
 
 def _home_owner(chain: Chain) -> int | None:

@@ -1,8 +1,8 @@
 """`metrics_file`: the figures of `hub-backup status` as Prometheus textfile metrics, one series
 per chain, rewritten after every command (node_exporter's textfile collector picks them up).
 
-An alert on `time() - hub_backup_last_success_timestamp_seconds > 26 * 3600`, or simply on
-`hub_backup_stale == 1`, tells the admin a home has not been backed up."""
+An alert on `hub_backup_problem == 1` tells the admin whatever needs a look: a home not backed
+up within max_age, a last attempt that failed, was incomplete or was killed, a failed drill."""
 
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ def metrics_text(rows: list[dict], now: datetime) -> str:
               lambda row: row["full_chains"])  # fmt: skip
     per_chain("stale", "1 when the last success is older than max_age (or there is none).",
               lambda row: int(row["stale"]))  # fmt: skip
+    per_chain("problem", "1 when the chain needs a look: stale, last attempt failed, incomplete "
+              "or killed, or last drill failed (status says which).",
+              lambda row: int(row["problem"] is not None))  # fmt: skip
+    per_chain("incomplete", "1 when the last attempt's set lacks files that could not be read.",
+              lambda row: int(row["incomplete"]))  # fmt: skip
     per_chain("home_present", "1 when the user's home still exists, 0 when only backups remain.",
               lambda row: int(row["home_present"]))  # fmt: skip
     per_chain("last_drill_timestamp_seconds", "When the chain's last restore drill ran.",

@@ -55,9 +55,12 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
             if asked is not None:
                 _refuse_before_the_oldest(jobs, chain, user, asked)
             if in_place:
-                where, aside = _in_place(jobs, chain, user, parts, in_chain, time, stamp)
+                where, aside = _in_place(jobs, chain, user, parts, in_chain, time, stamp,
+                                         numeric_owner=previous_owner)
             else:
-                where, aside = _into_staging(jobs, chain, to, parts, in_chain, time), None
+                where = _into_staging(jobs, chain, to, parts, in_chain, time,
+                                      numeric_owner=previous_owner)
+                aside = None
     except LockTimeout:
         raise ConfigError(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
                           "try again later") from None  # fmt: skip
@@ -148,8 +151,8 @@ def _complete_time(jobs, chain, asked: datetime | None) -> tuple[str | None, str
         f"one ({record.complete_time})")
 
 
-def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
-                  time: str | None) -> Path:  # fmt: skip
+def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str, time: str | None, *,
+                  numeric_owner: bool) -> Path:  # fmt: skip
     """duplicity restores into a root-only directory that hub-backup makes inside DIR (so the
     moves out of it are renames on one file system) and reaches only through its descriptor;
     the restored entries then move into DIR by renames relative to descriptors."""
@@ -170,7 +173,7 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
             raise ConfigError(f"--to {to}: {error}") from None
         work_identity = safe_fs.identity(work)
         try:
-            _duplicity_restore(jobs, chain, work, in_chain, time)
+            _duplicity_restore(jobs, chain, work, in_chain, time, numeric_owner)
             if parts:
                 _move(work, RESTORED, fd, parts[-1])
                 where = staging / parts[-1]
@@ -200,12 +203,15 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str,
         opened.close()
 
 
-def _duplicity_restore(jobs, chain, into: int, in_chain: str, time: str | None) -> None:
+def _duplicity_restore(jobs, chain, into: int, in_chain: str, time: str | None,
+                       numeric_owner: bool) -> None:  # fmt: skip
     """duplicity writes below the root-only directory `into` through /proc/self/fd/N: the
-    name of the open directory itself, which no rename or planted link can redirect."""
+    name of the open directory itself, which no rename or planted link can redirect. With
+    `numeric_owner` (a previous owner's files) files keep the uid they had, not the one
+    their owner's name has now."""
     jobs.duplicity.restore(chain.target, f"/proc/self/fd/{into}/{RESTORED}", name=chain.name,
                            encryption=jobs.encryption, path=in_chain or None, time=time,
-                           pass_fds=(into,))  # fmt: skip
+                           pass_fds=(into,), numeric_owner=numeric_owner)  # fmt: skip
 
 
 def _move(source_dir: int, name: str, target_dir: int, target_name: str) -> None:
@@ -218,7 +224,7 @@ def _move(source_dir: int, name: str, target_dir: int, target_name: str) -> None
 
 
 def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str | None,
-              stamp: str) -> tuple[Path, Path | None]:  # fmt: skip
+              stamp: str, *, numeric_owner: bool) -> tuple[Path, Path | None]:  # fmt: skip
     """Stage beside the live path (same file system, so the final steps are renames), in a
     root-only directory reached without following any symlink below the source."""
     source = Path(jobs.settings.source)
@@ -242,7 +248,7 @@ def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str
             raise ConfigError(f"cannot restore in place in {live.parent}: {error}") from None
         stage_identity = safe_fs.identity(stage)
         try:
-            _duplicity_restore(jobs, chain, stage, in_chain, time)
+            _duplicity_restore(jobs, chain, stage, in_chain, time, numeric_owner)
             aside = None
             try:
                 os.rename(name, aside_name, src_dir_fd=parent, dst_dir_fd=parent)

@@ -139,6 +139,29 @@ class Selection:
         return [(relative, info.st_size) for relative, info in self.walk()
                 if self.left_out(relative, info)]  # fmt: skip
 
+    def over_budget(self, budget: int) -> tuple[list[tuple[str, int]], int,
+                                                 list[tuple[str, int]]]:  # fmt: skip
+        """In one walk of the home: the files `too_big` leaves out, the bytes of the regular
+        files duplicity would be given without them, and the biggest of those to leave out
+        too so that the rest fits in `budget` bytes (0: no budget). Sizes are apparent
+        sizes: duplicity reads a sparse file's holes as zeros."""
+        too_big, files = [], []
+        for relative, info in self.walk():
+            if self.left_out(relative, info):
+                too_big.append((relative, info.st_size))
+            elif stat.S_ISREG(info.st_mode):
+                files.append((relative, info.st_size))
+        total = sum(size for _, size in files)
+        dropped = []
+        if budget and total > budget:
+            kept = total
+            for relative, size in sorted(files, key=lambda item: (-item[1], item[0])):
+                if kept <= budget:
+                    break
+                dropped.append((relative, size))
+                kept -= size
+        return too_big, total, dropped
+
     def duplicity_excludes(self, left_out: Sequence[str] = ()) -> list[str]:
         """The --exclude patterns: the configured ones and each left-out file, literally."""
         return [*self.patterns, *(f"{literal(self.home)}/{literal(path)}" for path in left_out)]

@@ -15,6 +15,7 @@ from hubsidecars.secrets import read_secret
 
 ENV_PREFIX = "HUB_BACKUP"
 PASSPHRASE_CREDENTIAL = "backup-passphrase"
+HOOKS_CREDENTIAL = "backup-hooks"
 DEFAULT_EXCLUDES = (
     "**/.cache", "**/.ipynb_checkpoints", "**/.local/share/Trash", "**/__pycache__",
 )  # fmt: skip
@@ -79,6 +80,12 @@ class BackupSettings:
         "warning naming it; so is a file over 1 GB with under a tenth of it on disk (a sparse "
         "`truncate -s 1T` would hold a chain for hours)", metavar="MB", min=0,
     )  # fmt: skip
+    home_budget: int = setting(
+        51200, "run: the most one home may hand duplicity (MB of file sizes, a sparse file "
+        "counted whole, as duplicity reads every zero; 0: no limit): past it the home's biggest "
+        "files are left out until it fits, its backup is incomplete and a warning names them, "
+        "so that one home cannot hold up everyone else's", metavar="MB", min=0,
+    )  # fmt: skip
     volsize: int = setting(200, "duplicity volume size in MB", metavar="MB", min=1, max=10000)
     parallelism: int = setting(
         2, "chains backed up at the same time", metavar="N", min=1, max=32,
@@ -121,6 +128,20 @@ class BackupSettings:
     metrics_file: str = setting(
         "", "Prometheus textfile metrics after each command (empty: none)", metavar="FILE"
     )
+    hooks_file: str = setting(
+        "/etc/hub-sidecars/backup.hooks", "run: push URLs of monitors (healthchecks.io, Uptime "
+        "Kuma), one `start|success|failure = URL` line each (mode 0600, root; a URL is a "
+        f"secret); else the systemd credential {HOOKS_CREDENTIAL}; none: no pushes",
+        metavar="FILE",
+    )  # fmt: skip
+    failure_command: str = setting(
+        "", "run: a command run when the run fails, with HUB_BACKUP_MESSAGE (the failure's "
+        "line) in its environment (empty: none)", metavar="COMMAND",
+    )  # fmt: skip
+    hook_timeout: Duration = setting(
+        10.0, "how long a push or the failure command may take (a hung monitor never holds up "
+        "or fails the backup)", min=1, max=300,
+    )  # fmt: skip
     drill_files: int = setting(
         20, "files restored and compared per chain by `hub-backup drill`", metavar="N", min=1,
         max=10000,
@@ -181,3 +202,18 @@ def read_passphrase(settings: BackupSettings, *, required: bool) -> str | None:
             f"the systemd credential {PASSPHRASE_CREDENTIAL}, or set encrypt_key"
         )
     return secret
+
+
+def read_hooks(settings: BackupSettings):
+    """The monitoring hooks (backup.hooks.Hooks) from hooks_file or its credential (the
+    credential wins, as for the passphrase); without either, only the failure command."""
+    from backup.hooks import Hooks, parse_urls
+
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    given = bool(credentials) and os.path.exists(os.path.join(credentials, HOOKS_CREDENTIAL))
+    path = None if given else (
+        settings.hooks_file if settings.hooks_file and os.path.exists(settings.hooks_file)
+        else None)  # fmt: skip
+    text = read_secret(path, HOOKS_CREDENTIAL, min_length=1) if (path or given) else None
+    urls = parse_urls(text, path or f"credential {HOOKS_CREDENTIAL}") if text else {}
+    return Hooks(urls, settings.failure_command, settings.hook_timeout)

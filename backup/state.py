@@ -37,6 +37,12 @@ class ChainRecord:
     meaning: str | None = None
     error: str | None = None
     in_progress: bool = False  # set before duplicity starts, cleared after: a kill leaves it
+    # set before duplicity starts, cleared only when it finished its set: a killed or failed
+    # attempt leaves it, and the next run removes that attempt's partial set first
+    unfinished: bool = False
+    # the last attempt's set lacks files duplicity could not read: not a success (last_success
+    # and last_set_time stay at the last complete backup)
+    incomplete: bool = False
     last_cleanup: str | None = None
     last_drill: str | None = None  # when the last restore drill of this chain ran
     drill_ok: bool | None = None
@@ -106,6 +112,7 @@ class StateStore:
 _TIMESTAMPS = ("last_attempt", "last_success", "last_success_end", "last_set_time", "owner_since",
                "last_cleanup", "last_drill", "newest_full")  # fmt: skip
 _TYPES = {"chain": str, "user": str, "target": str, "incrementals": int, "in_progress": bool,
+          "unfinished": bool, "incomplete": bool,
           "fulls": list, "history": list}  # fmt: skip
 
 

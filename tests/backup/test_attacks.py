@@ -769,3 +769,28 @@ def test_a_reused_user_name_starts_a_new_chain(tmp_path):
     latest = tmp_path / "latest"
     assert site.cli("restore", "ada", "--to", str(latest)).returncode == 0
     assert {path.stat().st_uid for path in latest.rglob("*")} == {3799}
+
+
+def test_a_previous_owners_files_come_back_with_their_uid_when_the_name_moved(tmp_path):
+    """Found as a defect (fixed): duplicity maps owners by name, so `restore --previous-owner`
+    handed the previous person's files to whoever holds their account name now."""
+    name = f"i13q{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--uid", "3711", name], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        site = make_site(tmp_path, {"ada": 3711}, files=5)
+        jobs = site.jobs()
+        assert jobs.run().exit_code == 0
+        [previous] = jobs.state.all()
+        # the account name now belongs to uid 3712, who also got the home
+        subprocess.run(["usermod", "--uid", "3712", name], check=True, capture_output=True)
+        subprocess.run(["chown", "-R", "3712:3712", str(site.source / "ada")], check=True)
+        time.sleep(1.1)  # the hand-over is seen a second after the first backup's set
+        assert actions(jobs.run()) == {"home-ada": "full"}
+        out = tmp_path / "out"
+        done = site.cli("restore", "ada", "--time", previous.last_set_time, "--to", str(out),
+                        "--previous-owner")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert {path.stat().st_uid for path in out.rglob("*")} == {3711}
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)

@@ -261,7 +261,7 @@ def kill_when(predicate, marker: str, timeout: float = 60) -> list[int]:
     return killed
 
 
-def test_a_full_killed_midway_is_resumed_and_reported_as_full(tmp_path):
+def test_a_full_killed_midway_is_discarded_and_made_afresh_as_a_full(tmp_path):
     made = Setup(tmp_path, volsize_mb=2)
     (made.source / "big.bin").write_bytes(os.urandom(40 * 1024 * 1024))
     target_dir = tmp_path / "target"
@@ -284,11 +284,20 @@ def test_a_full_killed_midway_is_resumed_and_reported_as_full(tmp_path):
         # duplicity calls the half-written full a complete chain (REALPARTS): not to be trusted.
         (partial,) = made.status(SYMMETRIC).chains
         assert partial.complete and partial.incrementals == 0
+        # its .part manifest in the archive dir is what would make the next backup resume it
+        assert any(name.endswith(".manifest.part")
+                   for name in made.duplicity.partial_files("alice"))  # fmt: skip
 
-        resumed = made.backup(SYMMETRIC)
-        assert resumed.kind == "full", resumed
+        gone = made.duplicity.discard_partial(made.target, name="alice", encryption=SYMMETRIC)
+        assert sum(".vol" in name for name in gone) >= 4, gone
+        assert made.duplicity.partial_files("alice") == []
+        assert not list(target_dir.glob("*.difftar.gpg"))
+        assert made.status(SYMMETRIC).chains == ()
+
+        afresh = made.backup(SYMMETRIC)
+        assert afresh.kind == "full", afresh
         (chain,) = made.status(SYMMETRIC).chains
-        assert (chain.start, chain.incrementals) == (partial.start, 0)
+        assert chain.start > partial.start and chain.incrementals == 0
         assert chain.volumes > partial.volumes
         restored = tmp_path / "restored"
         made.duplicity.restore(made.target, str(restored), name="alice", encryption=SYMMETRIC)
@@ -546,3 +555,26 @@ def test_a_disk_filling_up_mid_run_is_named_as_such(tmp_path):
     assert line.startswith("duplicity backup failed with exit 1 (generic error): a file system "
                            f"is full (archive_dir {tmp_path / 'cache'}, temp dir ")  # fmt: skip
     assert "[Errno 28]" in line and "verify" not in line
+
+
+def test_numeric_owner_restores_the_uid_a_file_had_not_the_one_its_name_has_now(setup):
+    """A home name handed to another person: the previous person's files must come back with
+    their uid, not with the uid the name has now (duplicity maps owners by name)."""
+    name = f"i13p{os.getpid() % 100000}"
+    subprocess.run(["useradd", "--no-create-home", "--uid", "3961", name], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        owned = setup.source / "theirs.txt"
+        owned.write_text("the previous owner's\n")
+        os.chown(owned, 3961, 3961)
+        setup.backup(SYMMETRIC)
+        subprocess.run(["usermod", "--uid", "3962", name], check=True, capture_output=True)
+        by_name, by_number = setup.tmp / "by-name", setup.tmp / "by-number"
+        setup.duplicity.restore(setup.target, str(by_name), name="alice", encryption=SYMMETRIC,
+                                path="theirs.txt")  # fmt: skip
+        setup.duplicity.restore(setup.target, str(by_number), name="alice",
+                                encryption=SYMMETRIC, path="theirs.txt", numeric_owner=True)
+        assert by_name.stat().st_uid == 3962  # duplicity's default: the name's uid now
+        assert by_number.stat().st_uid == 3961
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)

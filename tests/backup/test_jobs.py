@@ -146,7 +146,7 @@ def write_config(settings, path: Path, **changes) -> Path:
     return path
 
 
-def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
+def test_killed_mid_full_then_the_next_run_makes_a_fresh_full_and_cleanup_waits(setup):
     settings, made, work = setup
     big_home(Path(settings.source), "dan", 60, uid=3004)
     config = write_config(settings, work / "backup.toml", volsize=5)
@@ -160,19 +160,29 @@ def test_killed_mid_full_then_run_again_completes_and_cleanup_waits(setup):
     while not (target.exists() and len(list(target.glob("*.vol*"))) >= 2):
         assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()
         time.sleep(0.05)
+    # a run going on is no problem of its own (the chain is only stale: never backed up)
+    [row] = [row for row in jobs_for(settings).status() if row["user"] == "dan"]
+    assert row["in_progress"] and row["problem"] == "stale: never backed up", row
     # as systemd stops a unit: everything it started, duplicity in its own session included
     for pid in [run.pid, *descendants(run.pid)]:
         os.kill(pid, signal.SIGKILL)
     run.wait()
+    cut = {path.name.split(".")[1] for path in target.glob("*.vol*")}  # the killed set's time
 
     jobs = jobs_for(settings)
     [row] = [row for row in jobs.status() if row["user"] == "dan"]
     assert row["in_progress"] and row["stale"]
+    assert "last backup interrupted: hub-backup was killed" in row["problem"], row
     # cleanup never touches a chain whose last backup did not complete
     assert actions(jobs.cleanup(["dan"])) == {"home-dan": "skipped"}
 
+    # the next run does not resume the killed set (a resumed set loses what changed before
+    # its restart point): it removes it and makes a new full
     again = jobs.run(["dan"])
     assert again.exit_code == 0, again.outcomes
+    assert actions(again) == {"home-dan": "full"}
+    made_now = {path.name.split(".")[1] for path in target.glob("*.vol*")}
+    assert len(cut) == 1 and made_now and not made_now & cut, (cut, made_now)
     [row] = [row for row in jobs.status() if row["user"] == "dan"]
     assert not row["in_progress"] and not row["stale"]
     restored = work / "dan-restored"
@@ -509,3 +519,103 @@ def test_a_home_whose_name_holds_glob_characters_keeps_its_left_out_files_out(tm
     restored = tmp_path / "restored"
     jobs.restore("x[1]", None, time=None, to=str(restored), in_place=False)
     assert (restored / "notes" / "readme.md").exists() and not (restored / "big.bin").exists()
+
+
+def test_run_full_starts_a_new_full_chain_now(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    assert actions(jobs.run(["ada"])) == {"home-ada": "full"}
+    time.sleep(1.1)  # a full in another second than the first
+    # unchanged home, no full due: a plain run would record "unchanged"; --full makes one
+    again = jobs.run(["ada"], full=True)
+    assert actions(again) == {"home-ada": "full"}, again.outcomes
+    chain = [c for c in jobs.chains() if c.user == "ada"][0]
+    status = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                              encryption=jobs.encryption)  # fmt: skip
+    assert len(status.chains) == 2 and status.chains[-1].incrementals == 0
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert row["full_chains"] == 2 and row["incrementals"] == 0
+
+
+def gpg_agent_environments() -> list[bytes]:
+    """The environment of every gpg-agent running now."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "gpg-agent":
+                found.append(Path(f"/proc/{pid}/environ").read_bytes())
+        except OSError:
+            continue
+    return found
+
+
+def test_the_passphrase_never_reaches_the_gpg_agent(setup):
+    """The agent outlives the run (and a plain duplicity of an admin's recovery): it must not
+    hold PASSPHRASE in its environment."""
+    settings, made, work = setup
+    big_home(Path(settings.source), "eve", 40, uid=3005)
+    config = write_config(settings, work / "backup.toml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    run = subprocess.Popen([str(HUB_BACKUP), "run", "--config", str(config), "eve"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen = []
+    while run.poll() is None:
+        seen.extend(gpg_agent_environments())
+        time.sleep(0.05)
+    assert run.returncode == 0, run.stdout.read()
+    assert seen, "no gpg-agent was seen during the run"
+    assert not any(PASSPHRASE.encode() in environ for environ in seen)
+
+
+def test_a_clock_gone_backwards_is_refused_naming_the_clock(setup):
+    settings, made, work = setup
+    jobs = jobs_for(settings)
+    assert actions(jobs.run(["ada"])) == {"home-ada": "full"}
+    mutate(made["ada"].path, 3, seed=5)
+    behind = jobs_for(settings)
+    behind.now = lambda: datetime.now(UTC) - timedelta(hours=2)  # the host clock, set back
+    report = behind.run(["ada"])
+    [outcome] = report.outcomes
+    assert not outcome.ok and "host clock" in outcome.detail, outcome.detail
+    chain = [c for c in jobs.chains() if c.user == "ada"][0]
+    sets = jobs.duplicity.collection_status(chain.target, name=chain.name,
+                                            encryption=jobs.encryption).chains[-1].sets  # fmt: skip
+    assert len(sets) == 1  # no set written
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert "host clock" in row["problem"]
+    # the clock put right: the next run backs up and clears it
+    assert actions(jobs.run(["ada"])) == {"home-ada": "incremental"}
+    [row] = [row for row in jobs.status() if row["user"] == "ada"]
+    assert row["problem"] is None
+
+
+def test_a_home_over_its_budget_is_left_incomplete_and_the_others_are_backed_up(setup):
+    """Sparse files of exactly 1 GiB pass the per-file guard, yet duplicity reads every zero
+    of each: past the home's budget its biggest files are left out, named, and the home is
+    incomplete, while the other homes are backed up as usual."""
+    settings, made, work = setup
+    gus = Path(settings.source) / "gus"
+    gus.mkdir()
+    (gus / "notes.txt").write_text("gus's notes\n")
+    for index in range(3):
+        os.truncate(os.open(gus / f"zeros-{index}.bin", os.O_CREAT | os.O_WRONLY, 0o644),
+                    1 << 30)  # fmt: skip
+    for path in [gus, *gus.iterdir()]:
+        os.chown(path, 3009, 3009)
+    jobs = jobs_for(settings, home_budget=100)
+    report = jobs.run()
+    outcomes = {outcome.chain: outcome for outcome in report.outcomes}
+    assert report.exit_code == 1
+    assert {chain: o.action for chain, o in outcomes.items()} == {
+        "home-ada": "full", "home-bob": "full", "home-cyd": "full", "home-gus": "incomplete"}
+    detail = outcomes["home-gus"].detail
+    assert "over its budget" in detail and "3 of the biggest left out" in detail, detail
+    assert all(f"zeros-{index}.bin" in detail for index in range(3)), detail
+    rows = {row["user"]: row for row in jobs.status()}
+    assert rows["gus"]["incomplete"] and "incomplete: over its budget" in rows["gus"]["problem"]
+    assert rows["ada"]["problem"] is None
+    # what fits is in the backup: gus's own small files
+    restored = work / "gus-restored"
+    jobs.restore("gus", None, time="now", to=str(restored), in_place=False)
+    assert (restored / "notes.txt").read_text() == "gus's notes\n"
+    assert not list(restored.glob("zeros-*"))

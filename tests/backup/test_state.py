@@ -24,6 +24,13 @@ def test_a_record_reads_back_as_saved(tmp_path):
     assert store.load("home-ada") == ChainRecord(**GOOD)
 
 
+def test_a_record_of_an_older_version_reads_with_the_new_fields_at_their_defaults(tmp_path):
+    store = StateStore(tmp_path)
+    store.path("home-ada").write_text(json.dumps({**GOOD, "in_progress": True}))
+    record = store.load("home-ada")
+    assert record.in_progress and not record.unfinished and not record.incomplete
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("last_success", "yesterday"),
     ("newest_full", "2026-11-20T10:00:00"),  # no offset
@@ -35,6 +42,8 @@ def test_a_record_reads_back_as_saved(tmp_path):
     ("incrementals", None),
     ("selection", 7),
     ("fulls", ["not a time"]),
+    ("unfinished", "no"),
+    ("incomplete", 1),
 ])  # fmt: skip
 def test_a_record_with_a_value_the_code_cannot_use_is_set_aside(tmp_path, caplog, field,
                                                                 value):  # fmt: skip

@@ -88,6 +88,10 @@ def test_status_and_metrics_follow_successes_failures_and_drills(tmp_path, homes
     table = hub_backup(config, "status")
     [bob_line] = [line for line in table.stdout.splitlines() if line.startswith("bob ")]
     assert "last error" in bob_line
+    # a failed last attempt needs a look at once, not max_age later: status and one metric
+    assert table.returncode == 1, table.stdout
+    assert samples(metrics)[("hub_backup_problem", "bob")] == 1
+    assert samples(metrics)[("hub_backup_problem", "ada")] == 0
 
     # a drill that finds a damaged file: recorded, shown in status and in the metrics
     an_hour_ago = time.time() - 3600
@@ -102,6 +106,10 @@ def test_status_and_metrics_follow_successes_failures_and_drills(tmp_path, homes
     assert hub_backup(config, "drill", "ada").returncode == 1
     assert samples(metrics)[("hub_backup_last_drill_success", "ada")] == 0
     assert "last drill failed" in hub_backup(config, "status").stdout
+    assert samples(metrics)[("hub_backup_problem", "ada")] == 1
+    [ada] = [row for row in json.loads(hub_backup(config, "status", "--json").stdout)
+             if row["user"] == "ada"]  # fmt: skip
+    assert ada["problem"].startswith("last drill failed") and not ada["stale"]
 
 
 def test_metrics_stay_unwritten_on_a_dry_run_and_status_is_stale_past_max_age(tmp_path,
@@ -120,3 +128,62 @@ def test_metrics_stay_unwritten_on_a_dry_run_and_status_is_stale_past_max_age(tm
     record.write_text(json.dumps(data))
     stale = hub_backup(config, "status")
     assert stale.returncode == 1 and "STALE" in stale.stdout
+
+
+def test_a_run_that_could_not_read_the_home_is_incomplete_and_loud(tmp_path, homes_root):
+    """Root without its read powers (as on an NFS home with root_squash): the set duplicity
+    writes is an empty home. It is no success: status and the metrics say so, cleanup leaves
+    the chain alone, and a default restore brings back the last complete backup."""
+    made = make_homes(homes_root, {"ada": 3201}, files_per_home=20, megabyte_files=0)
+    config = configure(tmp_path, homes_root, keep_full=1)
+    metrics = tmp_path / "metrics/backup.prom"
+    assert hub_backup(config, "run").returncode == 0
+    good = samples(metrics)[("hub_backup_last_success_timestamp_seconds", "ada")]
+    assert hub_backup(config, "status").returncode == 0
+    assert samples(metrics)[("hub_backup_problem", "ada")] == 0
+    time.sleep(1.1)  # a new full's time differs from the first one's
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    blind = subprocess.run(["setpriv", "--bounding-set=-all", "--", str(HUB_BACKUP), "run",
+                            "--full", "--config", str(config)], env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert blind.returncode == 1, blind.stderr
+    assert "could not be read" in blind.stderr
+
+    status = hub_backup(config, "status", "--json")
+    assert status.returncode == 1, status.stdout
+    [row] = json.loads(status.stdout)
+    assert row["incomplete"] and not row["last_attempt_ok"]
+    assert "could not be read" in row["problem"]
+    figures = samples(metrics)
+    assert figures[("hub_backup_last_success_timestamp_seconds", "ada")] == good
+    assert figures[("hub_backup_problem", "ada")] == 1
+    assert "INCOMPLETE" in hub_backup(config, "status").stdout
+
+    # cleanup (keep_full 1) must not age out the complete full for the empty one
+    assert hub_backup(config, "cleanup").returncode == 0
+    restored = tmp_path / "restored"
+    done = hub_backup(config, "restore", "ada", "--to", str(restored))
+    assert done.returncode == 0, done.stderr
+    assert (restored / "notes" / "readme.md").read_bytes() == \
+        (made["ada"].path / "notes" / "readme.md").read_bytes()  # fmt: skip
+
+    # read powers back: the next run is a success again, and nothing is flagged
+    good = hub_backup(config, "run")
+    assert good.returncode == 0, good.stderr
+    assert hub_backup(config, "status").returncode == 0
+    assert samples(metrics)[("hub_backup_problem", "ada")] == 0
+
+
+def test_config_before_the_command_works_as_after_it(tmp_path, homes_root):
+    make_homes(homes_root, {"ada": 3201}, files_per_home=5, megabyte_files=0)
+    config = configure(tmp_path, homes_root)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
+    before = subprocess.run([str(HUB_BACKUP), "--config", str(config), "run"], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert before.returncode == 0, before.stderr
+    after = hub_backup(config, "status", "--json")
+    first = subprocess.run([str(HUB_BACKUP), f"--config={config}", "status", "--json"], env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert first.returncode == after.returncode == 0, first.stderr
+    assert json.loads(first.stdout)[0]["last_success"] == json.loads(after.stdout)[0]["last_success"]

@@ -47,3 +47,22 @@ def fill(directory: Path, leave: int = 0) -> Path:
 def _free(directory: Path) -> int:
     fs = os.statvfs(directory)
     return fs.f_bfree * fs.f_frsize
+
+
+@contextlib.contextmanager
+def small_tmpfs(mountpoint: Path, size: str):
+    """Mount a plain tmpfs of `size` at `mountpoint` (a disk that can fill up, and be grown
+    with `grow`), yield it, unmount it."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(mountpoint)], check=True, capture_output=True)  # fmt: skip
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True, capture_output=True)
+
+
+def grow(mountpoint: Path, size: str) -> None:
+    """Give the tmpfs at `mountpoint` a new size (as an admin grows a full disk)."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mountpoint)], check=True,
+                   capture_output=True)  # fmt: skip
