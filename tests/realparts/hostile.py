@@ -88,6 +88,25 @@ class Dribble:
                 return
 
 
+class DribbleHeaders:
+    """The status line, then one header byte every `every` seconds, never the end of the
+    headers: each read is quick, so a per-read timeout never fires."""
+
+    def __init__(self, closed: threading.Event, every: float = 0.3) -> None:
+        self.closed = closed
+        self.every = every
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        handler.wfile.flush()
+        while not self.closed.wait(self.every):
+            try:
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+            except OSError:
+                return
+
+
 def half_body(handler: BaseHTTPRequestHandler) -> None:
     """Promise 1000 bytes, send 12, close the connection."""
     handler.send_response(200)
@@ -161,6 +180,9 @@ class HostileServer:
 
     def dribble(self, every: float = 0.5) -> Dribble:
         return Dribble(self.closed, every)
+
+    def dribble_headers(self, every: float = 0.3) -> DribbleHeaders:
+        return DribbleHeaders(self.closed, every)
 
     def record(self, seen: Seen) -> None:
         with self._lock:
