@@ -303,10 +303,12 @@ class HubCuller:
             self.marks.remember(server_key(server), asked_from, asked_until, before)
             self.marks.remember(user_key(user.name), asked_from, asked_until, user_before)
             if not failure.hub_decides:
-                log_event(self.log, "cannot ask a server about its kernels; keeping it this "
-                          "pass", logging.WARNING, target=server_label(server),
-                          kind=failure.kind, reason=str(failure))  # fmt: skip
-                return judge_unanswered(verdict, str(failure), self._policy_of(user.name)[0])
+                judged = judge_unanswered(verdict, str(failure), self._policy_of(user.name)[0])
+                if not judged.cull:  # (past max_busy, the outcome's line says why it goes)
+                    log_event(self.log, "cannot ask a server about its kernels; keeping it "
+                              "this pass", logging.WARNING, target=server_label(server),
+                              kind=failure.kind, reason=str(failure))  # fmt: skip
+                return judged
             if failure.kind == "no-kernel-api":
                 self._say_once(failure.kind, "a server has no kernel API (not a jupyter_server); "
                                "deciding by the hub's activity alone", logging.INFO,
