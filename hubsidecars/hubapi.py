@@ -181,8 +181,10 @@ class HubClient:
 
     `api_url` is the hub API URL (e.g. http://127.0.0.1:8000/hub/api), `public_url` the origin
     through which users' servers are reached (default: the origin of `api_url`). `timeout` is
-    seconds per attempt (connect and read); a failed attempt is retried `retries` times, after
-    `backoff`, 2*`backoff`, 4*`backoff`... seconds (capped at `backoff_max`). `verify` is True,
+    seconds per attempt: per connect and read, and for the attempt whole, headers and body
+    (cut a tenth later, so that a silent peer ends on its read timeout); a failed attempt is
+    retried `retries` times, after `backoff`, 2*`backoff`, 4*`backoff`... seconds (capped at
+    `backoff_max`). `verify` is True,
     False or a CA bundle path; `client_cert`/`client_key` for a hub that wants client TLS.
     """
 
@@ -434,7 +436,8 @@ class HubClient:
             attempt += 1
             with self._count_lock:
                 self._requests_made += 1
-            whole = _Deadline(timeout)
+            # a little after `timeout`, so that a silent peer still ends on its read timeout
+            whole = _Deadline(timeout + max(0.05, 0.1 * timeout))
             try:
                 deadline = time.monotonic() + timeout
                 with whole:
@@ -444,7 +447,7 @@ class HubClient:
                     _read_body(reply, deadline, max_bytes, f"{method} {path}")
             except requests.RequestException as error:
                 failure, status, retryable = _describe(error), None, _may_retry(method, error)
-                if whole.expired:
+                if whole.expired and not isinstance(error, requests.Timeout):
                     failure, retryable = str(_TooSlow.MESSAGE), method.upper() in _IDEMPOTENT
             except HubError as error:  # an answer over the size cap
                 raise HubError(self._scrub(str(error)), status=error.status, method=method,
@@ -599,7 +602,7 @@ def _read_body(reply: requests.Response, deadline: float, max_bytes: int, where:
 def _json(reply: requests.Response, method: str, path: str) -> Any:
     try:
         return reply.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
         kind = reply.headers.get("Content-Type", "no content type")
         raise HubError(f"{method} {path}: the answer is not JSON ({reply.status_code}, {kind})",
                        status=reply.status_code, method=method, path=path) from None  # fmt: skip
@@ -630,7 +633,7 @@ def _checked(reply: requests.Response, method: str, path: str,
 def _hub_message(reply: requests.Response) -> str:
     try:
         body = reply.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return reply.text[:200].strip()
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])

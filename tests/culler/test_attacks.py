@@ -166,6 +166,7 @@ SAYS_NOTHING = {
     "redirect": answer_raw(b"", 302, "text/plain"),
     "nulls": answer_json(None),
     "nested": answer_raw(b"[" * 200_000, 200, "application/json"),
+    "nested500": answer_raw(b"[" * 200_000, 500, "application/json"),
 }
 
 
@@ -420,9 +421,7 @@ def test_a_hub_that_never_answers_fails_the_pass_within_its_timeouts(fake_hub, t
     assert time.monotonic() - started < 15
     assert run.returncode == 1
     [failed] = run.lines('msg="pass failed"')
-    # a per-read timeout or the whole-request deadline, whichever comes first (both 1 s)
-    assert ("ReadTimeout" in failed or "within the timeout" in failed), failed
-    assert "Traceback" not in run.log
+    assert "ReadTimeout" in failed and "Traceback" not in run.log
 
 
 def test_a_hub_that_dribbles_its_answer_fails_the_pass_within_its_timeouts(fake_hub, tmp_path):
