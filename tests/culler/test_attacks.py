@@ -188,7 +188,7 @@ def test_answers_that_say_nothing_about_kernels_keep_the_server_for_the_pass(
     assert mine(run, SAYS_NOTHING) == dict.fromkeys(SAYS_NOTHING, "kept-busy"), run.log
     assert "Traceback" not in run.log and "pass failed" not in run.log
     assert all(running(hub, name) for name in SAYS_NOTHING)
-    [nested] = [line for line in run.lines("target=nested") if "level=warning" in line]
+    [nested] = [line for line in run.lines("target=nested ") if "level=warning" in line]
     assert "RecursionError" in nested, nested
 
     # ... but not for ever: once the hub has seen nothing for max_busy, they are stopped
