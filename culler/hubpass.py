@@ -13,10 +13,10 @@ import logging
 import queue
 import threading
 import time
-from urllib.parse import quote
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from hubsidecars.config import ConfigError
 from hubsidecars.hubapi import HubClient, HubError, Server, User
