@@ -85,9 +85,12 @@ class PeriodicRunner:
         quiet = logging.getLogger(_SCHEDULER_LOGGER)
         if not self.logger.isEnabledFor(logging.DEBUG):
             quiet.setLevel(logging.WARNING)
-        if not any(isinstance(f, _NoSkipWarnings) for f in quiet.filters):
-            quiet.addFilter(_NoSkipWarnings())
         self.scheduler = scheduler or BackgroundScheduler(timezone=UTC, logger=quiet)
+        # (a scheduler given here logs where it was told to: its logger gets the filter too)
+        for target in {quiet, getattr(self.scheduler, "_logger", quiet)}:
+            if isinstance(target, logging.Logger) and not any(
+                    isinstance(f, _NoSkipWarnings) for f in target.filters):  # fmt: skip
+                target.addFilter(_NoSkipWarnings())
         self.passes = 0
         self.failures = 0
         self._stop = threading.Event()
