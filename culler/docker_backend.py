@@ -24,6 +24,7 @@ import requests
 from culler.docker_idle import DockerState, StateFile, judge, sample_from_stats
 from culler.docker_names import NameMatcher, Owner, hub_env
 from culler.docker_settings import DockerSettings
+from culler.hubpass import run_concurrently
 from culler.outcomes import Kind, Outcome, PassResult
 from hubsidecars.config import ConfigError, format_duration
 from hubsidecars.logs import log_event
@@ -162,6 +163,7 @@ class DockerCuller:
         self.services = NameMatcher(settings.docker_service_names, settings.docker_labels)
         self.state_file = StateFile(settings.docker_state_file, self.logger)
         self.state: DockerState | None = None
+        self._stops: list[Callable[[], Outcome]] = []
 
     # --- the pass ---
 
@@ -188,17 +190,28 @@ class DockerCuller:
             self._engine_error(result, f"docker: listing failed: {exc}")
             return
         live = {c.id for c in containers} | {s.id for s in services}
+        self._stops = []
         for candidate in [*containers, *services]:
             if stop.is_set():
                 break
             try:
-                result.add(self._consider(candidate, hub_servers, result))
+                outcome = self._consider(candidate, hub_servers, result)
             except docker.errors.NotFound:
                 live.discard(candidate.id)  # gone during the pass: nothing to do
             except EngineUnavailable as exc:
                 self._engine_error(result, f"docker: {candidate.kind} {candidate.name}: {exc}")
                 if exc.unreachable:
+                    self._stops = []
                     break  # the rest would fail the same way; the next pass retries
+            else:
+                if outcome is not None:
+                    result.add(outcome)
+        # A stop waits up to docker_stop_timeout for the container to exit: side by side,
+        # up to --concurrency at a time, not one after another.
+        limit = getattr(self.settings, "concurrency", 10) or 256
+        for outcome in run_concurrently(self._stops, limit, stop):
+            result.add(outcome)
+        self._stops = []
         self.state.prune(live)
         self._save_state()
 
@@ -207,6 +220,8 @@ class DockerCuller:
         log_event(self.logger, "docker engine unavailable", logging.ERROR, error=message)
 
     def _save_state(self) -> None:
+        if getattr(self.settings, "dry_run", False):
+            return  # a dry run changes nothing the daemon sees, its state file included
         try:
             self.state_file.save(self.state)
         except OSError as exc:
@@ -287,7 +302,7 @@ class DockerCuller:
         candidate: Candidate,
         hub_servers: frozenset[tuple[str, str]] | None,
         result: PassResult,
-    ) -> Outcome:
+    ) -> Outcome | None:
         if self._excluded(candidate.id, candidate.name):
             return self._outcome(candidate, "skipped", "excluded (--docker-exclude or our own)")
         env = self._environment(candidate)
@@ -311,7 +326,7 @@ class DockerCuller:
         owner: Owner,
         hub_servers: frozenset[tuple[str, str]],
         result: PassResult,
-    ) -> Outcome:
+    ) -> Outcome | None:
         if not owner.known:
             return self._outcome(
                 candidate,
@@ -348,7 +363,7 @@ class DockerCuller:
         )
         return self._act(candidate, reason, True, result)
 
-    def _consider_idle(self, candidate: Candidate, result: PassResult) -> Outcome:
+    def _consider_idle(self, candidate: Candidate, result: PassResult) -> Outcome | None:
         stats = self._call(self.api.stats, candidate.id, stream=False, one_shot=True)
         now = sample_from_stats(stats, self.clock())
         if now is None:
@@ -374,13 +389,36 @@ class DockerCuller:
 
     # --- acting ---
 
-    def _act(self, candidate: Candidate, reason: str, remove: bool, result: PassResult) -> Outcome:
-        """Stop (and remove) the container, or remove the service. A 5xx answer fails this one
-        and is a pass error; an unreachable engine ends the pass."""
+    def _act(self, candidate: Candidate, reason: str, remove: bool,
+             result: PassResult) -> Outcome | None:  # fmt: skip
+        """Plan stopping (and removing) the container, or removing the service: None, and
+        the pass runs the stop with the others; in a dry run, the would-cull outcome."""
         action = "remove" if remove else "stop"
         if getattr(self.settings, "dry_run", False):
             self._log_action(candidate, f"would {action}", reason)
             return self._outcome(candidate, "would-cull", f"would {action}: {reason}")
+        self._stops.append(lambda: self._stop_one(candidate, reason, remove, result))
+        return None
+
+    def _stop_one(self, candidate: Candidate, reason: str, remove: bool,
+                  result: PassResult) -> Outcome:  # fmt: skip
+        """One planned stop, on a thread of its own: whatever fails is this one's outcome (and
+        a pass error when the engine is unavailable), never the other stops'."""
+        action = "remove" if remove else "stop"
+        try:
+            return self._do_act(candidate, reason, remove, result)
+        except EngineUnavailable as exc:
+            self._engine_error(result, f"docker: {candidate.kind} {candidate.name}: {exc}")
+            return self._outcome(candidate, "failed", f"{action} failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one container's failure, not the pass's
+            self._log_action(candidate, f"{action} failed", reason, logging.ERROR, short_error(exc))
+            return self._outcome(candidate, "failed", f"{action} failed: {short_error(exc)}")
+
+    def _do_act(self, candidate: Candidate, reason: str, remove: bool,
+                result: PassResult) -> Outcome:  # fmt: skip
+        """Stop (and remove) the container, or remove the service. A 5xx answer fails this one
+        and is a pass error; an unreachable engine raises."""
+        action = "remove" if remove else "stop"
         try:
             if candidate.kind == "service":
                 self._call(self.api.remove_service, candidate.id)

@@ -16,12 +16,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import quote
 
+from hubsidecars.config import ConfigError
 from hubsidecars.hubapi import HubClient, HubError, Server, User
 from hubsidecars.logs import log_event
 
+from culler.group_rules import read_group_rules
 from culler.outcomes import Outcome, PassResult
 from culler.policy import Policy, Verdict, format_duration, judge_kernels, judge_server, judge_user
+from culler.policy import judge_unanswered, policy_for
 from culler.policy import server_label
 from culler.probe import ProbeFailed, ProbeMarks, probe_server
 
@@ -58,10 +62,12 @@ class HubOptions:
     pending_limit: float = 600.0
     remove_named_servers: bool = False
     probe_state_file: str = ""
+    config_file: str = ""  # the TOML file whose [groups.NAME] rules are read every pass
 
     @classmethod
-    def from_settings(cls, settings) -> HubOptions:
+    def from_settings(cls, settings, config_file: str = "") -> HubOptions:
         return cls(
+            config_file=config_file,
             exclude_users=frozenset(settings.exclude_users),
             exclude_groups=tuple(settings.exclude_groups),
             check_kernels=settings.check_kernels,
@@ -95,6 +101,8 @@ class HubCuller:
         self._reported_pending: set[ServerKey] = set()
         self._said_once: set[str] = set()
         self._said_lock = threading.Lock()
+        self._policies: dict[str, tuple[Policy, str]] = {}
+        self._rules_seen: dict | None = None
 
     # -- the pass --------------------------------------------------------------------------
 
@@ -104,6 +112,7 @@ class HubCuller:
         Docker backend's orphan check. Raises HubError when the hub cannot be read."""
         now = self.now()
         exempt = self._exempt_users()
+        self._policies = self._group_policies()
         malformed: list[Outcome] = []
 
         def skip_malformed(model, error: Exception) -> None:
@@ -124,8 +133,9 @@ class HubCuller:
             for server in user.servers.values():
                 key = server_key(server)
                 present.add(key)
+                policy, group_exempt = self._policy_of(user.name)
                 verdict = judge_server(
-                    server, now, self.policy, exempt=user.name in exempt,
+                    server, now, policy, exempt=user.name in exempt or bool(group_exempt),
                     last_activity=self.marks.real_activity(key, server.last_activity),
                 )  # fmt: skip
                 if verdict.cull:
@@ -159,20 +169,47 @@ class HubCuller:
             if server_label(server) not in stopped or self.options.dry_run
         )  # fmt: skip
 
+    def _policy_of(self, name: str) -> tuple[Policy, str]:
+        """The policy of user `name` this pass (their groups' rules), and the group that
+        exempts them ("" for none)."""
+        return self._policies.get(name, (self.policy, ""))
+
+    def _group_policies(self) -> dict[str, tuple[Policy, str]]:
+        """Each member of a group with a rule in the config file: their policy. The file is
+        read again every pass; a file or group that cannot be read fails the pass (nothing is
+        culled by rules it could not read)."""
+        try:
+            rules = read_group_rules(self.options.config_file)
+        except ConfigError as error:
+            raise HubError(f"group rules: {error}") from None
+        if rules != self._rules_seen:
+            self._rules_seen = rules
+            for name, rule in sorted(rules.items()):
+                log_event(self.log, "group rule", group=name, exempt=rule.exempt,
+                          **{key: format_duration(value) for key in ("timeout", "max_age",
+                             "max_busy") if (value := getattr(rule, key)) is not None})  # fmt: skip
+        groups_of: dict[str, set[str]] = {}
+        for group in rules:
+            for member in self._members(group, "group rule for"):
+                groups_of.setdefault(member, set()).add(group)
+        return {name: policy_for(self.policy, rules, groups)
+                for name, groups in groups_of.items()}  # fmt: skip
+
+    def _members(self, group: str, what: str) -> list[str]:
+        model = self.client.get_json(f"/groups/{quote(group, safe='')}")
+        if model is None:
+            raise HubError(f"{what} group {group!r}: no such group in the hub")
+        if "users" not in model:
+            raise HubStateHidden(f"the members of {what} group {group!r} are hidden: the "
+                                 "token needs read:groups")  # fmt: skip
+        return list(model["users"])
+
     def _exempt_users(self) -> frozenset[str]:
         """--exclude-users plus the members of --exclude-groups, read every pass. A group that
         cannot be read fails the pass: better no culling than culling someone exempt."""
         exempt = set(self.options.exclude_users)
         for group in self.options.exclude_groups:
-            model = self.client.get_json(f"/groups/{group}")
-            if model is None:
-                raise HubError(f"excluded group {group!r} does not exist in the hub")
-            if "users" not in model:
-                raise HubStateHidden(
-                    f"the members of excluded group {group!r} are hidden: the token needs "
-                    "read:groups"
-                )
-            exempt.update(model["users"])
+            exempt.update(self._members(group, "excluded"))
         return frozenset(exempt)
 
     def _check_visible(self, users: list[User]) -> None:
@@ -222,7 +259,13 @@ class HubCuller:
         if stop.is_set():
             return Outcome("server", label, "skipped", "the culler is stopping")
         try:
-            if self.options.check_kernels and verdict.why == "idle":
+            if self.options.check_kernels and verdict.why == "idle" and self.options.dry_run:
+                # Any question through the proxy counts as the user's activity to the hub:
+                # a dry run would keep idle servers alive for the daemon. It asks no server.
+                verdict = Verdict(True, verdict.why, f"{verdict.reason}; kernels not asked (a "
+                                  "dry run asks no server: that would count as activity)",
+                                  verdict.inactive, verdict.age)  # fmt: skip
+            elif self.options.check_kernels and verdict.why == "idle":
                 verdict = self._ask_server(user, server, verdict)
                 if not verdict.cull:
                     return Outcome("server", label, "kept-busy", verdict.reason)
@@ -259,9 +302,17 @@ class HubCuller:
             asked_until = self.now()
             self.marks.remember(server_key(server), asked_from, asked_until, before)
             self.marks.remember(user_key(user.name), asked_from, asked_until, user_before)
-            if failure.kind == "gone":  # stopped meanwhile: the re-read will see it
-                log_event(self.log, "server gone while asked", logging.DEBUG,
-                          target=server_label(server))  # fmt: skip
+            if not failure.hub_decides:
+                judged = judge_unanswered(verdict, str(failure), self._policy_of(user.name)[0])
+                if not judged.cull:  # (past max_busy, the outcome's line says why it goes)
+                    log_event(self.log, "cannot ask a server about its kernels; keeping it "
+                              "this pass", logging.WARNING, target=server_label(server),
+                              kind=failure.kind, reason=str(failure))  # fmt: skip
+                return judged
+            if failure.kind == "no-kernel-api":
+                self._say_once(failure.kind, "a server has no kernel API (not a jupyter_server); "
+                               "deciding by the hub's activity alone", logging.INFO,
+                               server=server_label(server), reason=str(failure))  # fmt: skip
                 return verdict
             self._say_once(failure.kind, "cannot ask servers about their kernels; deciding by "
                            "the hub's activity alone", server=server_label(server),
@@ -272,7 +323,7 @@ class HubCuller:
         self.marks.remember(server_key(server), asked_from, asked_until, real)
         user_real = max((m for m in (user_before, activity.latest) if m), default=None)
         self.marks.remember(user_key(user.name), asked_from, asked_until, user_real)
-        return judge_kernels(verdict, activity, asked_until, self.policy)
+        return judge_kernels(verdict, activity, asked_until, self._policy_of(user.name)[0])
 
     def _reread(self, server: Server, exempt: frozenset[str]) -> Outcome | None:
         """Read the server again right before stopping it: an Outcome when it must be left
@@ -282,8 +333,9 @@ class HubCuller:
         fresh = fresh_user.servers.get(server.name) if fresh_user else None
         if fresh is None:
             return Outcome("server", label, "skipped", "stopped by someone else during the pass")
+        policy, group_exempt = self._policy_of(server.user)
         verdict = judge_server(
-            fresh, self.now(), self.policy, exempt=server.user in exempt,
+            fresh, self.now(), policy, exempt=server.user in exempt or bool(group_exempt),
             last_activity=self.marks.real_activity(server_key(fresh), fresh.last_activity),
         )  # fmt: skip
         if not verdict.cull:
@@ -315,7 +367,9 @@ class HubCuller:
             self._say_once("created-hidden", "users' creation time is hidden (the token needs "
                            "read:users): --max-age does not apply to users")  # fmt: skip
         activity = self.marks.real_activity(user_key(user.name), user.last_activity)
-        verdict = judge_user(user, self.now(), self.policy, exempt=user.name in exempt,
+        policy, group_exempt = self._policy_of(user.name)
+        exempt = exempt | ({user.name} if group_exempt else set())
+        verdict = judge_user(user, self.now(), policy, exempt=user.name in exempt,
                              last_activity=activity)  # fmt: skip
         if not verdict.cull:
             result = "active" if verdict.why == "active" else "skipped"
@@ -328,7 +382,7 @@ class HubCuller:
                 return Outcome("user", user.name, "skipped", "deleted by someone else")
             if fresh.servers and not all(s.pending == "stop" for s in fresh.servers.values()):
                 return Outcome("user", user.name, "kept-active", "has a server again")
-            again = judge_user(fresh, self.now(), self.policy, exempt=user.name in exempt,
+            again = judge_user(fresh, self.now(), policy, exempt=user.name in exempt,
                                last_activity=self.marks.real_activity(
                                    user_key(user.name), fresh.last_activity))  # fmt: skip
             if not again.cull:
@@ -359,11 +413,12 @@ class HubCuller:
             log_event(self.log, f"{outcome.kind} {outcome.result}", level, target=outcome.target,
                       reason=outcome.reason)  # fmt: skip
 
-    def _say_once(self, kind: str, message: str, **fields) -> None:
+    def _say_once(self, kind: str, message: str, level: int = logging.WARNING,
+                  **fields) -> None:  # fmt: skip
         with self._said_lock:
             first = kind not in self._said_once
             self._said_once.add(kind)
-        log_event(self.log, message, logging.WARNING if first else logging.DEBUG, **fields)
+        log_event(self.log, message, level if first else logging.DEBUG, **fields)
 
 
 def _unique(users: Iterable[User]) -> list[User]:

@@ -9,6 +9,8 @@ keeps it while a kernel is busy or was active within the timeout, up to max_busy
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -17,7 +19,7 @@ from hubsidecars.hubapi import Server, User
 
 Why = Literal[
     "idle", "max-age", "active", "pending", "not-ready", "exempt", "kind-not-culled",
-    "no-activity", "busy",
+    "no-activity", "busy", "unanswered",
 ]  # fmt: skip
 
 
@@ -30,6 +32,9 @@ class Policy:
     cull_default_servers: bool = True
     cull_named_servers: bool = True
     max_busy: float = 43200.0
+    # Where the numbers come from when not the command line's: "group gpu", or "most lenient
+    # of groups gpu, research"; said in every reason the numbers decide.
+    origin: str = ""
 
     @classmethod
     def from_settings(cls, settings) -> Policy:
@@ -66,6 +71,47 @@ class ServerActivity:
     latest: datetime | None  # the latest last_activity of any kernel or terminal
 
 
+@dataclass(frozen=True)
+class GroupRule:
+    """A hub group's own rule (the TOML file's [groups.NAME]): what it leaves None, the
+    command line's policy decides. max_age 0 is no limit."""
+
+    timeout: float | None = None
+    max_age: float | None = None
+    max_busy: float | None = None
+    exempt: bool = False
+
+
+def policy_for(base: Policy, rules: Mapping[str, GroupRule],
+               groups: Iterable[str]) -> tuple[Policy, str]:  # fmt: skip
+    """The policy of a user in `groups` (and of their servers, named ones included), and the
+    exempting group ("" when none). Only groups with a rule count; in several, each number is
+    the most lenient of their rules (the longest timeout and max_busy, no max_age if one has
+    none, exempt if one is), a group that leaves a number unset giving the base's."""
+    ruled = sorted(group for group in set(groups) if group in rules)
+    if not ruled:
+        return base, ""
+    exempting = next((group for group in ruled if rules[group].exempt), "")
+
+    def pick(field: str) -> list[float]:
+        values = [getattr(rules[g], field) for g in ruled]
+        return [getattr(base, field) if value is None else value for value in values]
+
+    max_ages = pick("max_age")
+    timeout = max(pick("timeout"))
+    policy = dataclasses.replace(
+        base, timeout=timeout, max_age=0.0 if 0 in max_ages else max(max_ages),
+        max_busy=max([*pick("max_busy"), timeout]),
+        origin=f"group {exempting or ruled[0]}" if exempting or len(ruled) == 1 else (
+            f"most lenient of groups {', '.join(ruled)}"),
+    )  # fmt: skip
+    return policy, exempting
+
+
+def _by(policy: Policy) -> str:
+    return f" ({policy.origin})" if policy.origin else ""
+
+
 def server_label(server: Server) -> str:
     return f"{server.user}/{server.name}" if server.name else server.user
 
@@ -96,7 +142,7 @@ def judge_server(
     knows better (the hub's was moved by the culler's own question to the server)."""
     label = server_label(server)
     if exempt:
-        return Verdict(False, "exempt", f"{server.user} is exempt from culling")
+        return Verdict(False, "exempt", f"{server.user} is exempt from culling{_by(policy)}")
     if server.pending:
         return Verdict(False, "pending", f"pending {server.pending}")
     if server.ready is False:
@@ -107,22 +153,24 @@ def judge_server(
     wanted = policy.cull_named_servers if server.name else policy.cull_default_servers
     if inactive is not None and inactive >= policy.timeout and wanted:
         return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
-                       f"{format_duration(policy.timeout)}", inactive, age)  # fmt: skip
+                       f"{format_duration(policy.timeout)}{_by(policy)}", inactive, age)  # fmt: skip
     if policy.max_age and age is not None and age >= policy.max_age:
         return Verdict(True, "max-age", f"age {format_duration(age)} >= max_age "
-                       f"{format_duration(policy.max_age)}", inactive, age)  # fmt: skip
+                       f"{format_duration(policy.max_age)}{_by(policy)}", inactive, age)  # fmt: skip
     if inactive is None:
         return Verdict(False, "no-activity", f"{label}: neither last_activity nor started known")
     if not wanted:
         kind = "named" if server.name else "default"
         return Verdict(False, "kind-not-culled", f"{kind} servers are not culled", inactive, age)
-    return Verdict(False, "active", _active(inactive), inactive, age)
+    return Verdict(False, "active", _active(inactive, policy), inactive, age)
 
 
-def _active(inactive: float) -> str:
+def _active(inactive: float, policy: Policy) -> str:
+    rule = (f" < timeout {format_duration(policy.timeout)}{_by(policy)}" if policy.origin
+            else "")  # fmt: skip
     if inactive < 0:  # activity pinned ahead (POST /users/NAME/activity allows up to an hour)
-        return f"active (last_activity {format_duration(-inactive)} in the future)"
-    return f"active {format_duration(inactive)} ago"
+        return f"active (last_activity {format_duration(-inactive)} in the future){rule}"
+    return f"active {format_duration(inactive)} ago{rule}"
 
 
 def judge_user(
@@ -138,7 +186,7 @@ def judge_user(
     if not policy.cull_users:
         return Verdict(False, "kind-not-culled", "users are not culled (--cull-users is off)")
     if exempt:
-        return Verdict(False, "exempt", f"{user.name} is exempt from culling")
+        return Verdict(False, "exempt", f"{user.name} is exempt from culling{_by(policy)}")
     if servers_running:
         return Verdict(False, "active", f"{servers_running} server(s) still running")
     age = _seconds_since(user.created, now)
@@ -148,17 +196,17 @@ def judge_user(
     may_cull_admin = policy.cull_admin_users or user.admin is False
     if inactive is not None and inactive >= policy.timeout and may_cull_admin:
         return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
-                       f"{format_duration(policy.timeout)}", inactive, age)  # fmt: skip
+                       f"{format_duration(policy.timeout)}{_by(policy)}", inactive, age)  # fmt: skip
     if policy.max_age and age is not None and age >= policy.max_age:
         return Verdict(True, "max-age", f"age {format_duration(age)} >= max_age "
-                       f"{format_duration(policy.max_age)}", inactive, age)  # fmt: skip
+                       f"{format_duration(policy.max_age)}{_by(policy)}", inactive, age)  # fmt: skip
     if inactive is None:
         return Verdict(False, "no-activity", "neither last_activity nor created known")
     if not may_cull_admin:
         what = "admin users are not culled" if user.admin else (
             "the admin flag is hidden (the token needs read:users): treated as an admin")
         return Verdict(False, "kind-not-culled", what, inactive, age)
-    return Verdict(False, "active", _active(inactive), inactive, age)
+    return Verdict(False, "active", _active(inactive, policy), inactive, age)
 
 
 def judge_kernels(verdict: Verdict, activity: ServerActivity, now: datetime,
@@ -182,6 +230,25 @@ def judge_kernels(verdict: Verdict, activity: ServerActivity, now: datetime,
             else f"kernel/terminal active {format_duration(recent)} ago")  # fmt: skip
     if hub_idle >= policy.max_busy:
         return Verdict(True, "idle", f"{what}, but idle {format_duration(hub_idle)} >= max_busy "
-                       f"{format_duration(policy.max_busy)}", verdict.inactive, verdict.age)  # fmt: skip
+                       f"{format_duration(policy.max_busy)}{_by(policy)}", verdict.inactive,
+                       verdict.age)  # fmt: skip
     return Verdict(False, "busy", f"{what} (hub saw no activity for "
                    f"{format_duration(hub_idle)})", verdict.inactive, verdict.age)  # fmt: skip
+
+
+def judge_unanswered(verdict: Verdict, problem: str, policy: Policy) -> Verdict:
+    """Given a server chosen as idle that could not say what its kernels do (a redirect, a
+    5xx, a timeout, a broken answer: `problem`): keep it for this pass, since a kernel may be
+    working, unless the hub has seen nothing for max_busy."""
+    if not verdict.cull or verdict.why != "idle":
+        return verdict
+    hub_idle = verdict.inactive or 0.0
+    if hub_idle >= policy.max_busy:
+        return Verdict(True, "idle", f"{verdict.reason}; its kernels could not be asked "
+                       f"({problem}), and idle {format_duration(hub_idle)} >= max_busy "
+                       f"{format_duration(policy.max_busy)}{_by(policy)}", verdict.inactive,
+                       verdict.age)  # fmt: skip
+    return Verdict(False, "unanswered", f"kept for this pass: its kernels could not be asked "
+                   f"({problem}); hub saw no activity for {format_duration(hub_idle)}, "
+                   f"stopped anyway at max_busy {format_duration(policy.max_busy)}{_by(policy)}",
+                   verdict.inactive, verdict.age)  # fmt: skip

@@ -30,22 +30,40 @@ FOOTPRINT_SLACK = timedelta(seconds=2)
 
 
 class ProbeFailed(Exception):
-    """The server could not be asked; `kind` groups failures for the once-only log line:
-    "tokens" (no token could be made for the user: the culler's token lacks the tokens scope),
-    "scope" (the server refused the user's token), "gone", "timeout", "unreachable", "answer"."""
+    """The server could not be asked, or said nothing about its kernels.
+
+    `kind` groups failures for the log. Two kinds of failure let the hub's activity decide,
+    because asking again would fail the same way for every server and keeping them all would
+    stop culling altogether: "tokens" (no token could be made for the user: the culler's token
+    lacks the tokens scope) and "scope" (the server refused the user's own token). A third is a
+    definite answer: "no-kernel-api" (a 404 for api/kernels that the server itself sent, not
+    the hub behind the proxy: the server is not a jupyter_server; see `definite`).
+    Every other kind says nothing about the kernels ("redirect", "error" for a 5xx or another
+    4xx, "timeout", "unreachable", "answer" for a body that is malformed, not a list, or too
+    big): the server is kept for this pass, up to max_busy."""
+
+    HUB_DECIDES = frozenset({"tokens", "scope", "no-kernel-api"})
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 
+    @property
+    def hub_decides(self) -> bool:
+        return self.kind in self.HUB_DECIDES
+
 
 # jupyter_server counts every API request as activity (api/status, and what the single-user
 # server reports to the hub) unless it carries this; the proxy's own record it cannot prevent.
 _UNTRACKED = "?no_track_activity=1"
+# Every answer of JupyterHub itself carries it; the proxy sends requests for a server it has no
+# route to (yet, or any more) to the hub, so a 404 with it is the hub's, not the server's.
+_HUB_HEADER = "X-JupyterHub-Version"
 
 
 def probe_server(client: HubClient, server: Server, *, timeout: float) -> ServerActivity:
-    """The kernels and terminals of `server`, through the proxy. Raises ProbeFailed.
+    """The kernels and terminals of `server`, through the proxy. Raises ProbeFailed, and
+    nothing else whatever the server answers.
 
     Whatever reaches a user's server, its user can read (their own code runs there): the
     question carries a short-lived token OWNED BY THAT USER and limited to their own servers,
@@ -62,7 +80,16 @@ def probe_server(client: HubClient, server: Server, *, timeout: float) -> Server
     except HubError as error:
         raise ProbeFailed("tokens", f"cannot make a token for the user's server: {error}") from None
     try:
-        return _ask(client, server, token, timeout)
+        kernels = _ask(client, server, "api/kernels", token, timeout)
+        if kernels is None:
+            raise ProbeFailed("no-kernel-api", "the server itself answers 404 for api/kernels: "
+                              "not a jupyter_server")  # fmt: skip
+        terminals = _ask(client, server, "api/terminals", token, timeout)
+        return summarize(kernels, terminals or [])
+    except ProbeFailed:
+        raise
+    except Exception as error:  # noqa: BLE001 - no answer of one server may fail a pass
+        raise ProbeFailed("answer", f"unreadable answer: {type(error).__name__}") from None
     finally:
         try:
             client.delete_user_token(server.user, token_id)
@@ -70,31 +97,48 @@ def probe_server(client: HubClient, server: Server, *, timeout: float) -> Server
             pass  # it expires on its own
 
 
-def _ask(client: HubClient, server: Server, token: str, timeout: float) -> ServerActivity:
+def _ask(client: HubClient, server: Server, path: str, token: str,
+         timeout: float) -> list | None:  # fmt: skip
+    """The list a jupyter_server answers at `path`; None when the server itself says there
+    is no such API (a 404 not from the hub). Raises ProbeFailed."""
     try:
-        kernels = client.user_server_json(server, "api/kernels" + _UNTRACKED, timeout=timeout,
-                                          retries=0, token=token)  # fmt: skip
-        terminals = client.user_server_json(server, "api/terminals" + _UNTRACKED,
-                                            timeout=timeout, retries=0, token=token)  # fmt: skip
+        reply = client.user_server_get(server, path + _UNTRACKED, timeout=timeout, retries=0,
+                                       token=token)  # fmt: skip
     except MissingScope as error:
         raise ProbeFailed("scope", f"the server refused the token: it needs access:servers "
                           f"({error})") from None  # fmt: skip
     except HubError as error:
         text = str(error)
-        if error.status == 403:
+        if "larger than" in text:
+            raise ProbeFailed("answer", text) from None
+        if error.status in (401, 403):
             raise ProbeFailed("scope", f"the server refused the token: it needs access:servers "
                               f"({text})") from None  # fmt: skip
-        if error.status in (302, 303, 424, 503):
-            # the proxy sends requests for a server it has no route to back to the hub
-            raise ProbeFailed("gone", f"the server is not running any more ({text})") from None
+        if error.status is not None:
+            raise ProbeFailed("error", text) from None
         kind = "timeout" if "Timeout" in text or "timeout" in text else (
-            "unreachable" if error.status is None else "answer")  # fmt: skip
+            "answer" if "larger than" in text else "unreachable")  # fmt: skip
         raise ProbeFailed(kind, text) from None
-    if kernels is None:
-        raise ProbeFailed("answer", "the server has no api/kernels (not a jupyter_server?)")
-    if not isinstance(kernels, list) or not isinstance(terminals or [], list):
-        raise ProbeFailed("answer", "api/kernels or api/terminals did not answer a list")
-    return summarize(kernels, terminals or [])
+    status = reply.status_code
+    if status == 404 and _HUB_HEADER not in reply.headers:
+        return None
+    if status == 404:
+        raise ProbeFailed("redirect", f"{path}: 404 from the hub: the proxy has no route to the "
+                          "server (public URL not the proxy's?)")  # fmt: skip
+    if 300 <= status < 400:
+        where = reply.headers.get("Location", "")[:200]
+        raise ProbeFailed("redirect", f"{path}: {status} to {where or '(nowhere)'}: the proxy "
+                          "has no route to the server (just restarted?), or the public URL is "
+                          "not the proxy's")  # fmt: skip
+    if status != 200:
+        raise ProbeFailed("answer", f"{path}: {status}, not 200")
+    try:
+        answer = json.loads(reply.content)
+    except (ValueError, RecursionError, UnicodeDecodeError) as error:
+        raise ProbeFailed("answer", f"{path}: not readable JSON ({type(error).__name__})") from None
+    if not isinstance(answer, list):
+        raise ProbeFailed("answer", f"{path}: the answer is not a list")
+    return answer
 
 
 def summarize(kernels: list, terminals: list) -> ServerActivity:

@@ -21,6 +21,7 @@ from culler.docker_settings import DockerSettings
 ENV_PREFIX = "HUB_CULLER"
 YEAR = 365 * 86400.0
 DEFAULT_STATE_DIR = "/var/lib/hub-sidecars/culler"
+DEFAULT_STATUS_FILE = f"{DEFAULT_STATE_DIR}/status.json"
 
 EXAMPLE_HEADER = f"""\
 /etc/hub-sidecars/culler.toml: settings for `hub-culler` (hub-culler.service).
@@ -106,8 +107,9 @@ class HubSettings(HubConnectionSettings):
     )  # fmt: skip
     once: bool = setting(False, "one pass, then exit (non-zero when the pass failed)")
     status_file: str = setting(
-        f"{DEFAULT_STATE_DIR}/status.json",
-        "the last pass's result as JSON (empty: none)", metavar="FILE",
+        DEFAULT_STATUS_FILE,
+        "the last pass's result as JSON (empty: none; a dry run writes none at this default "
+        "path, the daemon's)", metavar="FILE",
     )  # fmt: skip
     metrics_file: str = setting(
         "", "Prometheus textfile metrics, e.g. for node_exporter's textfile collector "
@@ -122,8 +124,29 @@ class CullerSettings(DockerSettings, HubSettings):
     """Hub settings first, then Docker's (dataclass fields follow the reversed MRO)."""
 
 
+GROUPS_EXAMPLE = """
+# Per-group rules: members of a hub group get their own timeout, max_age, max_busy, or are
+# exempt; what a table leaves out, the settings above decide. A user in several groups gets
+# the most lenient of their rules (the longest timeout and max_busy, no max_age if one has none,
+# exempt if one is), and named servers follow their user's groups. Read again every pass (an
+# edit applies at the next pass; a wrong one fails the pass, culling nothing); each decision's
+# reason names the group. Needs read:groups. Examples:
+#
+# [groups.gpu]              # expensive servers: culled after 30 idle minutes, 8 h at most
+#   timeout = "30m"
+#   max_age = "8h"
+#   max_busy = "1h"
+#
+# [groups.course-tas]       # never culled
+#   exempt = true
+#
+# [groups.research]         # long-running work: a day of inactivity
+#   timeout = "1d"
+"""
+
+
 def example_config() -> str:
-    return render_example(CullerSettings, EXAMPLE_HEADER)
+    return render_example(CullerSettings, EXAMPLE_HEADER) + GROUPS_EXAMPLE
 
 
 def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> CullerSettings:
@@ -146,6 +169,9 @@ def resolve(settings: CullerSettings, environ: dict[str, str] | None = None) -> 
         raise ConfigError(
             f"max_busy ({settings.max_busy:g} s) must be at least timeout ({settings.timeout:g} s)"
         )
+    if settings.dry_run and settings.status_file == DEFAULT_STATUS_FILE:
+        # the daemon's status is not a dry run's to overwrite (an explicit path is written)
+        changes["status_file"] = ""
     for key in ("status_file", "metrics_file", "probe_state_file", "docker_state_file"):
         value = getattr(settings, key)
         if value and not os.path.isabs(value):

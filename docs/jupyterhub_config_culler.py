@@ -49,7 +49,7 @@ CULLER_SCOPES = [
     # Add these only for the options that need them:
     # "read:users",  # a user's `created` date: --cull-users and a users' --max-age
     # "delete:users",  # --cull-users
-    # "read:groups",  # --exclude-groups
+    # "read:groups",  # --exclude-groups, and per-group rules ([groups.NAME] in the --config file)
 ]
 # Without read:users the hub hides a user's `created`, so --max-age cannot apply to users;
 # without tokens the kernel check falls back to the hub's activity (a server whose

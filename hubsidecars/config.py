@@ -28,7 +28,7 @@ import textwrap
 import tomllib
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
 
 class ConfigError(Exception):
@@ -77,14 +77,40 @@ def parse_str(value: Any) -> str:
 
 
 def parse_list(value: Any) -> tuple[str, ...]:
-    """A TOML array of strings, or a comma-separated string from the environment or argv."""
+    """A TOML array of strings; from the environment or argv, the same array as JSON
+    (`["ta#x", "@sum(1,2)"]`, for names holding any character) or a comma-separated string in
+    which `\\,` is a comma inside a name and `\\\\` a backslash (`a,@sum(1\\,2)`)."""
     if isinstance(value, (list, tuple)):
         if not all(isinstance(item, str) for item in value):
             raise ValueError(f"not a list of strings: {value!r}")
         return tuple(value)
     if not isinstance(value, str):
         raise ValueError(f"not a list of strings: {value!r}")
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+    if value.lstrip().startswith("["):
+        try:
+            items = json.loads(value)
+        except (ValueError, RecursionError):
+            raise ValueError("starts with [ but is not a JSON list of strings; a name that "
+                             "starts with [ goes inside one: [\"[name\"]") from None  # fmt: skip
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError("not a JSON list of strings")
+        return tuple(items)
+    items, current, escaped = [], [], False
+    for char in value:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if escaped:
+        current.append("\\")
+    items.append("".join(current))
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def parse_mode(value: Any) -> int:
@@ -399,10 +425,12 @@ def load_settings(
     env_prefix: str,
     cli_values: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
+    sections: Collection[str] = (),
 ) -> Any:
     """Merge defaults, the TOML file, the environment and the command line, in that order, into
     an instance of `settings_class`. `cli_values` holds the parsed flags (vars(namespace));
-    names that are not options (the subcommand, positionals) are ignored."""
+    names that are not options (the subcommand, positionals) are ignored. TOML tables named
+    in `sections` are the caller's to read (e.g. the culler's [groups.NAME])."""
     environ = os.environ if environ is None else environ
     declared = options(settings_class)
     by_name = {option.name: option for option in declared}
@@ -411,6 +439,8 @@ def load_settings(
     config_path = cli_values.get("config") or environ.get(f"{env_prefix}_CONFIG")
     if config_path:
         for key, value in _read_toml(config_path).items():
+            if key in sections and isinstance(value, dict):
+                continue
             if key not in by_name:
                 raise ConfigError(f"{config_path}: unknown setting {key!r}")
             values[key] = by_name[key].convert(value, f"{config_path}: {key}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 
 from hubsidecars.logs import log_event
@@ -179,8 +181,10 @@ class HubClient:
 
     `api_url` is the hub API URL (e.g. http://127.0.0.1:8000/hub/api), `public_url` the origin
     through which users' servers are reached (default: the origin of `api_url`). `timeout` is
-    seconds per attempt (connect and read); a failed attempt is retried `retries` times, after
-    `backoff`, 2*`backoff`, 4*`backoff`... seconds (capped at `backoff_max`). `verify` is True,
+    seconds per attempt: per connect and read, and for the attempt whole, headers and body
+    (cut a tenth later, so that a silent peer ends on its read timeout); a failed attempt is
+    retried `retries` times, after `backoff`, 2*`backoff`, 4*`backoff`... seconds (capped at
+    `backoff_max`). `verify` is True,
     False or a CA bundle path; `client_cert`/`client_key` for a hub that wants client TLS.
     """
 
@@ -220,7 +224,7 @@ class HubClient:
         self._requests_made = 0
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+            adapter = _DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         # No ~/.netrc and no credentials from the environment: they would replace the token.
@@ -369,30 +373,39 @@ class HubClient:
         """Revoke a token made by create_user_token (gone already is fine)."""
         self.request("DELETE", f"/users/{quote(user, safe='')}/tokens/{quote(token_id, safe='')}")
 
-    def user_server_json(self, server: Server, path: str, *, timeout: float | None = None,
-                         retries: int | None = None, token: str | None = None,
-                         max_bytes: int = 2**20) -> Any:  # fmt: skip
-        """GET `path` (e.g. "api/kernels") from a user's server through the proxy, with the
-        same token (its role needs access:servers). None on 404. Redirects are not followed: a
-        server that sends the token to log in answers 302, which raises HubError. `timeout` and
-        `retries` override the client's for this request (a probe should give up quickly);
-        `timeout` bounds the whole answer, not each read. `token` replaces the client's own:
-        whatever is sent to a user's server, its user can read, so send a token of theirs
-        (create_user_token). An answer over `max_bytes` is refused unread."""
+    def user_server_get(self, server: Server, path: str, *, timeout: float | None = None,
+                        retries: int | None = None, token: str | None = None,
+                        max_bytes: int = 2**20) -> requests.Response:  # fmt: skip
+        """GET `path` (e.g. "api/kernels") from a user's server through the proxy; the whole
+        reply, read, whatever its status below 400 or 404 (redirects are not followed: a
+        server that sends the token to log in answers 302). Raises HubError for a transport
+        failure, a 5xx, another 4xx or an answer over `max_bytes` (refused unread). `timeout`
+        and `retries` override the client's for this request (a probe should give up
+        quickly); `timeout` bounds the whole answer, not each read. `token` replaces the
+        client's own: whatever is sent to a user's server, its user can read, so send a token
+        of theirs (create_user_token)."""
         base = server.url or f"/user/{quote(server.user, safe='')}/"
         if server.name and not server.url:
             base += f"{quote(server.name, safe='')}/"
         url = f"{self.public_url}{base}{path.lstrip('/')}"
-        reply = self._send("GET", url, url[len(self.public_url) :], from_hub=False,
-                           timeout=timeout, retries=retries, redirects=False, token=token,
-                           max_bytes=max_bytes)  # fmt: skip
+        return self._send("GET", url, url[len(self.public_url) :], from_hub=False,
+                          timeout=timeout, retries=retries, redirects=False, token=token,
+                          max_bytes=max_bytes)  # fmt: skip
+
+    def user_server_json(self, server: Server, path: str, *, timeout: float | None = None,
+                         retries: int | None = None, token: str | None = None,
+                         max_bytes: int = 2**20) -> Any:  # fmt: skip
+        """user_server_get's answer as JSON; None on 404; a redirect raises HubError."""
+        reply = self.user_server_get(server, path, timeout=timeout, retries=retries,
+                                     token=token, max_bytes=max_bytes)  # fmt: skip
+        base = reply.url[len(self.public_url) :] if reply.url else path
         if reply.status_code == 404:
             return None
         if reply.status_code >= 300:
             where = reply.headers.get("Location", "")
-            raise HubError(f"GET {base}{path}: {reply.status_code} {where}".rstrip(),
-                           status=reply.status_code, method="GET", path=base + path)  # fmt: skip
-        return _json(reply, "GET", base + path)
+            raise HubError(f"GET {base}: {reply.status_code} {where}".rstrip(),
+                           status=reply.status_code, method="GET", path=base)  # fmt: skip
+        return _json(reply, "GET", base)
 
     # -- the hub itself --------------------------------------------------------------------
 
@@ -423,14 +436,19 @@ class HubClient:
             attempt += 1
             with self._count_lock:
                 self._requests_made += 1
+            # a little after `timeout`, so that a silent peer still ends on its read timeout
+            whole = _Deadline(timeout + max(0.05, 0.1 * timeout))
             try:
                 deadline = time.monotonic() + timeout
-                reply = self.session.request(method, url, params=params, json=json,
-                                             headers=headers, timeout=timeout,
-                                             allow_redirects=redirects, stream=True)  # fmt: skip
-                _read_body(reply, deadline, max_bytes, f"{method} {path}")
+                with whole:
+                    reply = self.session.request(method, url, params=params, json=json,
+                                                 headers=headers, timeout=timeout,
+                                                 allow_redirects=redirects, stream=True)  # fmt: skip
+                    _read_body(reply, deadline, max_bytes, f"{method} {path}")
             except requests.RequestException as error:
                 failure, status, retryable = _describe(error), None, _may_retry(method, error)
+                if whole.expired and not isinstance(error, requests.Timeout):
+                    failure, retryable = str(_TooSlow.MESSAGE), method.upper() in _IDEMPOTENT
             except HubError as error:  # an answer over the size cap
                 raise HubError(self._scrub(str(error)), status=error.status, method=method,
                                path=path) from None  # fmt: skip
@@ -467,6 +485,88 @@ class HubClient:
 class _TooSlow(Exception):
     """The answer did not arrive whole within the request's timeout."""
 
+    MESSAGE = "the answer was not complete within the timeout"
+
+
+_current = threading.local()
+
+
+class _Deadline:
+    """A whole-request deadline: when `seconds` have passed, the socket the request is using
+    is shut down, so a peer that sends its headers (or body) a byte at a time cannot hold the
+    request past its timeout; requests' own timeout bounds each read only. The socket is
+    handed over by _DeadlineConnection when the request waits for its answer."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _current.deadline = None
+        with self._lock:
+            self._sock = None
+
+    def attach(self, sock) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                _shut(self._sock)
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _DeadlineConnectionMixin:
+    def getresponse(self, *args, **kwargs):
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None and getattr(self, "sock", None) is not None:
+            deadline.attach(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _DeadlineHTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter whose connections hand their socket to the request's _Deadline."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _DeadlineHTTPPool,
+                                                   "https": _DeadlineHTTPSPool}  # fmt: skip
+
 
 def _read_body(reply: requests.Response, deadline: float, max_bytes: int, where: str) -> None:
     """Read a streamed answer into `reply` within `deadline` and `max_bytes`: requests' own
@@ -475,7 +575,7 @@ def _read_body(reply: requests.Response, deadline: float, max_bytes: int, where:
     try:
         while True:
             if time.monotonic() > deadline:
-                raise _TooSlow("the answer was not complete within the timeout")
+                raise _TooSlow(_TooSlow.MESSAGE)
             try:
                 chunk = reply.raw.read1(65536, decode_content=True)
             except urllib3.exceptions.ReadTimeoutError as error:
@@ -502,7 +602,7 @@ def _read_body(reply: requests.Response, deadline: float, max_bytes: int, where:
 def _json(reply: requests.Response, method: str, path: str) -> Any:
     try:
         return reply.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
         kind = reply.headers.get("Content-Type", "no content type")
         raise HubError(f"{method} {path}: the answer is not JSON ({reply.status_code}, {kind})",
                        status=reply.status_code, method=method, path=path) from None  # fmt: skip
@@ -533,7 +633,7 @@ def _checked(reply: requests.Response, method: str, path: str,
 def _hub_message(reply: requests.Response) -> str:
     try:
         body = reply.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return reply.text[:200].strip()
     if isinstance(body, dict) and body.get("message"):
         return str(body["message"])

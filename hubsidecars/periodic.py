@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -85,6 +86,11 @@ class PeriodicRunner:
         if not self.logger.isEnabledFor(logging.DEBUG):
             quiet.setLevel(logging.WARNING)
         self.scheduler = scheduler or BackgroundScheduler(timezone=UTC, logger=quiet)
+        # (a scheduler given here logs where it was told to: its logger gets the filter too)
+        for target in {quiet, getattr(self.scheduler, "_logger", quiet)}:
+            if isinstance(target, logging.Logger) and not any(
+                    isinstance(f, _NoSkipWarnings) for f in target.filters):  # fmt: skip
+                target.addFilter(_NoSkipWarnings())
         self.passes = 0
         self.failures = 0
         self._stop = threading.Event()
@@ -94,6 +100,9 @@ class PeriodicRunner:
         # Held while pinging, and while announcing STOPPING=1: no ping can follow that.
         self._ping_lock = threading.Lock()
         self._stopping_announced = False
+        # Ticks that came while a pass was still running (skipped: passes never overlap);
+        # said in one line when that pass ends, not in one APScheduler warning per tick.
+        self._ticks_skipped = 0
 
     def run_once(self) -> int:
         """One pass in this thread; EXIT_OK, or EXIT_PASS_FAILED when it raised or said not ok."""
@@ -126,6 +135,7 @@ class PeriodicRunner:
 
     def _schedule_jobs(self) -> None:
         self.scheduler.add_executor(_DaemonThreadExecutor(_SCHEDULER_LOGGER), _EXECUTOR)
+        self.scheduler.add_listener(self._tick_skipped, EVENT_JOB_MAX_INSTANCES)
         common = {"executor": _EXECUTOR, "max_instances": 1, "coalesce": True,
                   "replace_existing": True}  # fmt: skip
         self.scheduler.add_job(
@@ -139,6 +149,10 @@ class PeriodicRunner:
                 self._ping, "interval", seconds=ping_every, id="watchdog",
                 name="watchdog", misfire_grace_time=max(1, math.ceil(ping_every)), **common,
             )  # fmt: skip
+
+    def _tick_skipped(self, event) -> None:
+        if event.job_id == "pass":
+            self._ticks_skipped += 1
 
     def _ping(self) -> None:
         with self._ping_lock:
@@ -160,6 +174,11 @@ class PeriodicRunner:
                 report, error = None, exc
             duration_ms = round((self.clock() - started) * 1000)
             self.passes = number
+            skipped, self._ticks_skipped = self._ticks_skipped, 0
+            if skipped:
+                log_event(self.logger, f"{self.name} overran its interval", logging.WARNING,
+                          pass_number=number, duration_ms=duration_ms,
+                          interval_s=f"{self.interval:g}", ticks_skipped=skipped)  # fmt: skip
             if report is not None and report.ok:
                 log_event(self.logger, f"{self.name} done", pass_number=number,
                           duration_ms=duration_ms, summary=report.summary,
@@ -216,6 +235,14 @@ class PeriodicRunner:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+class _NoSkipWarnings(logging.Filter):
+    """Drops APScheduler's "maximum number of running instances reached" warning, logged
+    once per tick that comes while a pass is still running: the runner says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in str(record.msg)
 
 
 def _as_report(result: PassReport | str | None) -> PassReport:

@@ -182,6 +182,22 @@ def test_dry_run_decides_and_changes_nothing(client, containers, tag, tmp_path):
     assert state_of(client, idle) == "running"
 
 
+def test_stops_run_side_by_side_up_to_concurrency(client, containers, tag, tmp_path):
+    """Each container ignores SIGTERM (sleep as PID 1), so each stop takes the whole stop
+    timeout: four of them one after another took 4 x 3 s; side by side, about 3 s."""
+    idle = [containers(f"jupyter-par{n}{tag}", user=f"par{n}{tag}") for n in range(4)]
+    backend = DockerCuller(client, make_settings(tmp_path, timeout=1.0, docker_stop_timeout=3.0,
+                                                 concurrency=4))  # fmt: skip
+    one_pass(backend)
+    time.sleep(1.2)
+    started = time.monotonic()
+    result = one_pass(backend)
+    took = time.monotonic() - started
+    assert {by_target(result)[c.name].result for c in idle} == {"culled"}, result.outcomes
+    assert all(state_of(client, c) == "exited" for c in idle)
+    assert took < 8, f"four 3 s stops took {took:.1f} s: one after another"
+
+
 def test_observations_survive_a_restart(client, containers, tag, tmp_path, caplog):
     idle = containers(f"jupyter-restart{tag}", user=f"restart{tag}")
     settings = make_settings(tmp_path)

@@ -276,3 +276,68 @@ def test_kernel_reasons_say_what_the_server_said():
     runaway = judge_kernels(IDLE, ServerActivity(1, 1, 0, ago(1)), NOW,
                             Policy(TIMEOUT, max_busy=TIMEOUT))  # fmt: skip
     assert runaway.reason == "1 kernel(s) busy, but idle 0:20:00 >= max_busy 0:10:00"
+
+
+# --- a server that could not say what its kernels do -------------------------------------------
+
+
+def test_an_unanswered_question_keeps_an_idle_server_until_max_busy():
+    from culler.policy import judge_unanswered
+
+    policy = Policy(timeout=TIMEOUT, max_busy=3600.0)
+    idle = judge_server(server(last_activity=ago(900)), NOW, policy)
+    kept = judge_unanswered(idle, "api/kernels: 302 to /hub/user/ada/api/kernels", policy)
+    assert (kept.cull, kept.why) == (False, "unanswered")
+    assert "302" in kept.reason and "max_busy 1:00:00" in kept.reason
+    old = judge_server(server(last_activity=ago(4000)), NOW, policy)
+    stopped = judge_unanswered(old, "timeout", policy)
+    assert stopped.cull and "max_busy 1:00:00" in stopped.reason
+    # a max-age verdict stands whatever the kernels do
+    aged = judge_server(server(started=ago(9000)), NOW, Policy(timeout=TIMEOUT, max_age=3600))
+    assert judge_unanswered(aged, "timeout", policy) == aged
+
+
+# --- per-group rules ----------------------------------------------------------------------------
+
+
+def test_a_group_rule_replaces_the_numbers_it_sets_and_says_so():
+    from culler.policy import GroupRule, policy_for
+
+    base = Policy(timeout=3600.0, max_age=0.0, max_busy=43200.0)
+    rules = {"gpu": GroupRule(timeout=1800.0, max_age=8 * 3600.0)}
+    policy, exempting = policy_for(base, rules, ["gpu", "students"])
+    assert (policy.timeout, policy.max_age, policy.max_busy, exempting) == (
+        1800.0, 8 * 3600.0, 43200.0, "")  # fmt: skip
+    verdict = judge_server(server(last_activity=ago(1900)), NOW, policy)
+    assert verdict.cull and verdict.reason == "idle 0:31:40 >= timeout 0:30:00 (group gpu)"
+    assert policy_for(base, rules, ["students"]) == (base, "")
+
+
+def test_in_several_groups_each_number_is_the_most_lenient():
+    from culler.policy import GroupRule, policy_for
+
+    base = Policy(timeout=3600.0, max_age=0.0, max_busy=43200.0)
+    rules = {
+        "gpu": GroupRule(timeout=1800.0, max_age=8 * 3600.0, max_busy=3600.0),
+        "research": GroupRule(timeout=86400.0),  # max_age and max_busy: the base's
+        "short": GroupRule(max_age=3600.0, timeout=600.0),
+    }
+    policy, _ = policy_for(base, rules, ["gpu", "research"])
+    # the base has no max_age, which research leaves as is: no limit
+    assert (policy.timeout, policy.max_age, policy.max_busy) == (86400.0, 0.0, 86400.0)
+    assert policy.origin == "most lenient of groups gpu, research"
+    policy, _ = policy_for(base, rules, ["gpu", "short"])
+    assert (policy.timeout, policy.max_age, policy.max_busy) == (1800.0, 8 * 3600.0, 43200.0)
+    active = judge_server(server(last_activity=ago(700)), NOW, policy)
+    assert active.reason == ("active 0:11:40 ago < timeout 0:30:00 (most lenient of groups "
+                             "gpu, short)")  # fmt: skip
+
+
+def test_one_exempting_group_exempts_and_is_named():
+    from culler.policy import GroupRule, policy_for
+
+    rules = {"gpu": GroupRule(timeout=60.0), "tas": GroupRule(exempt=True)}
+    policy, exempting = policy_for(Policy(timeout=TIMEOUT), rules, ["gpu", "tas"])
+    assert exempting == "tas"
+    verdict = judge_server(server(last_activity=ago(9000)), NOW, policy, exempt=True)
+    assert verdict.reason == "ada is exempt from culling (group tas)"

@@ -303,3 +303,48 @@ def test_generate_config_is_the_shipped_example_and_loads_as_the_defaults(tmp_pa
     assert settings(["--config", str(config)]) == settings([])
     # what is left uncommented is what an admin has to look at, and nothing else
     assert set(tomllib.loads(result.stdout)) <= {"url", "timeout"}
+
+
+def test_group_rules_are_read_from_their_tables_and_wrong_ones_are_one_line(tmp_path):
+    from culler.group_rules import read_group_rules
+    from culler.policy import GroupRule
+    from hubsidecars.config import ConfigError
+
+    path = tmp_path / "culler.toml"
+    path.write_text('timeout = "1h"\n[groups.gpu]\ntimeout = "30m"\nmax_age = 0\n'
+                    '[groups."ta#x"]\nexempt = true\n')  # fmt: skip
+    assert read_group_rules(str(path)) == {"gpu": GroupRule(timeout=1800.0, max_age=0.0),
+                                           "ta#x": GroupRule(exempt=True)}  # fmt: skip
+    for wrong, words in [('[groups.gpu]\ntimeout = "soon"\n', "timeout"),
+                         ('[groups.gpu]\ntimeout = 0\n', "out of range"),
+                         ('[groups.gpu]\nexempt = "maybe"\n', "exempt"),
+                         ('[groups.gpu]\ncolour = "red"\n', "unknown key 'colour'"),
+                         ('groups = ["gpu"]\n', "one table per group")]:  # fmt: skip
+        path.write_text(wrong)
+        with pytest.raises(ConfigError, match=words):
+            read_group_rules(str(path))
+
+
+def test_the_example_config_s_group_rules_are_valid_once_uncommented(tmp_path):
+    from culler.group_rules import read_group_rules
+    from culler.settings import GROUPS_EXAMPLE
+
+    text = "\n".join(line.removeprefix("#").split("#")[0].strip()
+                     for line in GROUPS_EXAMPLE.splitlines()
+                     if line.startswith(("# [", "#   ")))  # fmt: skip
+    (tmp_path / "g.toml").write_text(text + "\n")
+    rules = read_group_rules(str(tmp_path / "g.toml"))
+    assert set(rules) == {"gpu", "course-tas", "research"} and rules["course-tas"].exempt
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("ada, bob", ("ada", "bob")),
+    (r"ta#x,@sum(1\,2)", ("ta#x", "@sum(1,2)")),
+    (r"back\\slash", ("back\\slash",)),
+    ('["@sum(1,2)", " spaced "]', ("@sum(1,2)", " spaced ")),
+    ("", ()),
+])  # fmt: skip
+def test_lists_from_flags_and_environment_split_like_toml_arrays(value, expected):
+    from hubsidecars.config import parse_list
+
+    assert parse_list(value) == expected

@@ -34,11 +34,14 @@ class Seen:
 
 
 def send(handler: BaseHTTPRequestHandler, status: int, body: bytes,
-         content_type: str = "application/json", extra: dict | None = None) -> None:  # fmt: skip
+         content_type: str = "application/json", extra: dict | None = None,
+         as_hub: bool = True) -> None:  # fmt: skip
+    """`as_hub`: with the header every JupyterHub answer carries (False: a plain server's)."""
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(body)))
-    handler.send_header("X-JupyterHub-Version", "6.1.1")
+    if as_hub:
+        handler.send_header("X-JupyterHub-Version", "6.1.1")
     for key, value in (extra or {}).items():
         handler.send_header(key, value)
     handler.end_headers()
@@ -50,8 +53,9 @@ def answer_json(payload, status: int = 200, extra: dict | None = None) -> Behavi
     return lambda handler: send(handler, status, data, extra=extra)
 
 
-def answer_raw(body: bytes, status: int = 200, content_type: str = "text/html") -> Behaviour:
-    return lambda handler: send(handler, status, body, content_type)
+def answer_raw(body: bytes, status: int = 200, content_type: str = "text/html",
+               as_hub: bool = True) -> Behaviour:  # fmt: skip
+    return lambda handler: send(handler, status, body, content_type, as_hub=as_hub)
 
 
 class Stalled:
@@ -83,6 +87,25 @@ class Dribble:
         while not self.closed.wait(self.every):
             try:
                 handler.wfile.write(b" ")
+                handler.wfile.flush()
+            except OSError:
+                return
+
+
+class DribbleHeaders:
+    """The status line, then one header byte every `every` seconds, never the end of the
+    headers: each read is quick, so a per-read timeout never fires."""
+
+    def __init__(self, closed: threading.Event, every: float = 0.3) -> None:
+        self.closed = closed
+        self.every = every
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        handler.wfile.flush()
+        while not self.closed.wait(self.every):
+            try:
+                handler.wfile.write(b"x")
                 handler.wfile.flush()
             except OSError:
                 return
@@ -162,6 +185,9 @@ class HostileServer:
     def dribble(self, every: float = 0.5) -> Dribble:
         return Dribble(self.closed, every)
 
+    def dribble_headers(self, every: float = 0.3) -> DribbleHeaders:
+        return DribbleHeaders(self.closed, every)
+
     def record(self, seen: Seen) -> None:
         with self._lock:
             self.seen.append(seen)
@@ -180,7 +206,7 @@ class HostileServer:
             own = self.users.get(user, {})
             if rest in own:
                 return own[rest]
-            if rest in ("api/kernels", "api/terminals"):
+            if rest.endswith(("api/kernels", "api/terminals")):  # a named server's too
                 return answer_json([])
             return answer_json({"version": "2.14.0"})
         return answer_json({"message": f"no route {method} {bare}"}, 404)
