@@ -19,8 +19,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.culler.test_hub_backend import CULLER_SCOPES
-from tests.realparts.culler import CULLER, CullerDaemon, culler_env, run_once
+from tests.realparts.culler import CULLER, CULLER_SCOPES, CullerDaemon, culler_env, run_once
 from tests.realparts.hostile import (
     Gigantic,
     HostileServer,

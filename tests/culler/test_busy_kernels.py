@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from tests.culler.test_hub_backend import CULLER_SCOPES, running
-from tests.realparts.culler import run_once
+from tests.realparts.culler import CULLER_SCOPES, run_once, running
 from tests.realparts.hub import HubService
 from tests.realparts.kernels import UserServer
 

@@ -12,8 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.culler.test_hub_backend import CULLER_SCOPES
-from tests.realparts.culler import CullerDaemon, run_once
+from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once
 from tests.realparts.hostile import wait_until
 from tests.realparts.hub import HubService
 

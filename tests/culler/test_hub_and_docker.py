@@ -12,8 +12,7 @@ import docker
 import docker.errors
 import pytest
 
-from tests.culler.test_hub_backend import CULLER_SCOPES
-from tests.realparts.culler import run_once
+from tests.realparts.culler import CULLER_SCOPES, run_once
 from tests.realparts.docker import busybox_image
 from tests.realparts.hub import HubService
 

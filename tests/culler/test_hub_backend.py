@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from tests.realparts.culler import CullerDaemon, run_once
+from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
 from tests.realparts.hub import HubService
 
 pytestmark = pytest.mark.realhub
@@ -30,8 +30,6 @@ c.ResponderSpawner.stop_delays = {SLOW!r}
 c.JupyterHub.last_activity_interval = 2
 c.Authenticator.admin_users = {{"tmpadmin"}}
 """
-CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers",
-                 "tokens"]  # fmt: skip
 
 
 def services() -> list[HubService]:
@@ -47,11 +45,6 @@ def services() -> list[HubService]:
 @pytest.fixture(scope="module")
 def hub(start_module_hub):
     return start_module_hub(services(), CONFIG, spawner="responder")
-
-
-def running(hub, name: str, server: str = "") -> bool:
-    model = hub.api("GET", f"/users/{name}", "admin").json()
-    return server in model.get("servers", {})
 
 
 def start(hub, *names: str, server: str = "") -> None:

@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tests.culler.test_hub_backend import CULLER_SCOPES, running
-from tests.realparts.culler import CullerDaemon, run_once
+from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
 from tests.realparts.hub import HubService
 
 pytestmark = pytest.mark.realhub

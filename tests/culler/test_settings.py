@@ -19,8 +19,8 @@ from jupyterhub_idle_culler import IdleCuller
 
 from culler import cli
 from culler import settings as culler_settings
-from hubsidecars.hubsettings import DEFAULT_URL
 from hubsidecars.config import load_settings
+from hubsidecars.hubsettings import DEFAULT_URL
 
 REPO = Path(__file__).resolve().parents[2]
 HUB_CULLER = Path(sys.executable).parent / "hub-culler"

@@ -18,6 +18,9 @@ from pathlib import Path
 from tests.realparts.process import LoggedDaemon, ManagedProcess
 
 CULLER = Path(sys.executable).parent / "hub-culler"
+# The scopes docs/culler.md tells an admin to give the culler's token.
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers",
+                 "tokens"]  # fmt: skip
 
 
 def culler_env(token: str, **extra: str) -> dict[str, str]:
@@ -75,3 +78,9 @@ class CullerDaemon(LoggedDaemon):
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def running(hub, name: str, server: str = "") -> bool:
+    """Whether the hub lists that server of `name` (asked as the hub's "admin" service)."""
+    model = hub.api("GET", f"/users/{name}", "admin").json()
+    return server in model.get("servers", {})

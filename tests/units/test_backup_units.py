@@ -15,8 +15,7 @@ from backup.cli import build_parser
 from backup.settings import ENV_PREFIX, PASSPHRASE_CREDENTIAL, BackupSettings, example_config
 from hubsidecars.config import load_settings
 from tests.realparts.restuser import REPO
-from tests.units.test_culler_units import unit_settings
-from tests.units.test_restuser_units import SYSTEMD_UNIT_DIR, exposure, verify
+from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
 
 UNITS = REPO / "units"
 RUN = UNITS / "hub-backup.service"

@@ -13,25 +13,12 @@ import pytest
 from culler.settings import CullerSettings, example_config
 from hubsidecars.config import load_settings, options
 from tests.realparts.restuser import REPO
-from tests.units.test_restuser_units import SYSTEMD_UNIT_DIR, exposure, verify
+from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
 
 UNITS = REPO / "units"
 UNIT = UNITS / "hub-culler.service"
 EXAMPLE = UNITS / "culler.toml.example"
 HUB_CULLER = Path(shutil.which("hub-culler") or REPO / ".venv/bin/hub-culler")
-
-
-def unit_settings(text: str) -> dict[str, list[str]]:
-    """[Service] keys of a unit, each with every value it is given (systemd allows repeats)."""
-    values: dict[str, list[str]] = {}
-    section = None
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif section == "Service" and "=" in line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values.setdefault(key, []).append(value)
-    return values
 
 
 def test_culler_service_exposure_is_at_most_2_0():

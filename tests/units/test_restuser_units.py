@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 
@@ -13,15 +11,9 @@ import pytest
 from hubsidecars.config import load_settings, options
 from restuser.settings import RestuserSettings, example_config
 from tests.realparts.restuser import REPO, restuser_command
+from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, verify
 
 UNITS = REPO / "units"
-SYSTEMD_UNIT_DIR = Path("/usr/lib/systemd/system")
-
-
-def exposure(unit: Path) -> float:
-    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
-                            capture_output=True, text=True, check=True)  # fmt: skip
-    return float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout).group(1))
 
 
 def test_restuser_service_exposure_is_at_most_2_5():
@@ -44,11 +36,6 @@ def unit_root(tmp_path):
     shutil.copytree(SYSTEMD_UNIT_DIR, root / SYSTEMD_UNIT_DIR.relative_to("/"), symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     return root
-
-
-def verify(root: Path, *units: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units],
-                          capture_output=True, text=True)  # fmt: skip
 
 
 def test_units_verify_clean(unit_root):

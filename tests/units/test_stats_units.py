@@ -13,8 +13,7 @@ import pytest
 from hubsidecars.config import load_settings
 from stats.settings import ENV_PREFIX, SERVE_TOKEN_CREDENTIAL, StatsSettings, example_config
 from tests.realparts.restuser import REPO
-from tests.units.test_culler_units import unit_settings
-from tests.units.test_restuser_units import SYSTEMD_UNIT_DIR, exposure, verify
+from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
 
 UNITS = REPO / "units"
 COLLECTOR = UNITS / "hub-stats.service"
