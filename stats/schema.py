@@ -321,13 +321,73 @@ VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class NotAnActivityDatabase(ConfigError):
+    """The file at --db is not hub-stats' (another program's database, or not SQLite)."""
+
+
+def check_file(path: str) -> None:
+    """Refuse, without writing a byte, a file that hub-stats must not open for writing: not
+    SQLite, another program's database, or written by a newer hub-stats. Read from the file's
+    header and, for an unversioned SQLite file, its schema (an immutable read: no lock, no
+    journal, no -wal/-shm file). A missing or empty file is a new database. A compmodels-era
+    file (its one `activity` table) is ours to migrate."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise ConfigError(f"cannot open the activity database {path}: it is a directory")
+    except OSError as error:
+        raise ConfigError(f"cannot open the activity database {path}: {error.strerror}") from None
+    if not header:
+        return
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise NotAnActivityDatabase(f"{path} is not an SQLite database; not touched (give "
+                                    "--db a new path or hub-stats' activity.sqlite)")  # fmt: skip
+    current = int.from_bytes(header[60:64], "big")  # PRAGMA user_version
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"activity database is at schema version {current}, newer than this hub-stats "
+            f"({SCHEMA_VERSION}): upgrade hub-stats; not touched"
+        )
+    if current:
+        return
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True)
+        try:
+            objects = conn.execute("SELECT type, name, tbl_name FROM sqlite_master "
+                                   "WHERE name NOT LIKE 'sqlite_%'").fetchall()  # fmt: skip
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(activity)")]
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise NotAnActivityDatabase(f"{path} cannot be read as SQLite ({error}); "
+                                    "not touched") from None  # fmt: skip
+    # a compmodels file: its activity table, perhaps an index on it
+    compmodels = columns == ["date", "user", "active"] and all(
+        (kind, table) in (("table", "activity"), ("index", "activity"))
+        for kind, _, table in objects)  # fmt: skip
+    if objects and not compmodels:
+        names = ", ".join(sorted(name for _, name, _ in objects)[:5])
+        raise NotAnActivityDatabase(f"{path} is another program's database (it holds {names}); "
+                                    "not touched: give --db hub-stats' own file")  # fmt: skip
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite_utils.Database:
-    """Open (creating and migrating unless `readonly`) the database in WAL mode."""
+    """Open (creating and migrating unless `readonly`) the database in WAL mode. A file that
+    check_file refuses is refused before it is opened for writing."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         db = sqlite_utils.Database(conn)
         db.execute("PRAGMA busy_timeout = 5000")
         return db
+    check_file(path)
     try:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db = sqlite_utils.Database(conn)
