@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from hubsidecars.hubapi import HubClient, HubError, Server, User
 from hubsidecars.logs import log_event
 
+from culler.footprints import publish_footprints
 from culler.outcomes import Outcome, PassResult
 from culler.policy import Policy, Verdict, format_duration, judge_kernels, judge_server, judge_user
 from culler.policy import server_label
@@ -143,6 +144,7 @@ class HubCuller:
             result.add(outcome)
         if not self.options.dry_run:
             self.marks.save()
+            publish_footprints(self.options.probe_state_file)  # for hub-stats (footprints.py)
 
         stopped = {(o.target) for o in outcomes if o.result in ("culled", "would-cull")}
         if self.policy.cull_users:

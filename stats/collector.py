@@ -17,6 +17,7 @@ from hubsidecars.hubapi import HubClient, HubError, MissingScope
 from hubsidecars.logs import log_event
 from hubsidecars.periodic import PassReport
 
+from stats.footprints import Footprints, load_footprints
 from stats.recorder import record_failed_poll, record_poll
 from stats.schema import check_file, connect
 
@@ -67,10 +68,11 @@ log = logging.getLogger("stats")
 
 class Collector:
     def __init__(self, client: HubClient, db_path: str, interval: float, *,
-                 groups: bool = True, containers=None,
+                 groups: bool = True, containers=None, culler_footprints: str = "",
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
         """`containers`, when given, is called with (db, poll_id) after a recorded poll to add
-        the Docker samples (stats.containers)."""
+        the Docker samples (stats.containers). `culler_footprints`: hub-culler's published
+        question windows (stats.footprints), read at every poll."""
         self.client = client
         self.db_path = db_path
         check_file(db_path)  # before the lock, which may create the file
@@ -80,6 +82,7 @@ class Collector:
         self.interval = interval
         self.want_groups = groups
         self.containers = containers
+        self.culler_footprints = culler_footprints
         self.now = now
         self._said: set[str] = set()
 
@@ -106,6 +109,7 @@ class Collector:
             groups = self._groups()
             version = self.client.version()
             self._refuse_empty_listing(users, unreadable)
+            users = self._footprints().strip(users)
         except Exception as error:  # noqa: BLE001 - every failure is a recorded failed poll
             reason = str(error) if isinstance(error, HubError) else (
                 f"{type(error).__name__}: {error}")  # fmt: skip
@@ -126,6 +130,14 @@ class Collector:
                 log_event(log, "container samples failed", logging.WARNING,
                           error=f"{type(error).__name__}: {error}")  # fmt: skip
         return PassReport(summary.line())
+
+    def _footprints(self) -> Footprints:
+        try:
+            return load_footprints(self.culler_footprints)
+        except ValueError as error:
+            self._once("footprints", "cannot read hub-culler's footprints: its questions to "
+                       "servers may be recorded as activity", error=str(error))  # fmt: skip
+            return Footprints()
 
     def _missing_but_there(self, users: list, unreadable: set[str]) -> list:
         """Users present at the last poll that this listing lacks, asked for one by one: only
