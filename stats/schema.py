@@ -124,24 +124,42 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_core, 2
 
 # --- views: rebuilt on every open ------------------------------------------------------------
 
-# A user's own last_activity (server_name IS NULL) as of poll p, and whether they had a server.
+# The legacy view: a user's own last_activity (server_name IS NULL) as of poll p, and whether
+# they had a server. "As of p" is the greatest last_activity of the user's events up to p. The
+# recorder writes a user's own events only when their last_activity moves forward (one users
+# row's life: each event later than the one before), so within the life that is alive at p that
+# greatest one is simply the latest event up to p: one seek in activity_events_own. Events of
+# earlier lives of the same name (a user deleted and created again) come before the life's
+# first poll and are taken as a max (an empty range for a name never re-created). The server
+# check runs only for a user whose activity is recent enough, and in two seeks of
+# sessions_open_at (a run still open, or one that ends after p). Rows are generated poll by
+# poll (CROSS JOIN keeps polls as the outer loop): a WHERE on `date` is pushed into the polls
+# loop and read through polls_time, so one day costs a day's rows, not the year's.
 VIEWS: dict[str, str] = {
     "activity": """
         SELECT date, user, active FROM compmodels_activity
         UNION ALL
         SELECT p.time AS date, u.name AS user,
-            CASE WHEN EXISTS (
-                    SELECT 1 FROM sessions s
-                    WHERE s.user = u.name AND s.first_poll <= p.id
-                      AND (s.end_poll IS NULL OR s.end_poll > p.id))
-                AND julianday((
-                    SELECT max(e.last_activity) FROM activity_events e
-                    WHERE e.user = u.name AND e.server_name IS NULL AND e.poll_id <= p.id
-                )) >= julianday(p.time) - p.interval_s / 86400.0
+            CASE WHEN (
+                    julianday((
+                        SELECT e.last_activity FROM activity_events e
+                        WHERE e.user = u.name AND e.server_name IS NULL
+                          AND e.poll_id >= u.first_poll AND e.poll_id <= p.id
+                        ORDER BY e.poll_id DESC, e.last_activity DESC LIMIT 1
+                    )) >= julianday(p.time) - p.interval_s / 86400.0
+                    OR julianday((
+                        SELECT max(e.last_activity) FROM activity_events e
+                        WHERE e.user = u.name AND e.server_name IS NULL
+                          AND e.poll_id < u.first_poll
+                    )) >= julianday(p.time) - p.interval_s / 86400.0)
+                AND (EXISTS (
+                        SELECT 1 FROM sessions s
+                        WHERE s.user = u.name AND s.end_poll IS NULL AND s.first_poll <= p.id)
+                    OR EXISTS (
+                        SELECT 1 FROM sessions s
+                        WHERE s.user = u.name AND s.end_poll > p.id AND s.first_poll <= p.id))
             THEN 1 ELSE 0 END AS active
         FROM polls p
-        -- CROSS JOIN keeps polls as the outer loop: rows come poll by poll, as the compmodels
-        -- table had them, without sorting millions of rows
         CROSS JOIN users u
         WHERE p.ok = 1 AND u.first_poll <= p.id AND (u.gone_poll IS NULL OR u.gone_poll > p.id)
     """,
@@ -209,6 +227,16 @@ VIEWS: dict[str, str] = {
               FROM activity_events WHERE server_name IS NULL)
         GROUP BY weekday, hour ORDER BY weekday, hour
     """,
+}
+
+
+# Indexes only the views need: created on open when missing (they hold no data of their own,
+# so a file written before them needs no migration, only the time to build them once).
+VIEW_INDEXES: dict[str, str] = {
+    "activity_events_own": "activity_events(user, poll_id, last_activity) "
+                           "WHERE server_name IS NULL",
+    "sessions_open_at": "sessions(user, end_poll, first_poll)",
+    "compmodels_activity_date": "compmodels_activity(date)",
 }
 
 
@@ -428,6 +456,10 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
 
 
 def _views_current(db: sqlite_utils.Database) -> bool:
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master "
+                                              "WHERE type = 'index'")}  # fmt: skip
+    if not VIEW_INDEXES.keys() <= indexes:
+        return False
     stored = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
     if any((stored.get(name) or "").rstrip() != f"CREATE VIEW [{name}] AS {sql}".rstrip()
            for name, sql in VIEWS.items()):  # fmt: skip
@@ -441,6 +473,8 @@ def _views_current(db: sqlite_utils.Database) -> bool:
 
 
 def _rebuild_views(db: sqlite_utils.Database) -> None:
+    for name, definition in VIEW_INDEXES.items():
+        db.execute(f"CREATE INDEX IF NOT EXISTS [{name}] ON {definition}")
     for name in VIEWS:
         db.execute(f"DROP VIEW IF EXISTS [{name}]")
     for name, sql in VIEWS.items():  # in order: session_spans before sessions_per_user
