@@ -144,8 +144,8 @@ class Collector:
         the hub's 404 makes one gone. A listing read page by page is not a snapshot: a user
         deleted (or created) between two page requests shifts the offsets, and a user who
         still runs falls between two pages. Returns the users found; a user the hub cannot be
-        asked about (an error, a scope the token lacks) goes into `unreadable`: left as it was
-        for this poll."""
+        asked about (an error) goes into `unreadable`: left as it was. (A real hub lets even a
+        token holding list:users alone read a user by name.)"""
         listed = {user.name for user in users} | unreadable
         present = [name for (name,) in self.db.execute(
             "SELECT name FROM users WHERE gone_poll IS NULL ORDER BY id")]  # fmt: skip
