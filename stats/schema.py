@@ -130,9 +130,10 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_core, 2
 # row's life: each event later than the one before), so within the life that is alive at p that
 # greatest one is simply the latest event up to p: one seek in activity_events_own. Events of
 # earlier lives of the same name (a user deleted and created again) come before the life's
-# first poll and are taken as a max (an empty range for a name never re-created). The server
-# check runs only for a user whose activity is recent enough, and in two seeks of
-# sessions_open_at (a run still open, or one that ends after p). Rows are generated poll by
+# first poll and are taken as a max, asked only for a users row that is a later life (that set
+# is computed once per query, not per row). The server check runs only for a user whose
+# activity is recent enough, in two seeks of sessions_open_at (a run still open, or one that
+# ends after p). Rows are generated poll by
 # poll (CROSS JOIN keeps polls as the outer loop): a WHERE on `date` is pushed into the polls
 # loop and read through polls_time, so one day costs a day's rows, not the year's.
 VIEWS: dict[str, str] = {
@@ -147,7 +148,10 @@ VIEWS: dict[str, str] = {
                           AND e.poll_id >= u.first_poll AND e.poll_id <= p.id
                         ORDER BY e.poll_id DESC, e.last_activity DESC LIMIT 1
                     )) >= julianday(p.time) - p.interval_s / 86400.0
-                    OR julianday((
+                    OR u.id IN (SELECT later.id FROM users later JOIN users earlier
+                                ON earlier.name = later.name
+                                AND earlier.first_poll < later.first_poll)
+                       AND julianday((
                         SELECT max(e.last_activity) FROM activity_events e
                         WHERE e.user = u.name AND e.server_name IS NULL
                           AND e.poll_id < u.first_poll
