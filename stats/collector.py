@@ -21,6 +21,7 @@ from stats.footprints import Footprints, load_footprints
 from stats.recorder import record_failed_poll, record_poll
 from stats.schema import check_file, connect
 
+
 def hold_collector_lock(db_path: str) -> int:
     """One collector per database: a second one would record every poll twice (and the
     compmodels view would show two rows per user per interval). An flock on the database file
