@@ -21,7 +21,10 @@ min to 5 h with activity moving at 75% of its polls, and the server is stopped a
 the last activity (as a culler would). Printed: the file size, rows per table, the export time
 of stats.export.export_snapshot (VACUUM INTO), and the compmodels table (date, user, active:
 one row per user per poll) for the same polls: built for --compmodels-days and scaled to the
-year (rows and bytes are linear in polls; --compmodels-days 365 builds all of it).
+year (rows and bytes are linear in polls; --compmodels-days 365 builds all of it). The legacy
+`activity` view against that table, both read as a notebook does: one day's rows (the middle
+day; the table's without and with an index on date), and the whole of it streamed with
+fetchmany (rows per second; stopped after --scan-cap seconds).
 
 Run as root: python bench/stats.py [--users 2000 --servers 500 --active 100 --moved 200]
 [--year-users 500 --days 365 --compmodels-days 30]; quick: --quick (300 users, 14 days).
