@@ -73,10 +73,14 @@ def publish_footprints(marks_path: str, *, now: datetime | None = None) -> None:
     windows |= _windows(_read(marks_path))
     oldest = now - KEEP
     kept = sorted(window for window in windows if parse_time(window[2]) >= oldest)
+    if not kept and published is None:
+        return  # nothing asked yet, nothing published: no file, no directory
     document = {"version": 1, "windows": [{"key": list(key), "from": start, "until": end}
                                           for key, start, end in kept]}  # fmt: skip
     try:
         directory = os.path.dirname(path)
+        if os.path.islink(directory):  # never chmod what a link leads to
+            raise OSError(40, "the footprints directory is a symbolic link")
         os.makedirs(directory, exist_ok=True)
         os.chmod(directory, 0o755)  # past the service's UMask: hub-stats reads it
         replace_file(path, json.dumps(document) + "\n", mode=0o644)
