@@ -21,7 +21,10 @@ min to 5 h with activity moving at 75% of its polls, and the server is stopped a
 the last activity (as a culler would). Printed: the file size, rows per table, the export time
 of stats.export.export_snapshot (VACUUM INTO), and the compmodels table (date, user, active:
 one row per user per poll) for the same polls: built for --compmodels-days and scaled to the
-year (rows and bytes are linear in polls; --compmodels-days 365 builds all of it).
+year (rows and bytes are linear in polls; --compmodels-days 365 builds all of it). The legacy
+`activity` view against that table, both read as a notebook does: one day's rows (the middle
+day; the table's without and with an index on date), and the whole of it streamed with
+fetchmany (rows per second; stopped after --scan-cap seconds).
 
 Run as root: python bench/stats.py [--users 2000 --servers 500 --active 100 --moved 200]
 [--year-users 500 --days 365 --compmodels-days 30]; quick: --quick (300 users, 14 days).
@@ -239,7 +242,7 @@ def plan_year(users: int, days: int, seed: int = 2026) -> dict[int, list[tuple[s
 
 
 def simulate_year(path: Path, compmodels: Path, users: int, days: int,
-                  compmodels_days: int) -> dict:  # fmt: skip
+                  compmodels_days: int, scan_cap: float = 600) -> dict:  # fmt: skip
     """Write the year through record_poll (and the compmodels table for its first days)."""
     t0 = datetime(2025, 1, 6, tzinfo=UTC)
     created = t0 - timedelta(days=30)
@@ -298,16 +301,57 @@ def simulate_year(path: Path, compmodels: Path, users: int, days: int,
     results["export_s"] = time.monotonic() - started
     results["export_bytes"] = out.stat().st_size
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    started = time.monotonic()
     middle = (t0 + timedelta(days=days // 2)).date()
-    day = [str(middle), str(middle + timedelta(days=1))]
-    day_rows = conn.execute("SELECT count(*) FROM activity WHERE date >= ? AND date < ?",
-                            day).fetchone()[0]
-    results["legacy_day_s"] = time.monotonic() - started
-    results["legacy_day_rows"] = day_rows
+    results["legacy_day_s"], results["legacy_day_rows"] = one_day(conn, middle)
+    results["legacy_scan"] = scan(conn, "SELECT * FROM activity", scan_cap)
     started = time.monotonic()
     conn.execute("SELECT * FROM daily_active_users").fetchall()
     results["daily_view_s"] = time.monotonic() - started
+    conn.close()
+    results["compmodels"] = compmodels_baseline(compmodels, t0, min(days, compmodels_days),
+                                                scan_cap)  # fmt: skip
+    return results
+
+
+def one_day(conn, day) -> tuple[float, int]:
+    """Every row of one day of `activity`, as a notebook reads it (seconds, rows)."""
+    started = time.monotonic()
+    found = conn.execute("SELECT * FROM activity WHERE date >= ? AND date < ?",
+                         [str(day), str(day + timedelta(days=1))]).fetchall()  # fmt: skip
+    return time.monotonic() - started, len(found)
+
+
+def scan(conn, sql: str, cap: float) -> dict:
+    """Stream `sql`'s rows (fetchmany, as pandas.read_sql with a chunksize does) for at most
+    `cap` seconds: rows read, seconds, whether it reached the end, the first row's delay."""
+    started = time.monotonic()
+    cursor = conn.execute(sql)
+    first = None
+    count, done = 0, False
+    while True:
+        batch = cursor.fetchmany(10000)
+        if first is None:
+            first = time.monotonic() - started
+        if not batch:
+            done = True
+            break
+        count += len(batch)
+        if time.monotonic() - started > cap:
+            break
+    cursor.close()
+    return {"rows": count, "s": time.monotonic() - started, "done": done, "first_s": first}
+
+
+def compmodels_baseline(path: Path, t0: datetime, days: int, cap: float) -> dict:
+    """The compmodels table built in this run: one day without and with an index on date,
+    and the whole table streamed."""
+    conn = sqlite3.connect(path)
+    middle = (t0 + timedelta(days=days // 2)).date()
+    results = {"days": days}
+    results["day_s"], results["day_rows"] = one_day(conn, middle)
+    results["scan"] = scan(conn, "SELECT * FROM activity", cap)
+    conn.execute("CREATE INDEX activity_date ON activity(date)")
+    results["day_indexed_s"], _ = one_day(conn, middle)
     conn.close()
     return results
 
@@ -365,9 +409,19 @@ def report(args, hub: dict | None, year: dict) -> None:
     print(f"ratio compmodels / activity.sqlite: {compmodels / year['bytes']:.1f}x")
     print(f"export_snapshot (VACUUM INTO) of the year: {year['export_s']:.2f} s, "
           f"{mib(year['export_bytes'])}")  # fmt: skip
-    print(f"legacy activity view, one day's rows ({year['legacy_day_rows']:,}): "
-          f"{year['legacy_day_s']:.1f} s; daily_active_users over the year: "
-          f"{year['daily_view_s']:.1f} s")  # fmt: skip
+    base = year["compmodels"]
+    print(f"one day of `activity` (SELECT * WHERE date in the day, {year['legacy_day_rows']:,} "
+          f"rows): the view {year['legacy_day_s']:.2f} s; the compmodels table "
+          f"({base['day_rows']:,} rows, built in this run for {base['days']} days) "
+          f"{base['day_s']:.2f} s without an index, {base['day_indexed_s']:.3f} s with one "
+          f"on date")  # fmt: skip
+    for label, run in (("the view", year["legacy_scan"]), ("the compmodels table", base["scan"])):
+        rate = run["rows"] / run["s"] if run["s"] else 0
+        whole = "all of it" if run["done"] else f"stopped after {run['s']:.0f} s"
+        print(f"SELECT * FROM activity streamed, {label:20}: {run['rows']:,} rows in "
+              f"{run['s']:.1f} s ({whole}), {rate:,.0f} rows/s, first rows after "
+              f"{run['first_s']:.3f} s")  # fmt: skip
+    print(f"daily_active_users over the year: {year['daily_view_s']:.1f} s")
 
 
 def main() -> int:
@@ -380,6 +434,8 @@ def main() -> int:
     parser.add_argument("--year-users", type=int, default=500)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--compmodels-days", type=int, default=30)
+    parser.add_argument("--scan-cap", type=float, default=600,
+                        help="stop streaming a whole `activity` after this many seconds")
     parser.add_argument("--quick", action="store_true", help="300 users, 100 servers, 14 days")
     parser.add_argument("--no-hub", action="store_true", help="only the simulated year")
     parser.add_argument("--keep", metavar="DIR", help="keep the files here")
@@ -391,7 +447,8 @@ def main() -> int:
     if args.year_only:  # the child process of part 2
         folder = Path(args.year_only)
         results = simulate_year(folder / "year.sqlite", folder / "compmodels.sqlite",
-                                args.year_users, args.days, args.compmodels_days)  # fmt: skip
+                                args.year_users, args.days, args.compmodels_days,
+                                args.scan_cap)  # fmt: skip
         (folder / "year.json").write_text(json.dumps(results))
         return 0
     scratch = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-stats-"))
@@ -401,7 +458,8 @@ def main() -> int:
     year_dir.mkdir(exist_ok=True)
     child = subprocess.Popen([sys.executable, __file__, "--year-only", str(year_dir),
                               "--year-users", str(args.year_users), "--days", str(args.days),
-                              "--compmodels-days", str(args.compmodels_days)])  # fmt: skip
+                              "--compmodels-days", str(args.compmodels_days),
+                              "--scan-cap", str(args.scan_cap)])  # fmt: skip
     try:
         hub = None if args.no_hub else hub_part(args, scratch)
         print("waiting for the simulated year", flush=True)

@@ -22,6 +22,7 @@ from hubsidecars.config import ConfigError
 from hubsidecars.hubapi import HubClient, HubError, Server, User
 from hubsidecars.logs import log_event
 
+from culler.footprints import publish_footprints
 from culler.group_rules import read_group_rules
 from culler.outcomes import Outcome, PassResult
 from culler.policy import Policy, Verdict, format_duration, judge_kernels, judge_server, judge_user
@@ -153,6 +154,7 @@ class HubCuller:
             result.add(outcome)
         if not self.options.dry_run:
             self.marks.save()
+            publish_footprints(self.options.probe_state_file)  # for hub-stats (footprints.py)
 
         stopped = {(o.target) for o in outcomes if o.result in ("culled", "would-cull")}
         if self.policy.cull_users:

@@ -63,7 +63,8 @@ def collect(settings: stats_settings.StatsSettings) -> int:
 
         containers = ContainerSampler.from_settings(settings)
     collector = Collector(client, settings.db, settings.interval, groups=settings.groups,
-                          containers=containers)  # fmt: skip
+                          containers=containers,
+                          culler_footprints=settings.culler_footprints)  # fmt: skip
     log_event(log, "collecting", url=settings.url, db=settings.db, interval=settings.interval,
               docker=settings.docker)  # fmt: skip
     runner = PeriodicRunner(collector, settings.interval, name="poll",

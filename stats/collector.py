@@ -17,36 +17,34 @@ from hubsidecars.hubapi import HubClient, HubError, MissingScope
 from hubsidecars.logs import log_event
 from hubsidecars.periodic import PassReport
 
+from stats.footprints import Footprints, load_footprints
 from stats.recorder import record_failed_poll, record_poll
-from stats.schema import connect
-
-LOCK_SUFFIX = ".lock"
+from stats.schema import check_file, connect
 
 
 def hold_collector_lock(db_path: str) -> int:
     """One collector per database: a second one would record every poll twice (and the
-    compmodels view would show two rows per user per interval). flock beside the file, held
-    for the life of the process; the kernel drops it with the process."""
+    compmodels view would show two rows per user per interval). An flock on the database file
+    itself, so that a second path to it (a symlink, a bind mount) meets the same lock; held for
+    the life of the process, dropped by the kernel with it. SQLite locks with fcntl, which an
+    flock does not disturb. Call stats.schema.check_file first: this creates a missing file
+    (empty, which SQLite takes as a new database) but never writes into an existing one."""
     import fcntl
     import os
 
     from hubsidecars.config import ConfigError
 
-    path = db_path + LOCK_SUFFIX
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as error:
-        raise ConfigError(f"cannot open the activity database's lock {path}: "
+        raise ConfigError(f"cannot open the activity database {db_path}: "
                           f"{error.strerror}") from None  # fmt: skip
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise ConfigError(f"another hub-stats collector (pid {holder}) records into {db_path}; "
-                          "two would record every poll twice") from None  # fmt: skip
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        raise ConfigError(f"another hub-stats collector records into {db_path} (or the file "
+                          "it points to); two would record every poll twice") from None  # fmt: skip
     return fd
 
 
@@ -71,18 +69,21 @@ log = logging.getLogger("stats")
 
 class Collector:
     def __init__(self, client: HubClient, db_path: str, interval: float, *,
-                 groups: bool = True, containers=None,
+                 groups: bool = True, containers=None, culler_footprints: str = "",
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
         """`containers`, when given, is called with (db, poll_id) after a recorded poll to add
-        the Docker samples (stats.containers)."""
+        the Docker samples (stats.containers). `culler_footprints`: hub-culler's published
+        question windows (stats.footprints), read at every poll."""
         self.client = client
         self.db_path = db_path
+        check_file(db_path)  # before the lock, which may create the file
         self._lock_fd = hold_collector_lock(db_path)
         self.db = connect(db_path)
         self._identity = _identity(db_path)
         self.interval = interval
         self.want_groups = groups
         self.containers = containers
+        self.culler_footprints = culler_footprints
         self.now = now
         self._said: set[str] = set()
 
@@ -104,10 +105,12 @@ class Collector:
 
         try:
             users = _unique(self.client.iter_users(on_malformed=skip_user))
+            users += self._missing_but_there(users, unreadable)
             self._say_hidden(users)
             groups = self._groups()
             version = self.client.version()
             self._refuse_empty_listing(users, unreadable)
+            users = self._footprints().strip(users)
         except Exception as error:  # noqa: BLE001 - every failure is a recorded failed poll
             reason = str(error) if isinstance(error, HubError) else (
                 f"{type(error).__name__}: {error}")  # fmt: skip
@@ -128,6 +131,45 @@ class Collector:
                 log_event(log, "container samples failed", logging.WARNING,
                           error=f"{type(error).__name__}: {error}")  # fmt: skip
         return PassReport(summary.line())
+
+    def _footprints(self) -> Footprints:
+        try:
+            return load_footprints(self.culler_footprints)
+        except ValueError as error:
+            self._once("footprints", "cannot read hub-culler's footprints: its questions to "
+                       "servers may be recorded as activity", error=str(error))  # fmt: skip
+            return Footprints()
+
+    def _missing_but_there(self, users: list, unreadable: set[str]) -> list:
+        """Users present at the last poll that this listing lacks, asked for one by one: only
+        the hub's 404 makes one gone. A listing read page by page is not a snapshot: a user
+        deleted (or created) between two page requests shifts the offsets, and a user who
+        still runs falls between two pages. Returns the users found; a user the hub cannot be
+        asked about (an error) goes into `unreadable`: left as it was. (A real hub lets even a
+        token holding list:users alone read a user by name.)"""
+        listed = {user.name for user in users} | unreadable
+        present = [name for (name,) in self.db.execute(
+            "SELECT name FROM users WHERE gone_poll IS NULL ORDER BY id")]  # fmt: skip
+        missing = [name for name in present if name not in listed]
+        if not missing or not users:
+            return []  # an empty listing is _refuse_empty_listing's to judge
+        found = []
+        for name in missing:
+            try:
+                user = self.client.get_user(name)
+            except (HubError, KeyError, TypeError, ValueError, AttributeError) as error:
+                unreadable.add(name)
+                self._once(f"unconfirmed:{type(error).__name__}", "a user missing from the "
+                           "listing could not be looked up; left as it was", user=name,
+                           error=str(error))  # fmt: skip
+                continue
+            if user is not None:
+                found.append(user)
+        if found:
+            log_event(log, "users missing from the paged listing are still in the hub "
+                      "(changed between pages); recorded as present", logging.INFO,
+                      users=len(found))  # fmt: skip
+        return found
 
     def _refuse_empty_listing(self, users: list, unreadable: set[str]) -> None:
         """A hub that lists nobody while the database has users present is glitching (its
@@ -153,6 +195,12 @@ class Collector:
             self.db.conn.close()
         except Exception:  # noqa: BLE001
             pass
+        import os
+
+        check_file(self.db_path)
+        lock_fd = hold_collector_lock(self.db_path)
+        os.close(self._lock_fd)  # the old file's: SQLite's connection to it is closed
+        self._lock_fd = lock_fd
         self.db = connect(self.db_path)
         self._identity = _identity(self.db_path)
 

@@ -124,24 +124,46 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_core, 2
 
 # --- views: rebuilt on every open ------------------------------------------------------------
 
-# A user's own last_activity (server_name IS NULL) as of poll p, and whether they had a server.
+# The legacy view: a user's own last_activity (server_name IS NULL) as of poll p, and whether
+# they had a server. "As of p" is the greatest last_activity of the user's events up to p. The
+# recorder writes a user's own events only when their last_activity moves forward (one users
+# row's life: each event later than the one before), so within the life that is alive at p that
+# greatest one is simply the latest event up to p: one seek in activity_events_own. Events of
+# earlier lives of the same name (a user deleted and created again) come before the life's
+# first poll and are taken as a max, asked only for a users row that is a later life (that set
+# is computed once per query, not per row). The server check runs only for a user whose
+# activity is recent enough, in two seeks of sessions_open_at (a run still open, or one that
+# ends after p). Rows are generated poll by
+# poll (CROSS JOIN keeps polls as the outer loop): a WHERE on `date` is pushed into the polls
+# loop and read through polls_time, so one day costs a day's rows, not the year's.
 VIEWS: dict[str, str] = {
     "activity": """
         SELECT date, user, active FROM compmodels_activity
         UNION ALL
         SELECT p.time AS date, u.name AS user,
-            CASE WHEN EXISTS (
-                    SELECT 1 FROM sessions s
-                    WHERE s.user = u.name AND s.first_poll <= p.id
-                      AND (s.end_poll IS NULL OR s.end_poll > p.id))
-                AND julianday((
-                    SELECT max(e.last_activity) FROM activity_events e
-                    WHERE e.user = u.name AND e.server_name IS NULL AND e.poll_id <= p.id
-                )) >= julianday(p.time) - p.interval_s / 86400.0
+            CASE WHEN (
+                    julianday((
+                        SELECT e.last_activity FROM activity_events e
+                        WHERE e.user = u.name AND e.server_name IS NULL
+                          AND e.poll_id >= u.first_poll AND e.poll_id <= p.id
+                        ORDER BY e.poll_id DESC, e.last_activity DESC LIMIT 1
+                    )) >= julianday(p.time) - p.interval_s / 86400.0
+                    OR u.id IN (SELECT later.id FROM users later JOIN users earlier
+                                ON earlier.name = later.name
+                                AND earlier.first_poll < later.first_poll)
+                       AND julianday((
+                        SELECT max(e.last_activity) FROM activity_events e
+                        WHERE e.user = u.name AND e.server_name IS NULL
+                          AND e.poll_id < u.first_poll
+                    )) >= julianday(p.time) - p.interval_s / 86400.0)
+                AND (EXISTS (
+                        SELECT 1 FROM sessions s
+                        WHERE s.user = u.name AND s.end_poll IS NULL AND s.first_poll <= p.id)
+                    OR EXISTS (
+                        SELECT 1 FROM sessions s
+                        WHERE s.user = u.name AND s.end_poll > p.id AND s.first_poll <= p.id))
             THEN 1 ELSE 0 END AS active
         FROM polls p
-        -- CROSS JOIN keeps polls as the outer loop: rows come poll by poll, as the compmodels
-        -- table had them, without sorting millions of rows
         CROSS JOIN users u
         WHERE p.ok = 1 AND u.first_poll <= p.id AND (u.gone_poll IS NULL OR u.gone_poll > p.id)
     """,
@@ -209,6 +231,16 @@ VIEWS: dict[str, str] = {
               FROM activity_events WHERE server_name IS NULL)
         GROUP BY weekday, hour ORDER BY weekday, hour
     """,
+}
+
+
+# Indexes only the views need: created on open when missing (they hold no data of their own,
+# so a file written before them needs no migration, only the time to build them once).
+VIEW_INDEXES: dict[str, str] = {
+    "activity_events_own": "activity_events(user, poll_id, last_activity) "
+                           "WHERE server_name IS NULL",
+    "sessions_open_at": "sessions(user, end_poll, first_poll)",
+    "compmodels_activity_date": "compmodels_activity(date)",
 }
 
 
@@ -321,13 +353,73 @@ VIEW_DOCS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class NotAnActivityDatabase(ConfigError):
+    """The file at --db is not hub-stats' (another program's database, or not SQLite)."""
+
+
+def check_file(path: str) -> None:
+    """Refuse, without writing a byte, a file that hub-stats must not open for writing: not
+    SQLite, another program's database, or written by a newer hub-stats. Read from the file's
+    header and, for an unversioned SQLite file, its schema (an immutable read: no lock, no
+    journal, no -wal/-shm file). A missing or empty file is a new database. A compmodels-era
+    file (its one `activity` table) is ours to migrate."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise ConfigError(f"cannot open the activity database {path}: it is a directory")
+    except OSError as error:
+        raise ConfigError(f"cannot open the activity database {path}: {error.strerror}") from None
+    if not header:
+        return
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise NotAnActivityDatabase(f"{path} is not an SQLite database; not touched (give "
+                                    "--db a new path or hub-stats' activity.sqlite)")  # fmt: skip
+    current = int.from_bytes(header[60:64], "big")  # PRAGMA user_version
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"activity database is at schema version {current}, newer than this hub-stats "
+            f"({SCHEMA_VERSION}): upgrade hub-stats; not touched"
+        )
+    if current:
+        return
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True)
+        try:
+            objects = conn.execute("SELECT type, name, tbl_name FROM sqlite_master "
+                                   "WHERE name NOT LIKE 'sqlite_%'").fetchall()  # fmt: skip
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(activity)")]
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise NotAnActivityDatabase(f"{path} cannot be read as SQLite ({error}); "
+                                    "not touched") from None  # fmt: skip
+    # a compmodels file: its activity table, perhaps an index on it
+    compmodels = columns == ["date", "user", "active"] and all(
+        (kind, table) in (("table", "activity"), ("index", "activity"))
+        for kind, _, table in objects)  # fmt: skip
+    if objects and not compmodels:
+        names = ", ".join(sorted(name for _, name, _ in objects)[:5])
+        raise NotAnActivityDatabase(f"{path} is another program's database (it holds {names}); "
+                                    "not touched: give --db hub-stats' own file")  # fmt: skip
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite_utils.Database:
-    """Open (creating and migrating unless `readonly`) the database in WAL mode."""
+    """Open (creating and migrating unless `readonly`) the database in WAL mode. A file that
+    check_file refuses is refused before it is opened for writing."""
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         db = sqlite_utils.Database(conn)
         db.execute("PRAGMA busy_timeout = 5000")
         return db
+    check_file(path)
     try:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         db = sqlite_utils.Database(conn)
@@ -368,6 +460,10 @@ def migrate(db: sqlite_utils.Database) -> list[int]:
 
 
 def _views_current(db: sqlite_utils.Database) -> bool:
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master "
+                                              "WHERE type = 'index'")}  # fmt: skip
+    if not VIEW_INDEXES.keys() <= indexes:
+        return False
     stored = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
     if any((stored.get(name) or "").rstrip() != f"CREATE VIEW [{name}] AS {sql}".rstrip()
            for name, sql in VIEWS.items()):  # fmt: skip
@@ -381,6 +477,8 @@ def _views_current(db: sqlite_utils.Database) -> bool:
 
 
 def _rebuild_views(db: sqlite_utils.Database) -> None:
+    for name, definition in VIEW_INDEXES.items():
+        db.execute(f"CREATE INDEX IF NOT EXISTS [{name}] ON {definition}")
     for name in VIEWS:
         db.execute(f"DROP VIEW IF EXISTS [{name}]")
     for name, sql in VIEWS.items():  # in order: session_spans before sessions_per_user

@@ -12,6 +12,8 @@ from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connectio
 ENV_PREFIX = "HUB_STATS"
 DEFAULT_DB = "/var/lib/hub-sidecars/stats/activity.sqlite"
 SERVE_TOKEN_CREDENTIAL = "stats-token"
+# Where hub-culler writes it by default (culler/footprints.py, beside its probe marks).
+DEFAULT_FOOTPRINTS = "/var/lib/hub-sidecars/culler/footprints/probe-footprints.json"
 
 EXAMPLE_HEADER = f"""\
 /etc/hub-sidecars/stats.toml: settings for `hub-stats` (hub-stats.service) and
@@ -34,6 +36,12 @@ class StatsSettings(HubConnectionSettings):
     groups: bool = setting(
         True, "record group memberships (needs read:groups; without it, one log line and none)"
     )
+    culler_footprints: str = setting(
+        DEFAULT_FOOTPRINTS, "the file in which hub-culler publishes its own questions to "
+        "users' servers (they move last_activity in the hub; a last_activity within one is not "
+        "recorded as activity); missing: nothing to leave out; empty: not read",
+        metavar="FILE",
+    )  # fmt: skip
     docker: bool = setting(
         False, "also record CPU and memory of running user containers (Docker SDK: the local "
         "socket or $DOCKER_HOST)",
@@ -74,7 +82,7 @@ def resolve(settings: StatsSettings, environ=None, *, needs_hub: bool = True) ->
     """Fill the hub URL from the environment and check paths; ConfigError with one line."""
     if needs_hub:
         settings = resolve_hub_connection(settings, environ)
-    for key in ("db", "serve_token_file"):
+    for key in ("db", "serve_token_file", "culler_footprints"):
         value = getattr(settings, key)
         if value and not os.path.isabs(value):
             raise ConfigError(f"{key} must be an absolute path, got {value!r}")

@@ -378,6 +378,54 @@ def test_a_second_collector_on_the_same_database_is_refused(played, tmp_path):
     assert "another" in second.log().lower() or str(db) in second.log()
 
 
+def _foreign_file(path: Path, kind: str) -> None:
+    if kind == "not-sqlite":
+        path.write_bytes(b"notebook outputs, not a database\n" * 200)
+        return
+    conn = sqlite3.connect(path)
+    if kind == "another-app":  # e.g. the hub's own jupyterhub.sqlite given by mistake
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("CREATE TABLE oauth_clients (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO users (name) VALUES ('alice')")
+    else:  # written by a newer hub-stats, its journal not (yet) WAL
+        conn.execute("PRAGMA user_version = 99")
+        conn.execute("CREATE TABLE polls (id INTEGER PRIMARY KEY, future TEXT)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("kind", ["not-sqlite", "another-app", "newer"])
+def test_a_foreign_or_newer_file_is_refused_before_it_is_touched(played, tmp_path, kind):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    db = folder / "activity.sqlite"
+    _foreign_file(db, kind)
+    before = db.read_bytes()
+    played.users = [hub_user("alice")]
+    run = poll_played(played, db)
+    assert run.returncode == 2, run.log
+    assert "Traceback" not in run.log and len(run.log.strip().splitlines()) == 1, run.log
+    assert db.read_bytes() == before  # not even switched to WAL (header bytes 18-19)
+    assert sorted(path.name for path in folder.iterdir()) == ["activity.sqlite"]
+
+
+def test_a_second_collector_through_a_symlink_is_refused(played, tmp_path):
+    db = tmp_path / "activity.sqlite"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    link = other / "activity.sqlite"
+    link.symlink_to(db)
+    played.users = [hub_user("alice")]
+    with PlayedDaemon(played, db, tmp_path) as first:
+        first.wait_for('msg="poll done"')
+        run = poll_played(played, link)
+        first.wait_for('msg="poll done"', count=2)
+    assert run.returncode == 2, run.log
+    assert "another hub-stats collector" in run.log, run.log
+    # one collector's polls only: no poll recorded by the second
+    assert rows(db, "SELECT count(*) FROM polls")[0][0] == first.log().count('msg="poll done"')
+
+
 def test_a_full_disk_fails_polls_cleanly_and_recording_resumes_when_space_is_back(played, tmp_path):
     from tests.realparts.tmpfs import fill, tmpfs_prefix_root
 

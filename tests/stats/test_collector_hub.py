@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.realparts.hub import HubService
+from tests.realparts.hub_proxy import HubProxy
 from tests.realparts.stats import (
     STATS_SCOPES,
     StatsDaemon,
@@ -299,3 +300,38 @@ def test_without_read_servers_totals_not_recorded_as_zero(start_hub, tmp_path):
     assert run.returncode == 0, run.log
     assert rows(db, "SELECT id, servers_running, active_users FROM polls") == [
         (1, 1, 1), (2, None, None)]
+
+
+def test_user_deleted_between_pages_does_not_end_another(start_hub, tmp_path):
+    """Pages of 2: a user of the first page deleted just before the second page is asked for
+    shifts every later user one place up, so the next page starts one user further than the
+    client expects. The user skipped that way still runs: only the deleted one is gone."""
+    hub = start_hub(services(), CONFIG, spawner="responder")
+    db = tmp_path / "activity.sqlite"
+    hub.create_users(["ua", "ub", "uc", "ud", "ue"], "admin")  # after root-admin, in id order
+    hub.start_servers(["ub", "ud"], "admin")
+    poll(hub, db)
+    deleted = []
+
+    def delete_on_second_page(method: str, path: str) -> None:
+        if method == "GET" and path.startswith("/hub/api/users?") and "offset=2" in path \
+                and not deleted:  # fmt: skip
+            assert hub.api("DELETE", "/users/ua", "admin").status_code == 204
+            deleted.append(path)
+
+    with HubProxy(hub.proxy_port, before=delete_on_second_page) as proxy:
+        run = run_once(hub, "stats", db, "--api-page-size", "2", interval=INTERVAL,
+                       url=f"{proxy.url}/hub/api")  # fmt: skip
+        assert run.returncode == 0, run.log
+    assert deleted, proxy.seen  # the deletion happened between the pages
+    poll(hub, db)  # and a poll after it, as the daemon's next one
+    # ua was on the first page, read before its deletion: gone from the poll after
+    assert rows(db, "SELECT name, first_poll, gone_poll FROM users ORDER BY id") == [
+        ("root-admin", 1, None), ("ua", 1, 3), ("ub", 1, None), ("uc", 1, None),
+        ("ud", 1, None), ("ue", 1, None),
+    ]  # fmt: skip
+    assert rows(db, "SELECT user, first_poll, end_poll FROM sessions ORDER BY id") == [
+        ("ub", 1, None), ("ud", 1, None)]
+    assert rows(db, "SELECT id, users, servers_running FROM polls") == [
+        (1, 6, 2), (2, 6, 2), (3, 5, 2)]
+    assert check_whole_polls(db) == 3

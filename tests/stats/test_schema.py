@@ -5,7 +5,7 @@ analyst expects, row by row."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -188,3 +188,55 @@ def test_legacy_view_rows_in_poll_order(tmp_path):
     three_polls(schema.connect(str(path)))
     dates = [date for date, _, _ in rows(path, "SELECT * FROM activity")]
     assert dates == sorted(dates)
+
+
+def _weeks_of_polls(path: Path, days: int) -> str:
+    """`days` of polls every 5 minutes: six users busy on servers restarted every 2 hours
+    (an event per poll, 12 server runs a day each), two idle; returns the last day."""
+    db = schema.connect(str(path))
+    start = MONDAY - timedelta(days=days)
+    for step in range(days * 288):
+        moment = start + timedelta(minutes=5 * step)
+        run_start = moment - timedelta(minutes=5 * (step % 24))
+        users = [user(f"busy{n}", moment - timedelta(seconds=20),
+                      server("", f"busy{n}", run_start, moment - timedelta(seconds=20)))
+                 for n in range(6)] + [user("idle0", None), user("idle1", None)]  # fmt: skip
+        record_poll(db, users, time=moment, interval=300)
+    db.close()
+    return (MONDAY - timedelta(days=1)).date().isoformat()
+
+
+def _steps(path: Path, sql: str, params: tuple = ()) -> tuple[int, int]:
+    """(SQLite virtual machine steps, in thousands; rows) to run `sql`: the work it costs,
+    whatever the machine's speed."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1000)
+    try:
+        found = conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+    return steps[0], len(found)
+
+
+def test_one_day_of_the_legacy_view_costs_the_same_however_long_the_history(tmp_path):
+    """Notebooks read `activity` a day at a time: the work for one day must not grow with the
+    weeks recorded before it (a year of 500 users took 28.6 s for a day), and reading the
+    whole view must cost about the same per row in a long file as in a short one."""
+    costs = {}
+    for days in (2, 8):
+        path = tmp_path / f"{days}-days.sqlite"
+        day = _weeks_of_polls(path, days)
+        next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+        one_day = _steps(path, "SELECT * FROM activity WHERE date >= ? AND date < ?",
+                         (day, next_day))  # fmt: skip
+        whole = _steps(path, "SELECT * FROM activity")
+        assert one_day[1] == 288 * 8 and whole[1] == days * 288 * 8
+        costs[days] = (one_day[0], whole[0] / whole[1])
+    assert costs[8][0] <= 1.25 * costs[2][0], costs  # one day: not 4 times the work
+    assert costs[8][1] <= 1.25 * costs[2][1], costs  # per row of the whole view
