@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 
 from tests.realparts.restuser import REPO
 
@@ -40,3 +42,34 @@ def test_free_port_moves_off_a_port_that_is_listened_on():
         port = listener.getsockname()[1]
         other = lib_free_port(port)
     assert other != port and other > 0
+
+
+GROUPED = """
+import os, pytest
+@pytest.mark.xdist_group("together")
+@pytest.mark.parametrize("n", range(6))
+def test_one(n):
+    with open(os.environ["RECORD"], "a") as record:
+        record.write(__name__ + " " + os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+"""
+
+
+def test_the_worker_groups_scripts_test_relies_on_are_honoured(tmp_path):
+    """scripts/test runs --dist loadgroup: tests in one xdist_group must share a worker (one
+    Docker engine's sweeps, the host-wide duplicity checks). A pytest/xdist pair that ignores
+    the groups runs them side by side, silently."""
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    (tmp_path / "test_other.py").write_text(GROUPED.replace("together", "elsewhere"))
+    record = tmp_path / "record"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-n", "3", "--dist", "loadgroup", "--rootdir", str(tmp_path),
+                             "-c", "/dev/null", str(tmp_path)],
+                            capture_output=True, text=True, env={**os.environ, "RECORD": str(record)},
+                            cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = [line.split() for line in record.read_text().splitlines()]
+    assert len(ran) == 12
+    per_group: dict[str, set[str]] = {}
+    for module, worker in ran:
+        per_group.setdefault(module, set()).add(worker)
+    assert [len(workers) for workers in per_group.values()] == [1, 1], ran
