@@ -60,9 +60,6 @@ def _worker_group(item, parts: set[str]) -> str:
     if "docker" in parts:
         # One engine: the culler's sweeps and the stats sampler see every container on it.
         return "docker-engine"
-    if "duplicity" in parts:
-        # Backup tests look for duplicity and gpg-agent processes host-wide.
-        return "duplicity"
     return item.nodeid.split("::", 1)[0]  # a module's tests share its module-scoped parts
 
 
@@ -78,12 +75,27 @@ def _root_for_real_parts(request):
 # --- the host as the suite found it (tests/realparts/hostcheck.py) -----------------------------
 
 
-@pytest.hookimpl(trylast=True)
+BASETEMP_PREFIX = "/tmp/hst-"  # short: GnuPG homes and unix sockets below it have 107 bytes
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    """A short directory of the run's own for temporary files, unless --basetemp says another:
+    pytest's /tmp/pytest-of-USER/pytest-N plus xdist's popen-gwN/ left gpg-agent's sockets too
+    little of their 107 bytes."""
+    if os.environ.get(hostcheck.MARKER) or config.option.basetemp or config.option.collectonly:
+        return
+    config.option.basetemp = tempfile.mkdtemp(prefix=os.path.basename(BASETEMP_PREFIX),
+                                              dir=os.path.dirname(BASETEMP_PREFIX))  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers
+def pytest_sessionstart(session):
     """Before anything starts: note the host's state, then send every temporary file of the
     run (duplicity's tempdirs, Chromium's profiles, ...) into the run's own directory by TMPDIR.
     A process already carrying a run's marker is part of that run (an xdist worker): its
     controller does this once."""
+    config = session.config
     if os.environ.get(hostcheck.MARKER) or config.option.collectonly:
         return
     before = hostcheck.HostSnapshot.take()

@@ -17,17 +17,16 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from backup.cli import build_jobs
 from backup.jobs import utcnow
-from backup.settings import BackupSettings
 from hubsidecars.config import ConfigError
+from tests.realparts import backupsite
+from tests.realparts.backupsite import HUB_BACKUP, Site, clean_env
 from tests.realparts.homes import big_home, compare, make_homes, mutate, snapshot
 from tests.realparts.proctree import (
     alive,
@@ -37,60 +36,15 @@ from tests.realparts.proctree import (
     process_group,
     program,
 )
-from tests.realparts.tmpfs import fill
+from tests.realparts.tmpfs import fill, small_tmpfs
 
 PASSPHRASE = "attack at dawn, 0123456789 passphrase"
-HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
 NOBODY = 65534
 
 
-@dataclasses.dataclass
-class Site:
-    """One hub-backup installation in a scratch directory."""
-
-    work: Path
-    settings: BackupSettings
-
-    @property
-    def source(self) -> Path:
-        return Path(self.settings.source)
-
-    def jobs(self, **changes):
-        return build_jobs(dataclasses.replace(self.settings, **changes))
-
-    def config(self, name: str = "backup.toml", **changes) -> Path:
-        values = dataclasses.asdict(dataclasses.replace(self.settings, **changes))
-        lines = [f"{key} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
-                 for key, v in values.items()]  # fmt: skip
-        path = self.work / name
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def cli(self, *args: str, timeout: float = 120, **changes) -> subprocess.CompletedProcess:
-        return subprocess.run([str(HUB_BACKUP), args[0], "--config", str(self.config(**changes)),
-                               *args[1:]], check=False, env=clean_env(), capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("HUB_BACKUP") and k != "CREDENTIALS_DIRECTORY"}  # fmt: skip
-
-
 def make_site(work: Path, users: dict[str, int] | None = None, files: int = 25) -> Site:
-    homes = work / "homes"
-    homes.mkdir(parents=True)
-    if users:
-        make_homes(homes, users, files_per_home=files, megabyte_files=0)
-    secret = work / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    settings = BackupSettings(
-        source=str(homes), target=f"file://{work}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(work / "cache"),
-        state_dir=str(work / "state"), parallelism=2, retries=0, retry_delay=1.0,
-    )  # fmt: skip
-    return Site(work, settings)
+    return backupsite.make_site(work, users, files, passphrase=PASSPHRASE, parallelism=2,
+                                retries=0, retry_delay=1.0)  # fmt: skip
 
 
 @pytest.fixture
@@ -104,17 +58,6 @@ def actions(report) -> dict[str, str]:
 
 def tree(path: Path) -> dict:
     return snapshot(path) if path.exists() else {}
-
-
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, size: str):
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                    str(mountpoint)], check=True, capture_output=True)  # fmt: skip
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True, capture_output=True)
 
 
 # -- a home owner's symlinks against restores run by root ---------------------------------------
@@ -390,7 +333,7 @@ def test_a_full_state_disk_fails_each_chain_in_one_line(site):
     grew, /var full), saving a chain's record raises OSError(ENOSPC) out of the worker
     thread: the run dies with a Python traceback, no line per chain, the other chains'
     outcomes lost."""
-    with tmpfs(site.work / "var", "3m") as var:
+    with small_tmpfs(site.work / "var", "3m") as var:
         changes = {"state_dir": str(var / "state"), "archive_dir": str(var / "cache")}
         assert site.cli("run", **changes).returncode == 0
         mutate(site.source / "ada", 2, seed=5)
@@ -407,7 +350,7 @@ def test_a_full_cache_disk_says_so(tmp_path):
     default GnuPG home) full, each chain failed with gpg's 'GnuPG agent does not allow
     loopback pinentry...': the admin was sent to edit gpg's configuration."""
     site = make_site(tmp_path, {"ada": 3401}, files=20)
-    with tmpfs(tmp_path / "var", "2m") as var:
+    with small_tmpfs(tmp_path / "var", "2m") as var:
         site.settings = dataclasses.replace(site.settings, archive_dir=str(var / "cache"))
         assert site.cli("run").returncode == 0
         mutate(site.source / "ada", 3, seed=6)
@@ -521,7 +464,7 @@ def test_a_restore_after_a_failed_incremental_gives_the_last_complete_backup(tmp
     full; the same after a kill), a restore of the latest state silently (exit 0) includes
     the half-written set: a 3 MB truncated copy of an 8 MB file that was never backed up
     whole."""
-    with tmpfs(tmp_path / "target", "4m") as target:
+    with small_tmpfs(tmp_path / "target", "4m") as target:
         _, jobs, first = fill_the_target(tmp_path, target)
         assert jobs.run().exit_code == 1
         early = tmp_path / "early"
@@ -534,7 +477,7 @@ def test_a_restore_after_a_failed_run_is_not_fooled_by_a_set_in_the_same_second(
     failed incremental that followed can be stamped by duplicity within that same second, so
     the half-written set was restored after all. The record keeps duplicity's own time of the
     last complete set (the name of its manifest); here the clock is made to collide."""
-    with tmpfs(tmp_path / "target", "4m") as target:
+    with small_tmpfs(tmp_path / "target", "4m") as target:
         _, jobs, first = fill_the_target(tmp_path, target)
         [record] = jobs.state.all()
         [manifest] = [p.name for p in (target / "ada").glob("duplicity-full.*.manifest*")]
@@ -555,7 +498,7 @@ def test_a_restore_after_a_failed_run_is_not_fooled_by_a_set_in_the_same_second(
 
 
 def test_a_full_target_disk_fails_cleanly_and_the_chain_recovers(tmp_path):
-    with tmpfs(tmp_path / "target", "4m") as target:
+    with small_tmpfs(tmp_path / "target", "4m") as target:
         site, jobs, _ = fill_the_target(tmp_path, target)
         done = site.cli("run")
         assert done.returncode == 1, done.stderr

@@ -5,43 +5,23 @@ that hang or fail without holding up or failing the backup."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.realparts.backupsite import config_file, hub_backup, site_settings
 from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import make_homes
 from tests.realparts.pushrecorder import push_recorder
 
-HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
-PASSPHRASE = "correct horse battery staple 0123"
 TOKEN = "f00dfeed-5ecr-e7t0-ken0-1234567890ab"
 
 
 def configure(work: Path, homes: Path, hooks: str, **extra) -> Path:
-    secret = work / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
     hooks_file = work / "backup.hooks"
     hooks_file.write_text(hooks)
     hooks_file.chmod(0o600)
-    values = {
-        "source": str(homes), "target": f"file://{work}/backups/{{user}}",
-        "passphrase_file": str(secret), "archive_dir": str(work / "cache"),
-        "state_dir": str(work / "state"), "hooks_file": str(hooks_file), "retries": 0,
-        "log_level": "debug", **extra,
-    }  # fmt: skip
-    config = work / "backup.toml"
-    config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
-    return config
-
-
-def hub_backup(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
-    return subprocess.run([str(HUB_BACKUP), *args, "--config", str(config)], env=env,
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    settings = site_settings(work, homes, hooks_file=str(hooks_file), retries=0,
+                             log_level="debug", **extra)  # fmt: skip
+    return config_file(settings, work / "backup.toml")
 
 
 def test_start_and_success_then_failure_with_its_line_and_the_failure_command(tmp_path,

@@ -6,12 +6,9 @@ set would not: duplicity skips what sorts before its restart point)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,13 +17,12 @@ import pytest
 from backup.cli import build_jobs
 from backup.duplicity import lock_holder
 from backup.settings import BackupSettings
+from tests.realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
 from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import compare, snapshot
-from tests.realparts.proctree import alive, describe, descendants
+from tests.realparts.proctree import alive, descendants, describe
 from tests.realparts.tmpfs import grow, small_tmpfs
 
-PASSPHRASE = "correct horse battery staple 0123"
-HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
 MEGABYTE = 1024 * 1024
 BIG_MB = 48  # incompressible: with VOLSIZE 8 a full has 7 volumes
 VOLSIZE = 8
@@ -34,21 +30,7 @@ UID = 3021
 
 
 def settings_in(work: Path, **changes) -> BackupSettings:
-    secret = work / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    return BackupSettings(
-        source=str(work / "homes"), target=f"file://{work}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(work / "cache"),
-        state_dir=str(work / "state"), parallelism=1, volsize=VOLSIZE, **changes,
-    )  # fmt: skip
-
-
-def write_config(settings: BackupSettings, path: Path) -> Path:
-    values = dataclasses.asdict(settings)
-    path.write_text("".join(f"{key} = {json.dumps(list(v) if isinstance(v, tuple) else v)}\n"
-                            for key, v in values.items()))  # fmt: skip
-    return path
+    return site_settings(work, parallelism=1, volsize=VOLSIZE, **changes)
 
 
 def random_file(path: Path, megabytes: int) -> None:
@@ -131,7 +113,7 @@ def test_a_full_killed_after_some_volumes_is_made_afresh_and_restores_exactly(wo
     settings, tmp = work
     home = tmp / "homes" / "fay"
     target = tmp / "backups" / "fay"
-    config = write_config(settings, tmp / "backup.toml")
+    config = config_file(settings, tmp / "backup.toml")
     run_killed(config, target, "full", cut_after)
     change_before_the_cut(home, "edited after the kill")
     (home / "z-last.txt").write_text("the last file, edited after the kill\n")
@@ -154,7 +136,7 @@ def test_an_incremental_killed_midway_is_made_afresh_and_restores_exactly(work):
     settings, tmp = work
     home = tmp / "homes" / "fay"
     target = tmp / "backups" / "fay"
-    config = write_config(settings, tmp / "backup.toml")
+    config = config_file(settings, tmp / "backup.toml")
     first, first_home = good_run(settings, home)
     # a new big file makes the incremental several volumes long
     change_before_the_cut(home, "before the incremental")
@@ -195,7 +177,7 @@ def test_duplicity_dies_with_hub_backup_when_only_hub_backup_is_killed(work):
     settings, tmp = work
     home = tmp / "homes" / "fay"
     target = tmp / "backups" / "fay"
-    config = write_config(settings, tmp / "backup.toml")
+    config = config_file(settings, tmp / "backup.toml")
     # enough left to write after the first volume that duplicity, left alive, would still be
     # at it when we look
     random_file(home / "big2.bin", 3 * BIG_MB)

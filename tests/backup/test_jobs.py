@@ -5,12 +5,10 @@ and modes, cleanup keeping the newest full chains, the job lock, a run killed mi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,25 +18,15 @@ import pytest
 from backup.cli import build_jobs
 from backup.jobs import JobBusy
 from backup.settings import BackupSettings
+from tests.realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
 from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import big_home, compare, is_junk, make_homes, mutate, snapshot
 from tests.realparts.proctree import descendants
 
-PASSPHRASE = "correct horse battery staple 0123"
-HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
-
 
 def settings_in(work: Path, **changes) -> BackupSettings:
-    """Settings for homes in work/homes, backed up to work/backups/USER with a 0600
-    passphrase file, the cache and the records in `work`."""
-    secret = work / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    return BackupSettings(
-        source=str(work / "homes"), target=f"file://{work}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(work / "cache"),
-        state_dir=str(work / "state"), parallelism=2, **changes,
-    )  # fmt: skip
+    """The shared site's settings (tests/realparts/backupsite.py), two chains side by side."""
+    return site_settings(work, parallelism=2, **changes)
 
 
 @pytest.fixture
@@ -138,12 +126,7 @@ def test_a_second_run_while_one_runs_exits_busy(setup):
 
 
 def write_config(settings, path: Path, **changes) -> Path:
-    values = dataclasses.asdict(dataclasses.replace(settings, **changes))
-    lines = []
-    for key, value in values.items():
-        lines.append(f"{key} = {json.dumps(list(value) if isinstance(value, tuple) else value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return config_file(dataclasses.replace(settings, **changes), path)
 
 
 def test_killed_mid_full_then_the_next_run_makes_a_fresh_full_and_cleanup_waits(setup):

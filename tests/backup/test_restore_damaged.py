@@ -20,6 +20,7 @@ import pytest
 from backup.cli import build_jobs
 from backup.duplicity import parse_duplicity_time
 from backup.settings import BackupSettings
+from tests.realparts.backupsite import site_settings
 from tests.realparts.gpg import stop_agent
 from tests.realparts.homes import compare, make_homes, snapshot
 
@@ -29,15 +30,8 @@ CHANGED = ("notes/readme.md", "notes/données-été.csv", "private/diary.txt")
 
 
 def settings_in(work: Path) -> BackupSettings:
-    secret = work / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    return BackupSettings(
-        source=str(work / "homes"), target=f"file://{work}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(work / "cache"),
-        state_dir=str(work / "state"), parallelism=1, retries=0, retry_delay=1.0,
-        skip_unchanged=False, drill_files=1000,
-    )  # fmt: skip
+    return site_settings(work, passphrase=PASSPHRASE, parallelism=1, retries=0, retry_delay=1.0,
+                         skip_unchanged=False, drill_files=1000)  # fmt: skip
 
 
 def replace_the_full_with_one_lacking(target: Path, cache: Path, home: Path,
@@ -54,7 +48,7 @@ def replace_the_full_with_one_lacking(target: Path, cache: Path, home: Path,
     gnupg = scratch / "gnupg"
     gnupg.mkdir(mode=0o700)
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "GNUPGHOME": str(gnupg),
-           "PASSPHRASE": PASSPHRASE}  # fmt: skip
+           "PASSPHRASE": PASSPHRASE, "TMPDIR": str(scratch)}  # fmt: skip
     try:
         subprocess.run([str(BIN / "duplicity"), "full", f"--current-time={int(moment.timestamp())}",
                         f"--archive-dir={scratch / 'cache'}", "--name=wrong", str(copy),

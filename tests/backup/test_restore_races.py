@@ -19,6 +19,7 @@ from backup.cli import build_jobs
 from backup.settings import BackupSettings
 from hubsidecars.commands import CommandError
 from hubsidecars.config import ConfigError
+from tests.realparts.backupsite import site_settings
 from tests.realparts.homes import compare, make_homes, snapshot
 
 BOB = 3301
@@ -70,14 +71,7 @@ def place():
 
 
 def settings_in(base: Path) -> BackupSettings:
-    secret = base / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    return BackupSettings(
-        source=str(base / "homes"), target=f"file://{base}/backups/{{user}}",
-        passphrase_file=str(secret), archive_dir=str(base / "cache"),
-        state_dir=str(base / "state"), parallelism=1, retries=0, retry_delay=1.0,
-    )  # fmt: skip
+    return site_settings(base, passphrase=PASSPHRASE, parallelism=1, retries=0, retry_delay=1.0)
 
 
 def root_only(base: Path) -> tuple[Path, Path]:

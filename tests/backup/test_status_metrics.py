@@ -6,37 +6,25 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.realparts.backupsite import (
+    HUB_BACKUP,
+    PASSPHRASE,
+    config_file,
+    hub_backup,
+    site_settings,
+)
 from tests.realparts.homes import make_homes
-
-HUB_BACKUP = Path(sys.executable).parent / "hub-backup"
-PASSPHRASE = "correct horse battery staple 0123"
 
 
 def configure(work: Path, homes: Path, **extra) -> Path:
-    secret = work / "backup.passphrase"
-    secret.write_text(PASSPHRASE + "\n")
-    secret.chmod(0o600)
-    values = {
-        "source": str(homes), "target": f"file://{work}/backups/{{user}}",
-        "passphrase_file": str(secret), "archive_dir": str(work / "cache"),
-        "state_dir": str(work / "state"), "metrics_file": str(work / "metrics/backup.prom"),
-        "drill_files": 3, **extra,
-    }  # fmt: skip
-    config = work / "backup.toml"
-    config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
-    return config
-
-
-def hub_backup(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_BACKUP")}
-    return subprocess.run([str(HUB_BACKUP), *args, "--config", str(config)], env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    settings = site_settings(work, homes, metrics_file=str(work / "metrics/backup.prom"),
+                             drill_files=3, **extra)  # fmt: skip
+    return config_file(settings, work / "backup.toml")
 
 
 def samples(path: Path) -> dict[tuple[str, str], float]:

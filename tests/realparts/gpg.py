@@ -54,6 +54,23 @@ def stop_agent(home: Path) -> None:
                    stdin=subprocess.DEVNULL, timeout=30)  # fmt: skip
 
 
+def agent_homes_below(root: Path) -> list[Path]:
+    """The GnuPG homes below `root` that a running gpg-agent serves (its --homedir)."""
+    homes = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if words and os.path.basename(words[0]) == "gpg-agent" and "--homedir" in words[:-1]:
+            home = Path(words[words.index("--homedir") + 1])
+            if home.is_relative_to(root):
+                homes.append(home)
+    return homes
+
+
 def agents_for(home: Path) -> list[str]:
     """Command lines of running gpg-agent processes serving `home`."""
     found = []

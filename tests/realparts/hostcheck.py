@@ -16,6 +16,8 @@ from pathlib import Path
 
 MARKER = "HUB_SIDECARS_TEST_RUN"
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+# where pytest runs keep their temporary files (tests/conftest.py's own, and pytest's default)
+OTHER_RUNS = ("/tmp/hst-", "/tmp/pytest-of-")
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def leftovers(before: HostSnapshot, after: HostSnapshot, run_id: str, own_paths:
 
 def _another_runs(point: str, own_paths: list[str]) -> bool:
     """A mount under some other pytest run's temporary directory (a second suite on the host)."""
-    return point.startswith("/tmp/pytest-of-") and not any(point.startswith(p) for p in own_paths)
+    return point.startswith(OTHER_RUNS) and not any(point.startswith(p) for p in own_paths)
 
 
 def _unescape(text: str) -> str:
