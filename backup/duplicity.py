@@ -610,8 +610,9 @@ class Duplicity:
         # Always set, even empty (key without passphrase, or a backup that needs none): unset,
         # duplicity would prompt on a terminal it does not have.
         env["PASSPHRASE"] = encryption.passphrase or ""
-        if self.tempdir:
-            env["TMPDIR"] = self.tempdir
+        # The temp dir whose space was checked (the caller's TMPDIR when no tempdir is set):
+        # duplicity's minimal environment would otherwise send it to /tmp.
+        env["TMPDIR"] = self.tempdir or tempfile.gettempdir()
         return env
 
     def _simple(self, verb, options, positional, name, encryption) -> RunResult:
