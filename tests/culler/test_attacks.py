@@ -26,9 +26,9 @@ from tests.realparts.hostile import (
     answer_json,
     answer_raw,
     half_body,
-    wait_until,
 )
 from tests.realparts.hub import HubService
+from tests.realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 
@@ -233,7 +233,7 @@ def test_a_pass_longer_than_its_interval_is_one_line_not_a_warning_per_tick(
                           "1", "--probe-timeout", "6")  # fmt: skip
     daemon.start()
     try:
-        assert wait_until(lambda: 'msg="pass done"' in daemon.log(), 40), daemon.log()
+        wait_until(lambda: 'msg="pass done"' in daemon.log(), 40, daemon.log)
     finally:
         daemon.stop()
     log = daemon.log()
@@ -456,7 +456,7 @@ def test_sigterm_stops_the_daemon_stuck_on_a_dribbling_hub(fake_hub, tmp_path):
                           "--request-timeout", "1")  # fmt: skip
     daemon.start()
     try:
-        assert wait_until(lambda: fake_hub.requests_to("/hub/api/users"), 20)
+        wait_until(lambda: fake_hub.requests_to("/hub/api/users"), 20, "the daemon's first request")
         time.sleep(1)
         code, took = daemon.signal(signal.SIGTERM)
     finally:

@@ -13,8 +13,8 @@ from urllib.parse import quote
 import pytest
 
 from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once
-from tests.realparts.hostile import wait_until
 from tests.realparts.hub import HubService
+from tests.realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 
@@ -186,15 +186,16 @@ def test_the_group_rules_are_read_again_every_pass(hub, tmp_path):
                           "gina,remy,tara,pat,tina,tom,sam,@sum(1\\,2)")  # fmt: skip
     daemon.start()
     try:
-        assert wait_until(lambda: daemon.status_file.exists()
-                          and "ruth" in decisions_of(daemon), 30), daemon.log()
+        wait_until(lambda: daemon.status_file.exists() and "ruth" in decisions_of(daemon), 30,
+                   daemon.log)
         assert decisions_of(daemon)["ruth"] == "active", daemon.log()
         write(config, '[groups.slow]\ntimeout = "2s"\n')
-        assert wait_until(lambda: not running(hub, "ruth"), 30), daemon.log()
+        wait_until(lambda: not running(hub, "ruth"), 30, daemon.log)
         # a broken edit stops culling (one error per pass) rather than culling by wrong rules
         write(config, '[groups.slow]\ntimeout = "soon"\n')
         user(hub, "ruth")
-        assert wait_until(lambda: "group" in " ".join(daemon.status().get("errors", [])), 30)
+        wait_until(lambda: "group" in " ".join(daemon.status().get("errors", [])), 30,
+                   "an error naming the group in the status file")
     finally:
         daemon.stop()
     assert running(hub, "ruth")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -235,12 +234,3 @@ def _handler(server: HostileServer):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()

@@ -9,7 +9,6 @@ import os
 import socket
 from dataclasses import dataclass
 
-
 # Under pytest-xdist each worker takes ports from a block of its own, below the kernel's
 # ephemeral range (32768-60999 by default), where neither another worker nor an outgoing
 # connection can take a port between our probe and the service's bind.

@@ -8,7 +8,8 @@ test).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from hubsidecars.hubapi import Server, User
 from stats.recorder import record_failed_poll, record_poll
@@ -124,3 +125,26 @@ def add_later_day(db_path: str) -> None:
         ], time=at(9, 8), interval=INTERVAL)  # fmt: skip
     finally:
         db.conn.close()
+
+
+def record_some_polls(db_path: Path, polls: int) -> None:
+    """Polls with a life in them: users who come, servers that start and stop, a failed poll,
+    a name with non-ASCII letters."""
+    db = connect(str(db_path))
+    start = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    names = ["zoë", "jürgen,comma"] + [f"student{i:03d}" for i in range(300)]
+    for poll in range(polls):
+        now = start + timedelta(minutes=30 * poll)
+        if poll == 3:
+            record_failed_poll(db, time=now, interval=1800, error="hub down: 502")
+            continue
+        users = []
+        for i, name in enumerate(names[: 50 + 10 * poll]):
+            active = (i + poll) % 3 == 0
+            servers = {}
+            if active:
+                servers[""] = Server(name, "", None, now - timedelta(minutes=5), now, None, True)
+            last = now if active else start
+            users.append(User(name, i == 0, (), None, last, servers))
+        record_poll(db, users, time=now, interval=1800, hub_version="6.1.1")
+    db.conn.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.hostile import HostileServer, answer_raw, half_body, send, wait_until
+from tests.realparts.hostile import HostileServer, answer_raw, half_body, send
 from tests.realparts.hub import HubService
 from tests.realparts.net import Endpoint, free_port
 from tests.realparts.process import ManagedProcess
@@ -36,6 +36,7 @@ from tests.realparts.stats import (
     stats_env,
 )
 from tests.realparts.stats_serve import StatsServeProcess
+from tests.realparts.waiting import wait_until
 
 HUB_TOKEN = "hub-token-for-the-attack-tests-0123456789abcdef"
 SERVE_TOKEN = "serve-token-for-the-attack-tests-fedcba9876543210"
@@ -276,8 +277,8 @@ class PlayedDaemon:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def wait_for(self, needle: str, count: int = 1, timeout: float = 30) -> str:
-        found = wait_until(lambda: self.log().count(needle) >= count, timeout)
-        assert found, f"{needle!r} x{count} not in the log within {timeout} s:\n{self.log()}"
+        wait_until(lambda: self.log().count(needle) >= count, timeout,
+                   lambda: f"{needle!r} x{count} in the log:\n{self.log()}")
         return self.log()
 
 
@@ -636,9 +637,9 @@ def test_a_client_leaving_mid_download_leaves_no_copy_behind(served):
     for sock in clients:
         sock.close()
 
-    assert wait_until(lambda: snapshots_held(served) == 0, 15), (
-        f"{snapshots_held(served)} snapshot copies still open after the clients left"
-    )
+    wait_until(lambda: snapshots_held(served) == 0, 15,
+               lambda: f"{snapshots_held(served)} snapshot copies still open after the clients "
+                       "left")
     assert not list(served.scratch.iterdir())
     assert served.endpoint.request("GET", "/healthz").status == 200
 

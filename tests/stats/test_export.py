@@ -14,17 +14,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from hubsidecars.hubapi import Server, User
+from hubsidecars.hubapi import User
 from stats.export import ExportError, export_csv, export_snapshot, spreadsheet_safe
-from stats.recorder import record_failed_poll, record_poll
+from stats.recorder import record_poll
 from stats.schema import SCHEMA_VERSION, VIEWS, connect
 from tests.realparts.restuser import REPO
 from tests.realparts.tmpfs import fill
+from tests.stats.activity_data import record_some_polls
 
 USERS, SERVERS = 60, 20
 EVENTS_PER_POLL = USERS + SERVERS  # every user's and every server's last_activity moves
@@ -190,29 +191,6 @@ def test_a_missing_database_is_one_clear_error(tmp_path):
     assert not (tmp_path / "out.sqlite").exists()
 
 
-def record_some_polls(db_path: Path, polls: int) -> None:
-    """Polls with a life in them: users who come, servers that start and stop, a failed poll,
-    a name with non-ASCII letters."""
-    db = connect(str(db_path))
-    start = datetime(2026, 3, 2, 9, tzinfo=UTC)
-    names = ["zoë", "jürgen,comma"] + [f"student{i:03d}" for i in range(300)]
-    for poll in range(polls):
-        now = start + timedelta(minutes=30 * poll)
-        if poll == 3:
-            record_failed_poll(db, time=now, interval=1800, error="hub down: 502")
-            continue
-        users = []
-        for i, name in enumerate(names[: 50 + 10 * poll]):
-            active = (i + poll) % 3 == 0
-            servers = {}
-            if active:
-                servers[""] = Server(name, "", None, now - timedelta(minutes=5), now, None, True)
-            last = now if active else start
-            users.append(User(name, i == 0, (), None, last, servers))
-        record_poll(db, users, time=now, interval=1800, hub_version="6.1.1")
-    db.conn.close()
-
-
 def read_csv(path: str) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.reader(handle))
@@ -242,8 +220,6 @@ def test_csv_files_are_the_views_rows(tmp_path):
 def test_csv_text_a_spreadsheet_would_run_is_quoted(tmp_path):
     """User names are whatever the authenticator allowed: '=1+2' must reach a spreadsheet
     as text, not as a formula; negative numbers stay numbers."""
-    from hubsidecars.hubapi import User
-    from stats.recorder import record_poll
 
     names = ["=1+2", "@sum(a1)", "+1-1", "-2+3", "\tcmd", "\rx", "plain-name"]
     db = connect(str(tmp_path / "activity.sqlite"))
