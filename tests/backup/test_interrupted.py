@@ -217,7 +217,8 @@ def test_a_chain_held_by_a_live_duplicity_is_named_as_such(work):
                                name="home-fay", encryption=jobs.encryption, log_fd=2)  # fmt: skip
     (tmp / "admin-gnupg").mkdir(mode=0o700)
     by_hand = subprocess.Popen(argv, env={"PATH": os.environ["PATH"], "PASSPHRASE": PASSPHRASE,
-                                          "GNUPGHOME": str(tmp / "admin-gnupg")},
+                                          "GNUPGHOME": str(tmp / "admin-gnupg"),
+                                          "TMPDIR": str(tmp)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # fmt: skip
     try:
