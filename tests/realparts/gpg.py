@@ -54,25 +54,8 @@ def stop_agent(home: Path) -> None:
                    stdin=subprocess.DEVNULL, timeout=30)  # fmt: skip
 
 
-def agent_homes_below(root: Path) -> list[Path]:
-    """The GnuPG homes below `root` that a running gpg-agent serves (its --homedir)."""
-    homes = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            words = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if words and os.path.basename(words[0]) == "gpg-agent" and "--homedir" in words[:-1]:
-            home = Path(words[words.index("--homedir") + 1])
-            if home.is_relative_to(root):
-                homes.append(home)
-    return homes
-
-
-def agents_for(home: Path) -> list[str]:
-    """Command lines of running gpg-agent processes serving `home`."""
+def _running_agents() -> list[list[str]]:
+    """The argv of every running gpg-agent process."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -82,9 +65,20 @@ def agents_for(home: Path) -> list[str]:
         except OSError:
             continue
         words = [arg.decode(errors="replace") for arg in args if arg]
-        if words and os.path.basename(words[0]) == "gpg-agent" and str(home) in words:
-            found.append(" ".join(words))
+        if words and os.path.basename(words[0]) == "gpg-agent":
+            found.append(words)
     return found
+
+
+def agent_homes_below(root: Path) -> list[Path]:
+    """The GnuPG homes below `root` that a running gpg-agent serves (its --homedir)."""
+    return [home for words in _running_agents() if "--homedir" in words[:-1]
+            if (home := Path(words[words.index("--homedir") + 1])).is_relative_to(root)]
+
+
+def agents_for(home: Path) -> list[str]:
+    """Command lines of running gpg-agent processes serving `home`."""
+    return [" ".join(words) for words in _running_agents() if str(home) in words]
 
 
 def _gpg(home: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
