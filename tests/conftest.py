@@ -51,16 +51,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(part)
         if not parts:
             item.add_marker("fast")
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(_worker_group(item, parts)))
+        group = _worker_group(item, parts)
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
-def _worker_group(item, parts: set[str]) -> str:
-    """Which tests must share one pytest-xdist worker (scripts/test runs --dist loadgroup)."""
+SHARED_SCOPES = {"module", "package", "class"}
+
+
+def _worker_group(item, parts: set[str]) -> str | None:
+    """Which tests must share one pytest-xdist worker (scripts/test runs --dist loadgroup);
+    None for a test that shares nothing with its neighbours, which any idle worker may take."""
     if "docker" in parts:
         # One engine: the culler's sweeps and the stats sampler see every container on it.
         return "docker-engine"
-    return item.nodeid.split("::", 1)[0]  # a module's tests share its module-scoped parts
+    fixtures = item._fixtureinfo.name2fixturedefs.values()
+    if any(defs and defs[-1].scope in SHARED_SCOPES for defs in fixtures):
+        return item.nodeid.split("::", 1)[0]  # a module's tests share its module-scoped parts
+    return None
 
 
 @pytest.fixture(autouse=True)
