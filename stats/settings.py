@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -79,13 +80,16 @@ def example_config() -> str:
 
 
 def resolve(settings: StatsSettings, environ=None, *, needs_hub: bool = True) -> StatsSettings:
-    """Fill the hub URL from the environment and check paths; ConfigError with one line."""
+    """Fill the hub URL from the environment, make paths absolute, check the rest; raise
+    ConfigError with one line."""
     if needs_hub:
         settings = resolve_hub_connection(settings, environ)
-    for key in ("db", "serve_token_file", "culler_footprints"):
-        value = getattr(settings, key)
-        if value and not os.path.isabs(value):
-            raise ConfigError(f"{key} must be an absolute path, got {value!r}")
+    # A relative path is taken from the current directory, as any command takes one (the
+    # services run in /, where it makes no difference).
+    settings = dataclasses.replace(settings, **{
+        key: os.path.abspath(getattr(settings, key))
+        for key in ("db", "serve_token_file", "culler_footprints") if getattr(settings, key)
+    })  # fmt: skip
     if settings.socket_mode & 0o7007:
         raise ConfigError(f"socket_mode {settings.socket_mode:04o} gives other users access; "
                           "use 0660 or 0600")  # fmt: skip

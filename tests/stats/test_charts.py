@@ -258,3 +258,15 @@ def test_a_week_of_days_names_each_date_once(activity_db, tmp_path):
     render_charts(str(activity_db), str(tmp_path), image_format="svg")
     dates = axis_labels(tmp_path / "daily_active_users.svg")["X"]
     assert set(known.DAILY_ACTIVE_USERS) <= set(dates) and len(dates) == len(set(dates)), dates
+
+
+def test_the_command_takes_a_relative_db_path(activity_db, tmp_path):
+    """`hub-stats charts report --db activity.sqlite` in the database's directory, as any
+    command takes a relative path."""
+    done = subprocess.run([str(HUB_STATS), "charts", "report", "--format", "svg", "--db",
+                           activity_db.name], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=activity_db.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [f"report/{name}.svg" for name in NAMES]
+    for name in NAMES:
+        aria_labels(tmp_path / "report" / f"{name}.svg")
