@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
 
 from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
+from hubsidecars.servicesettings import (
+    LogFormat, LogLevel, access_log_setting, allow_remote_setting, bind_setting,
+    header_timeout_setting, log_format_setting, log_level_setting, socket_group_setting,
+    socket_mode_setting, workers_setting,
+)  # fmt: skip
 
 ENV_PREFIX = "HUB_STATS"
 DEFAULT_DB = "/var/lib/hub-sidecars/stats/activity.sqlite"
@@ -51,28 +55,22 @@ class StatsSettings(HubConnectionSettings):
         ("jupyter-*",), "which containers are user containers (shell globs on the name; they "
         "must also carry JUPYTERHUB_USER in their environment)",
     )  # fmt: skip
-    bind: str = setting(
-        "unix:/run/hub-stats/stats.sock",
-        "where `hub-stats serve` listens: unix:PATH or HOST:PORT; ignored when systemd passes "
-        "a socket", metavar="ADDRESS", heading="Serving the file, the views and the charts "
-        "(hub-stats serve).",
+    bind: str = bind_setting(
+        "unix:/run/hub-stats/stats.sock", "hub-stats-web.socket",
+        heading="Serving the file, the views and the charts (hub-stats serve).",
     )  # fmt: skip
-    socket_mode: FileMode = setting(0o660, "permissions of the unix socket")
-    socket_group: str = setting("", "group owning the unix socket", metavar="GROUP")
+    socket_mode: FileMode = socket_mode_setting()
+    socket_group: str = socket_group_setting()
     serve_token_file: str = setting(
         "", "file holding the bearer token clients must send, required on TCP; else the "
         f"systemd credential {SERVE_TOKEN_CREDENTIAL}", metavar="FILE",
     )  # fmt: skip
-    allow_remote: bool = setting(
-        False, "allow a TCP address other than loopback (the token then crosses a network)"
-    )
-    workers: int = setting(1, "gunicorn worker processes", metavar="N", min=1, max=16)
-    header_timeout: Duration = setting(
-        10.0, "how long a client may take to send its request headers", min=1, max=300
-    )
-    access_log: bool = setting(False, "log every request")
-    log_format: Literal["kv", "json"] = setting("kv", "log line format", heading="Logging.")
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+    allow_remote: bool = allow_remote_setting()
+    workers: int = workers_setting()
+    header_timeout: Duration = header_timeout_setting()
+    access_log: bool = access_log_setting()
+    log_format: LogFormat = log_format_setting(heading="Logging.")
+    log_level: LogLevel = log_level_setting()
 
 
 def example_config() -> str:

@@ -270,3 +270,16 @@ def test_the_command_takes_a_relative_db_path(activity_db, tmp_path):
     assert done.stdout.split() == [f"report/{name}.svg" for name in NAMES]
     for name in NAMES:
         aria_labels(tmp_path / "report" / f"{name}.svg")
+
+
+def test_the_default_config_file_names_the_database(activity_db, tmp_path):
+    """/etc/hub-sidecars/stats.toml is read without --config (the suite moves that directory
+    with HUB_SIDECARS_CONFIG_DIR, so the host's /etc is never read)."""
+    import os
+
+    (tmp_path / "stats.toml").write_text(f'db = "{activity_db}"\n')
+    done = subprocess.run([str(HUB_STATS), "charts", str(tmp_path / "out"), "--format", "svg"],
+                          check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HUB_SIDECARS_CONFIG_DIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "out" / f"{name}.svg") for name in NAMES]
