@@ -38,8 +38,12 @@ from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
 from hubsidecars.listeners import (
-    Listener, check_listeners, describe, parse_bind, systemd_listeners,
-)  # fmt: skip
+    Listener,
+    check_listeners,
+    describe,
+    parse_bind,
+    systemd_listeners,
+)
 from hubsidecars.logs import log_event
 from hubsidecars.web import error_body
 

@@ -10,8 +10,12 @@ from pathlib import Path
 
 from hubsidecars import suite_version
 from hubsidecars.config import (
-    ConfigError, GenerateConfig, SettingsParser, add_options, load_settings,
-)  # fmt: skip
+    ConfigError,
+    GenerateConfig,
+    SettingsParser,
+    add_options,
+    load_settings,
+)
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.secrets import read_bearer_token
 from hubsidecars.serving import checked_listeners, run_server

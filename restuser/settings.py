@@ -8,12 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
-from hubsidecars.servicesettings import (
-    LogFormat, LogLevel, access_log_setting, allow_remote_setting, bind_setting,
-    header_timeout_setting, log_format_setting, log_level_setting, socket_group_setting,
-    socket_mode_setting, workers_setting,
-)  # fmt: skip
 from restuser.names import DEFAULT_DENY_NAMES, DEFAULT_NAME_PATTERN
 from restuser.passwd import group_names
 
@@ -32,12 +28,12 @@ Durations read like 30s, 10m, 2h, 7d or 1h30m; a bare number is seconds."""
 
 @dataclass(frozen=True, kw_only=True)
 class RestuserSettings:
-    bind: str = bind_setting(
+    bind: str = shared.bind_setting(
         "unix:/run/hub-restuser/restuser.sock", "hub-restuser.socket",
         heading="Where to listen when not started by hub-restuser.socket, and who may connect.",
     )  # fmt: skip
-    socket_mode: FileMode = socket_mode_setting()
-    socket_group: str = socket_group_setting()
+    socket_mode: FileMode = shared.socket_mode_setting()
+    socket_group: str = shared.socket_group_setting()
     token_file: str = setting(
         "",
         "file holding the bearer token, required on TCP; else the systemd credential "
@@ -45,7 +41,7 @@ class RestuserSettings:
         "owned by root, at least 16 characters",
         metavar="FILE",
     )
-    allow_remote: bool = allow_remote_setting()
+    allow_remote: bool = shared.allow_remote_setting()
     skel: str = setting(
         "/etc/hub-sidecars/skel",
         "skeleton directory copied into new homes",
@@ -96,15 +92,15 @@ class RestuserSettings:
     lock_timeout: Duration = setting(
         10.0, "how long to wait for the account lock before answering 503", min=1, max=3600
     )
-    workers: int = workers_setting()
+    workers: int = shared.workers_setting()
     threads: int = setting(
         4, "threads per worker that create accounts (lookups and health checks never wait "
         "for them; creations queue on the account lock anyway)", metavar="N", min=1, max=64,
     )  # fmt: skip
-    header_timeout: Duration = header_timeout_setting()
-    access_log: bool = access_log_setting()
-    log_format: LogFormat = log_format_setting()
-    log_level: LogLevel = log_level_setting()
+    header_timeout: Duration = shared.header_timeout_setting()
+    access_log: bool = shared.access_log_setting()
+    log_format: shared.LogFormat = shared.log_format_setting()
+    log_level: shared.LogLevel = shared.log_level_setting()
 
 
 def example_config() -> str:

@@ -6,13 +6,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
-from hubsidecars.servicesettings import (
-    LogFormat, LogLevel, access_log_setting, allow_remote_setting, bind_setting,
-    header_timeout_setting, log_format_setting, log_level_setting, socket_group_setting,
-    socket_mode_setting, workers_setting,
-)  # fmt: skip
 
 ENV_PREFIX = "HUB_STATS"
 DEFAULT_DB = "/var/lib/hub-sidecars/stats/activity.sqlite"
@@ -55,22 +51,22 @@ class StatsSettings(HubConnectionSettings):
         ("jupyter-*",), "which containers are user containers (shell globs on the name; they "
         "must also carry JUPYTERHUB_USER in their environment)",
     )  # fmt: skip
-    bind: str = bind_setting(
+    bind: str = shared.bind_setting(
         "unix:/run/hub-stats/stats.sock", "hub-stats-web.socket",
         heading="Serving the file, the views and the charts (hub-stats serve).",
     )  # fmt: skip
-    socket_mode: FileMode = socket_mode_setting()
-    socket_group: str = socket_group_setting()
+    socket_mode: FileMode = shared.socket_mode_setting()
+    socket_group: str = shared.socket_group_setting()
     serve_token_file: str = setting(
         "", "file holding the bearer token clients must send, required on TCP; else the "
         f"systemd credential {SERVE_TOKEN_CREDENTIAL}", metavar="FILE",
     )  # fmt: skip
-    allow_remote: bool = allow_remote_setting()
-    workers: int = workers_setting()
-    header_timeout: Duration = header_timeout_setting()
-    access_log: bool = access_log_setting()
-    log_format: LogFormat = log_format_setting(heading="Logging.")
-    log_level: LogLevel = log_level_setting()
+    allow_remote: bool = shared.allow_remote_setting()
+    workers: int = shared.workers_setting()
+    header_timeout: Duration = shared.header_timeout_setting()
+    access_log: bool = shared.access_log_setting()
+    log_format: shared.LogFormat = shared.log_format_setting(heading="Logging.")
+    log_level: shared.LogLevel = shared.log_level_setting()
 
 
 def example_config() -> str:

@@ -88,7 +88,7 @@ def test_more_than_three_days_draws_the_daily_peak(activity_db, tmp_path):
 
 def test_the_page_and_the_files_draw_the_same_specs(activity_db):
     """One set of specs: what the page inlines is what the files are drawn from."""
-    from stats.web import ActivityStore
+    from stats.queries import ActivityStore
 
     db = connect(str(activity_db), readonly=True)
     try:
