@@ -12,9 +12,9 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from restuser.cli import build_store
 from restuser.accounts import AccountBusy, AccountError, AccountIncomplete
 from restuser.app import create_app
+from restuser.cli import build_store
 from restuser.home import HomeBuilder
 from restuser.names import BadName, RefusedName
 from tests.realparts.accountdb import snapshot

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from restuser.cli import build_store
 from restuser.app import create_app
+from restuser.cli import build_store
 from restuser.names import DEFAULT_DENY_NAMES
 from restuser.prefix import init_prefix
 from tests.realparts.accountdb import snapshot
