@@ -1,5 +1,10 @@
 """Layered configuration: defaults < TOML file (--config) < environment < command line.
 
+The TOML file is the one --config names, else the one $PREFIX_CONFIG names, else
+/etc/hub-sidecars/NAME.toml when it exists (NAME: the prefix without HUB_, lowercase:
+restuser, culler, stats, backup). An empty --config or $PREFIX_CONFIG reads no file at all.
+$HUB_SIDECARS_CONFIG_DIR moves that directory (the test suite points it away from the host's).
+
 A service declares its settings once, as a frozen dataclass whose fields are made with
 `setting(...)`. That one declaration builds the argparse flags, names the environment variables
 (PREFIX_NAME), checks the TOML keys, writes `--help` and renders the example config file, so
@@ -335,10 +340,15 @@ class SettingsParser(argparse.ArgumentParser):
     as the next argument, which idle-culler takes too) when the parser has no positional
     arguments that such a word could belong to. Subcommand parsers made with
     add_subparsers().add_parser() are of the same class, so they accept it as well. Usage
-    errors are one line, as every other configuration error."""
+    errors are one line, as every other configuration error.
+
+    `deprecated_commands` maps a command's old name to the arguments that replace it; the old
+    name still works, and says so on stderr."""
+
+    deprecated_commands: Mapping[str, str] = {}
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = list(sys.argv[1:] if args is None else args)
+        args = self._replace_deprecated(list(sys.argv[1:] if args is None else args))
         # A word after a boolean flag is its value unless a positional argument could take it
         # (a subcommand named "yes" could; none is).
         takes_words = any(
@@ -375,6 +385,40 @@ class SettingsParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _replace_deprecated(self, args: list[str]) -> list[str]:
+        """The first word that is no option nor an option's value is the command: when it is
+        a deprecated one, replace it and say so."""
+        takes_value = False
+        for position, arg in enumerate(args):
+            if arg == "--":
+                break
+            if takes_value or arg.startswith("-"):
+                action = self._option_string_actions.get(arg)
+                takes_value = (not takes_value and action is not None and action.nargs is None
+                               and not isinstance(action, _BoolFlag))  # fmt: skip
+                continue
+            if arg in self.deprecated_commands:
+                new = self.deprecated_commands[arg]
+                sys.stderr.write(f"{self.prog}: warning: '{arg}' is deprecated and will go; "
+                                 f"use {new}\n")  # fmt: skip
+                args[position : position + 1] = new.split()
+            break
+        return args
+
+
+class GenerateConfig(argparse.Action):
+    """`--generate-config`: print the example configuration file (`render()`) and exit, as
+    --version prints the version."""
+
+    def __init__(self, option_strings, dest, render: Callable[[], str], **kwargs) -> None:
+        kwargs.setdefault("help", "print the example configuration file and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.render = render
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(self.render())
+        parser.exit(0)
 
 
 def _is_bool_word(word: str) -> bool:
@@ -419,6 +463,34 @@ def _metavar(option: Option) -> str:
 
 # --- loading ---
 
+DEFAULT_CONFIG_DIR = "/etc/hub-sidecars"
+CONFIG_DIR_ENV = "HUB_SIDECARS_CONFIG_DIR"
+
+
+def default_config_file(env_prefix: str, environ: Mapping[str, str] | None = None) -> str:
+    """/etc/hub-sidecars/NAME.toml for the service whose variables start with `env_prefix`
+    (HUB_STATS: stats.toml), in $HUB_SIDECARS_CONFIG_DIR when that is set."""
+    environ = os.environ if environ is None else environ
+    name = env_prefix.removeprefix("HUB_").lower()
+    # where this process looks, also when the caller hands in an environment of its own
+    directory = environ.get(CONFIG_DIR_ENV) or os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR
+    return os.path.join(directory, f"{name}.toml")
+
+
+def config_file(
+    env_prefix: str, cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The TOML file to read: --config, else $PREFIX_CONFIG, else the default file when it
+    exists; None for none (an empty --config or $PREFIX_CONFIG says: no file)."""
+    environ = os.environ if environ is None else environ
+    if cli_values.get("config") is not None:
+        return cli_values["config"] or None
+    if f"{env_prefix}_CONFIG" in environ:
+        return environ[f"{env_prefix}_CONFIG"] or None
+    default = default_config_file(env_prefix, environ)
+    return default if os.path.isfile(default) else None
+
+
 
 def load_settings(
     settings_class: type,
@@ -436,7 +508,7 @@ def load_settings(
     by_name = {option.name: option for option in declared}
     values: dict[str, Any] = {}
 
-    config_path = cli_values.get("config") or environ.get(f"{env_prefix}_CONFIG")
+    config_path = config_file(env_prefix, cli_values, environ)
     if config_path:
         for key, value in _read_toml(config_path).items():
             if key in sections and isinstance(value, dict):
@@ -518,12 +590,15 @@ def _key_lines(option: Option) -> list[str]:
 
 __all__ = [
     "ConfigError",
+    "GenerateConfig",
     "Duration",
     "FileMode",
     "Kind",
     "Option",
     "SettingsParser",
     "add_options",
+    "config_file",
+    "default_config_file",
     "format_duration",
     "load_settings",
     "options",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hubsidecars.config import CONFIG_DIR_ENV
 from restuser.prefix import init_prefix
 from tests.realparts import hostcheck, proctree
 from tests.realparts.net import Endpoint, free_port
@@ -114,6 +115,10 @@ def pytest_sessionstart(session):
     os.environ[hostcheck.MARKER] = run_id
     os.environ["TMPDIR"] = str(tmp)
     tempfile.tempdir = None  # tempfile caches the directory it found first
+    # Nothing the run starts reads the host's /etc/hub-sidecars/NAME.toml: an empty directory
+    # of the run's own stands in for it (hubsidecars.config.default_config_file).
+    (basetemp / "etc-hub-sidecars").mkdir(exist_ok=True)
+    os.environ[CONFIG_DIR_ENV] = str(basetemp / "etc-hub-sidecars")
     config.stash[_HOST_CHECK] = (run_id, before, basetemp)
 
 

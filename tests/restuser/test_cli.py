@@ -175,7 +175,7 @@ def test_unsafe_token_file_is_refused_with_one_line(token_file, prefix_root, cha
         ("crlf-token-0123456789abcdef\r\nmore\r\n", "has more than one line"),
         ("token-with-\u00e9-non-ascii-0123456789\n", "has other characters"),
         ("token-with-a-\x07-control-0123456789\n", "has other characters"),
-        ("token with spaces 0123456789\n", "has other characters"),
+        ("token with blanks 0123456789\n", "has other characters"),
         ("token=with-inner-equals-0123456789\n", "has other characters"),
     ],
     ids=["two-lines", "crlf", "non-ascii", "control", "space", "inner-equals"],
@@ -205,8 +205,22 @@ def test_example_config_is_the_committed_example():
     committed = (REPO / "units/restuser.toml.example").read_text()
     assert result.stdout == committed, (
         "units/restuser.toml.example differs from the declarations in restuser/settings.py; "
-        "regenerate it: .venv/bin/hub-restuser example-config > units/restuser.toml.example"
+        "regenerate it: .venv/bin/hub-restuser --generate-config > units/restuser.toml.example"
     )
+
+
+def test_generate_config_prints_the_example_as_every_service_does():
+    result = run("--generate-config")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout == (REPO / "units/restuser.toml.example").read_text()
+
+
+def test_example_config_still_works_and_says_it_is_deprecated():
+    result = run("example-config")
+    assert result.returncode == 0
+    assert result.stdout == (REPO / "units/restuser.toml.example").read_text()
+    assert result.stderr.strip() == ("hub-restuser: warning: 'example-config' is deprecated "
+                                     "and will go; use --generate-config")  # fmt: skip
 
 
 def test_init_prefix_copies_only_system_accounts(tmp_path):
@@ -228,3 +242,14 @@ def test_module_entry_point_runs():
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("hub-restuser 0.")
+
+
+def test_the_default_config_file_is_read(tmp_path):
+    """/etc/hub-sidecars/restuser.toml without --config (moved here by the suite's
+    HUB_SIDECARS_CONFIG_DIR, so the host's /etc is never read)."""
+    (tmp_path / "restuser.toml").write_text("workers = 0\n")
+    result = run("serve", "--prefix", "/nonexistent",
+                 env={**os.environ, "HUB_SIDECARS_CONFIG_DIR": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"hub-restuser: error: {tmp_path}/restuser.toml: workers: "
+                                     "must be at least 1, got 0")  # fmt: skip
