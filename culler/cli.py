@@ -11,6 +11,7 @@ import sys
 from urllib.parse import urlsplit
 
 from hubsidecars import suite_version
+from hubsidecars.cli_main import run_main
 from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
 from hubsidecars.hubapi import HubError
 from hubsidecars.hubsettings import HUB_URL_ENV, hub_client
@@ -118,28 +119,26 @@ def run(settings: culler_settings.CullerSettings, config_file: str = "") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    try:
-        if args.pop("generate_config", False):
-            print(culler_settings.example_config(), end="")
-            return 0
-        loaded = load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args,
-                               sections=(group_rules.SECTION,))  # fmt: skip
-        config_file = args.get("config") or os.environ.get(
-            f"{culler_settings.ENV_PREFIX}_CONFIG", "")  # fmt: skip
-        rules = group_rules.read_group_rules(config_file)  # a wrong rule: exit 2 at start
-        if rules and not loaded.hub:
-            raise ConfigError("[groups] rules need the hub backend (they are hub groups)")
-        shortest = min([r.timeout for r in rules.values() if r.timeout], default=loaded.timeout)
-        if not loaded.cull_every and shortest < loaded.timeout:
-            # half the shortest timeout, a group's included (idle-culler: half of --timeout)
-            loaded = dataclasses.replace(loaded, cull_every=max(1.0, float(int(shortest) // 2)))
-        settings = culler_settings.resolve(loaded)
-        setup_logging(settings.log_format, settings.log_level)
-        return run(settings, config_file)
-    except ConfigError as error:
-        print(f"hub-culler: error: {error}", file=sys.stderr)
-        return 2
+    return run_main(build_parser(), dispatch, argv)
+
+
+def dispatch(args: dict) -> int:
+    if args.pop("generate_config", False):
+        print(culler_settings.example_config(), end="")
+        return 0
+    loaded = load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args,
+                           sections=(group_rules.SECTION,))  # fmt: skip
+    config_file = args.get("config") or os.environ.get(f"{culler_settings.ENV_PREFIX}_CONFIG", "")
+    rules = group_rules.read_group_rules(config_file)  # a wrong rule: exit 2 at start
+    if rules and not loaded.hub:
+        raise ConfigError("[groups] rules need the hub backend (they are hub groups)")
+    shortest = min([r.timeout for r in rules.values() if r.timeout], default=loaded.timeout)
+    if not loaded.cull_every and shortest < loaded.timeout:
+        # half the shortest timeout, a group's included (idle-culler: half of --timeout)
+        loaded = dataclasses.replace(loaded, cull_every=max(1.0, float(int(shortest) // 2)))
+    settings = culler_settings.resolve(loaded)
+    setup_logging(settings.log_format, settings.log_level)
+    return run(settings, config_file)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import fcntl
 import os
 
 from hubsidecars.config import ConfigError
+from hubsidecars.errors import Busy
 
 LOCK_NAME = "hub-culler.lock"
 
@@ -27,7 +28,7 @@ def lock_path(*state_files: str) -> str | None:
 
 def hold_instance_lock(path: str) -> int:
     """Lock `path` for this process and write our pid into it; return the descriptor (keep
-    it open). Raises ConfigError when another culler holds it or it cannot be made."""
+    it open). Raises Busy when another culler holds it, ConfigError when it cannot be made."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -42,7 +43,7 @@ def hold_instance_lock(path: str) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise ConfigError(
+        raise Busy(
             f"another hub-culler (pid {holder}) already uses the state in "
             f"{os.path.dirname(path)}: two cullers against one hub take each other's questions "
             "to servers for user activity; stop the other one (or --dry-run, which takes no lock)"

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from hubsidecars import suite_version
-from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.cli_main import run_main
+from hubsidecars.config import SettingsParser, add_commands, load_settings
 from hubsidecars.listeners import check_listeners, describe, parse_bind, systemd_listeners
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.serving import GunicornServer, server_options
@@ -26,26 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make sure system accounts exist for JupyterHub users, over a small REST API.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser(
+    command = add_commands(parser, restuser_settings.RestuserSettings,
+                           restuser_settings.ENV_PREFIX, required=True)  # fmt: skip
+    command(
         "serve",
         help="serve the API under gunicorn",
         description="Serve the restuser API. Every option can also be set in the TOML file "
         "given with --config or in the environment variable shown.",
     )
-    add_options(serve, restuser_settings.RestuserSettings, restuser_settings.ENV_PREFIX)
-    commands.add_parser(
+    command(
         "example-config",
         help="print the example configuration file, every setting with its default",
         description="Print units/restuser.toml.example, generated from the settings' "
         "declarations: hub-restuser example-config > /etc/hub-sidecars/restuser.toml",
+        settings=False,
     )
-    init = commands.add_parser(
+    init = command(
         "init-prefix",
         help="create a scratch root for --prefix holding this host's system accounts",
         description="Create DIR/etc/{passwd,group,shadow,gshadow} with the host's system "
         "accounts (uid/gid below 1000 and nobody) and an empty DIR/home, so that "
         "'serve --prefix DIR' can create accounts without touching the host.",
+        settings=False,
     )
     init.add_argument("dir", metavar="DIR")
     return parser
@@ -82,23 +85,19 @@ def serve(cli_values: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
+    return run_main(build_parser(), dispatch, argv)
+
+
+def dispatch(args: dict) -> int:
     command = args.pop("command")
-    try:
-        if command == "init-prefix":
-            init_prefix(Path(args["dir"]))
-            print(
-                f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home"
-            )
-            return 0
-        if command == "example-config":
-            print(restuser_settings.example_config(), end="")
-            return 0
-        return serve(args)
-    except ConfigError as error:
-        print(f"hub-restuser: error: {error}", file=sys.stderr)
-        return 2
+    if command == "init-prefix":
+        init_prefix(Path(args["dir"]))
+        print(f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home")
+        return 0
+    if command == "example-config":
+        print(restuser_settings.example_config(), end="")
+        return 0
+    return serve(args)
 
 
 if __name__ == "__main__":

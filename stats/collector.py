@@ -33,6 +33,7 @@ def hold_collector_lock(db_path: str) -> int:
     import os
 
     from hubsidecars.config import ConfigError
+    from hubsidecars.errors import Busy
 
     try:
         fd = os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -43,7 +44,7 @@ def hold_collector_lock(db_path: str) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ConfigError(f"another hub-stats collector records into {db_path} (or the file "
+        raise Busy(f"another hub-stats collector records into {db_path} (or the file "
                           "it points to); two would record every poll twice") from None  # fmt: skip
     return fd
 

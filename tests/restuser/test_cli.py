@@ -228,3 +228,44 @@ def test_module_entry_point_runs():
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("hub-restuser 0.")
+
+
+def test_exit_codes_as_documented_one_line_each(tmp_path):
+    """docs/exit-codes.md: 2 for a bad setting, 1 for a command that ran and failed (here an
+    init-prefix whose DIR cannot be made: an OSError no code foresaw), each one line on stderr
+    and never a traceback; 0 for success."""
+    bad = run("serve", "--uid-min", "abc")
+    assert bad.returncode == 2 and bad.stderr.startswith("hub-restuser: error: "), bad.stderr
+    (tmp_path / "file").write_text("")
+    failed = run("init-prefix", str(tmp_path / "file" / "root"))
+    [line] = failed.stderr.splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert line.startswith(f"hub-restuser: error: Not a directory: {tmp_path / 'file' / 'root'}")
+    assert run("init-prefix", str(tmp_path / "root")).returncode == 0
+
+
+def test_the_error_line_carries_its_priority_in_the_journal(tmp_path):
+    """Under systemd (stderr is the journal stream) the one error line starts with <3>, so
+    that `journalctl -p err -u hub-restuser` shows why the service did not start."""
+    journal = tmp_path / "journal.txt"
+    with journal.open("w") as stream:
+        status = os.fstat(stream.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+        done = subprocess.run(restuser_command()[:1] + ["serve", "--uid-min", "abc"], check=False,
+                              env=env, stdout=subprocess.DEVNULL, stderr=stream,
+                              timeout=20)  # fmt: skip
+    assert done.returncode == 2
+    [line] = journal.read_text().splitlines()
+    assert line.startswith("<3>hub-restuser: error: --uid-min: not an integer"), line
+
+
+def test_config_is_taken_before_or_after_the_command(tmp_path):
+    """`hub-restuser --config FILE serve` reads FILE as `hub-restuser serve --config FILE`
+    does (here a file with a typo, which both refuse naming it)."""
+    config = tmp_path / "restuser.toml"
+    config.write_text("shel = '/bin/sh'\n")
+    for argv in (["--config", str(config), "serve"], ["serve", "--config", str(config)]):
+        result = run(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.strip() == (
+            f"hub-restuser: error: {config}: unknown setting 'shel'"), (argv, result.stderr)
