@@ -119,13 +119,10 @@ def print_status(rows: list[dict], as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), dispatch, argv)
+    return run_main(build_parser(), dispatch, argv, example_config=backup_settings.example_config)
 
 
 def dispatch(args: dict) -> int:
-    if args.pop("generate_config", False):
-        print(backup_settings.example_config(), end="")
-        return 0
     command = args.pop("command", None)
     if command is None:
         raise ConfigError("give a command: run, cleanup, status, restore, verify or drill")

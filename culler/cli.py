@@ -119,13 +119,10 @@ def run(settings: culler_settings.CullerSettings, config_file: str = "") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), dispatch, argv)
+    return run_main(build_parser(), dispatch, argv, example_config=culler_settings.example_config)
 
 
 def dispatch(args: dict) -> int:
-    if args.pop("generate_config", False):
-        print(culler_settings.example_config(), end="")
-        return 0
     loaded = load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args,
                            sections=(group_rules.SECTION,))  # fmt: skip
     config_file = args.get("config") or os.environ.get(f"{culler_settings.ENV_PREFIX}_CONFIG", "")

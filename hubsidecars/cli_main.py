@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hubsidecars.errors import EXIT_FAILED, Busy, SidecarError
+from hubsidecars.errors import EXIT_FAILED, EXIT_OK, Busy, SidecarError
 from hubsidecars.logs import stderr_is_the_journal
 
 # syslog priorities of the line (under systemd, `journalctl -p err` finds the errors)
@@ -19,13 +19,18 @@ _ERROR, _WARNING = 3, 4
 
 
 def run_main(parser: argparse.ArgumentParser, dispatch: Callable[[dict[str, Any]], int],
-             argv: list[str] | None = None) -> int:  # fmt: skip
+             argv: list[str] | None = None, *,
+             example_config: Callable[[], str] | None = None) -> int:  # fmt: skip
     """Parse `argv` with `parser` (a usage error exits 2 there, with one line) and return
     what `dispatch(vars(args))` returns, or the exit code of what it raised:
     ConfigError 2, Busy 75, Failed 1, anything unforeseen 1 (its traceback only when the
-    command logs at debug level). Ctrl-C ends quietly with 130, as a shell reports it."""
+    command logs at debug level). Ctrl-C ends quietly with 130, as a shell reports it.
+    `--generate-config` (when the parser has it) prints `example_config()` instead."""
     args = vars(parser.parse_args(argv))
     try:
+        if args.pop("generate_config", False) and example_config is not None:
+            print(example_config(), end="")
+            return EXIT_OK
         return dispatch(args)
     except SidecarError as error:
         busy = isinstance(error, Busy)

@@ -30,7 +30,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
-from hubsidecars.errors import ConfigError  # defined with its siblings, still importable here
+from hubsidecars.cli_main import say
+from hubsidecars.errors import EXIT_USAGE, ConfigError  # ConfigError: still importable here
 
 # --- parsers: each takes a TOML value or an env/argv string, raises ValueError with a reason --
 
@@ -371,7 +372,8 @@ class SettingsParser(argparse.ArgumentParser):
         return super().parse_known_args(rewritten, namespace)
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        say(self.prog, "error", f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
 
 
 def _is_bool_word(word: str) -> bool:

@@ -99,13 +99,10 @@ def charts(settings, out_dir: str, image_format: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), dispatch, argv)
+    return run_main(build_parser(), dispatch, argv, example_config=stats_settings.example_config)
 
 
 def dispatch(args: dict) -> int:
-    if args.pop("generate_config", False):
-        print(stats_settings.example_config(), end="")
-        return 0
     command = args.pop("command", None) or "collect"
     settings = stats_settings.resolve(
         load_settings(stats_settings.StatsSettings, stats_settings.ENV_PREFIX, args),

@@ -244,18 +244,24 @@ def test_exit_codes_as_documented_one_line_each(tmp_path):
     assert run("init-prefix", str(tmp_path / "root")).returncode == 0
 
 
-def test_the_error_line_carries_its_priority_in_the_journal(tmp_path):
-    """Under systemd (stderr is the journal stream) the one error line starts with <3>, so
-    that `journalctl -p err -u hub-restuser` shows why the service did not start."""
+def in_the_journal(tmp_path, *args: str) -> tuple[int, str]:
+    """Run hub-restuser ARGS with stderr as systemd hands it over (JOURNAL_STREAM naming it);
+    its exit code and what it wrote there."""
     journal = tmp_path / "journal.txt"
     with journal.open("w") as stream:
         status = os.fstat(stream.fileno())
         env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
-        done = subprocess.run(restuser_command()[:1] + ["serve", "--uid-min", "abc"], check=False,
-                              env=env, stdout=subprocess.DEVNULL, stderr=stream,
-                              timeout=20)  # fmt: skip
-    assert done.returncode == 2
-    [line] = journal.read_text().splitlines()
+        done = subprocess.run(restuser_command()[:1] + list(args), check=False, env=env,
+                              stdout=subprocess.DEVNULL, stderr=stream, timeout=20)  # fmt: skip
+    return done.returncode, journal.read_text()
+
+
+def test_the_error_line_carries_its_priority_in_the_journal(tmp_path):
+    """Under systemd (stderr is the journal stream) the one error line starts with <3>, so
+    that `journalctl -p err -u hub-restuser` shows why the service did not start."""
+    code, written = in_the_journal(tmp_path, "serve", "--uid-min", "abc")
+    assert code == 2
+    [line] = written.splitlines()
     assert line.startswith("<3>hub-restuser: error: --uid-min: not an integer"), line
 
 
@@ -269,3 +275,10 @@ def test_config_is_taken_before_or_after_the_command(tmp_path):
         assert result.returncode == 2, (argv, result.stderr)
         assert result.stderr.strip() == (
             f"hub-restuser: error: {config}: unknown setting 'shel'"), (argv, result.stderr)
+
+
+def test_a_usage_error_is_one_line_with_its_priority_in_the_journal(tmp_path):
+    code, written = in_the_journal(tmp_path, "serve", "--no-such-flag")
+    assert code == 2
+    assert written == ("<3>hub-restuser: error: unrecognized arguments: --no-such-flag "
+                       "(see hub-restuser --help)\n")  # fmt: skip
