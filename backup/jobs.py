@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hubsidecars.commands import CommandError
+from hubsidecars.errors import EXIT_FAILED, EXIT_OK, Busy
 from hubsidecars.files import private_directory
 from hubsidecars.locking import FileLock, LockTimeout
 from hubsidecars.logs import log_event
@@ -32,12 +33,7 @@ from backup.state import ChainRecord, StateStore
 
 log = logging.getLogger("backup")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the job lock
-
-
-class JobBusy(Exception):
+class JobBusy(Busy):
     """Another hub-backup run or cleanup holds the job lock."""
 
 

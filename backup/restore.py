@@ -19,6 +19,7 @@ from pathlib import Path
 
 from backup import safe_fs
 from hubsidecars.config import ConfigError
+from hubsidecars.errors import Busy
 from hubsidecars.locking import LockTimeout
 from hubsidecars.logs import log_event
 
@@ -62,8 +63,8 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
                                       numeric_owner=previous_owner)
                 aside = None
     except LockTimeout:
-        raise ConfigError(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
-                          "try again later") from None  # fmt: skip
+        raise Busy(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
+                   "try again later") from None  # fmt: skip
     finally:
         try:
             jobs.duplicity.stop_agent()

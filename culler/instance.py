@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from hubsidecars.config import ConfigError
+from hubsidecars.errors import Busy
 from hubsidecars.locking import HeldElsewhere, hold_process_lock
 
 LOCK_NAME = "hub-culler.lock"
@@ -27,12 +28,12 @@ def lock_path(*state_files: str) -> str | None:
 
 def hold_instance_lock(path: str) -> int:
     """Lock `path` for this process and write our pid into it; return the descriptor (keep
-    it open). Raises ConfigError when another culler holds it or it cannot be made."""
+    it open). Raises Busy when another culler holds it, ConfigError when it cannot be made."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         return hold_process_lock(path, record_pid=True)
     except HeldElsewhere as held:
-        raise ConfigError(
+        raise Busy(
             f"another hub-culler (pid {held.holder or 'unknown'}) already uses the state in "
             f"{os.path.dirname(path)}: two cullers against one hub take each other's questions "
             "to servers for user activity; stop the other one (or --dry-run, which takes no lock)"

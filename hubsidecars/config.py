@@ -35,10 +35,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
-
-class ConfigError(Exception):
-    """Bad usage or configuration; the message is one line for the admin. Exit code 2."""
-
+from hubsidecars.cli_main import say
+from hubsidecars.errors import EXIT_USAGE, ConfigError  # ConfigError: still importable here
 
 # --- parsers: each takes a TOML value or an env/argv string, raises ValueError with a reason --
 
@@ -384,7 +382,8 @@ class SettingsParser(argparse.ArgumentParser):
         return super().parse_known_args(rewritten, namespace)
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        say(self.prog, "error", f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
 
     def _replace_deprecated(self, args: list[str]) -> list[str]:
         """The first word that is no option nor an option's value is the command: when it is
@@ -432,12 +431,7 @@ def _is_bool_word(word: str) -> bool:
 def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefix: str) -> None:
     """Add --config and a flag per option; an absent flag leaves no value (default=SUPPRESS),
     so the lower layers show through."""
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help=f"TOML file with any of the settings below (env {env_prefix}_CONFIG)",
-    )
+    _add_config(parser, f"TOML file with any of the settings below (env {env_prefix}_CONFIG)")
     for option in options(settings_class):
         if not option.flag:
             continue
@@ -455,6 +449,34 @@ def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefi
             default=argparse.SUPPRESS,
             help=described,
         )
+
+
+def _add_config(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=help_text)
+
+
+def add_commands(parser: argparse.ArgumentParser, settings_class: type, env_prefix: str,
+                 required: bool = False) -> Callable[..., argparse.ArgumentParser]:  # fmt: skip
+    """Subcommands for `parser`; returns `command(name, help, settings=True)`, which adds one
+    (with every setting's flag unless `settings` is false) and returns its parser.
+
+    `--config FILE` is taken before the command as well as after it (`hub-X --config FILE
+    COMMAND` and `hub-X COMMAND --config FILE`; given twice, the one after wins): each
+    subparser leaves an absent flag unset (SUPPRESS), so the value read before shows through.
+    The chosen command is in `command` (None when none was given and none is `required`)."""
+    if "--config" not in parser._option_string_actions:
+        _add_config(parser, f"TOML file with the settings, before or after COMMAND "
+                    f"(env {env_prefix}_CONFIG)")  # fmt: skip
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=required)
+
+    def command(name: str, help: str, description: str | None = None,
+                settings: bool = True) -> argparse.ArgumentParser:  # fmt: skip
+        sub = commands.add_parser(name, help=help, description=description or help)
+        if settings:
+            add_options(sub, settings_class, env_prefix)
+        return sub
+
+    return command
 
 
 def _metavar(option: Option) -> str:
@@ -596,6 +618,7 @@ __all__ = [
     "Kind",
     "Option",
     "SettingsParser",
+    "add_commands",
     "add_options",
     "config_file",
     "default_config_file",

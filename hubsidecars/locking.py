@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hubsidecars.errors import Busy
 
-class LockTimeout(Exception):
+
+class LockTimeout(Busy):
     """The lock stayed held by someone else for longer than the timeout."""
 
 

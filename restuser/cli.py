@@ -9,13 +9,9 @@ import sys
 from pathlib import Path
 
 from hubsidecars import suite_version
-from hubsidecars.config import (
-    ConfigError,
-    GenerateConfig,
-    SettingsParser,
-    add_options,
-    load_settings,
-)
+from hubsidecars.cli_main import run_main
+from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_commands,
+                                load_settings)  # fmt: skip
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.secrets import read_bearer_token
 from hubsidecars.serving import checked_listeners, run_server
@@ -39,26 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--generate-config", action=GenerateConfig,
                         render=restuser_settings.example_config)  # fmt: skip
     parser.deprecated_commands = {"example-config": "--generate-config"}
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = commands.add_parser(
+    command = add_commands(parser, restuser_settings.RestuserSettings,
+                           restuser_settings.ENV_PREFIX, required=True)  # fmt: skip
+    command(
         "serve",
         help="serve the API under gunicorn",
         description="Serve the restuser API. Every option can also be set in the TOML file "
         "given with --config or in the environment variable shown.",
     )
-    add_options(serve, restuser_settings.RestuserSettings, restuser_settings.ENV_PREFIX)
-    commands.add_parser(
-        "example-config",
-        help="deprecated: use --generate-config",
-        description="Deprecated: use hub-restuser --generate-config > "
-        "/etc/hub-sidecars/restuser.toml",
-    )
-    init = commands.add_parser(
+    init = command(
         "init-prefix",
         help="create a scratch root for --prefix holding this host's system accounts",
         description="Create DIR/etc/{passwd,group,shadow,gshadow} with the host's system "
         "accounts (uid/gid below 1000 and nobody) and an empty DIR/home, so that "
         "'serve --prefix DIR' can create accounts without touching the host.",
+        settings=False,
     )
     init.add_argument("dir", metavar="DIR")
     return parser
@@ -112,23 +103,16 @@ def serve(cli_values: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = vars(parser.parse_args(argv))
+    return run_main(build_parser(), dispatch, argv)
+
+
+def dispatch(args: dict) -> int:
     command = args.pop("command")
-    try:
-        if command == "init-prefix":
-            init_prefix(Path(args["dir"]))
-            print(
-                f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home"
-            )
-            return 0
-        if command == "example-config":
-            print(restuser_settings.example_config(), end="")
-            return 0
-        return serve(args)
-    except ConfigError as error:
-        print(f"hub-restuser: error: {error}", file=sys.stderr)
-        return 2
+    if command == "init-prefix":
+        init_prefix(Path(args["dir"]))
+        print(f"created {args['dir']}/etc/{{passwd,group,shadow,gshadow}} and {args['dir']}/home")
+        return 0
+    return serve(args)
 
 
 if __name__ == "__main__":

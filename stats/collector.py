@@ -30,13 +30,14 @@ def hold_collector_lock(db_path: str) -> int:
     flock does not disturb. Call stats.schema.check_file first: this creates a missing file
     (empty, which SQLite takes as a new database) but never writes into an existing one."""
     from hubsidecars.config import ConfigError
+    from hubsidecars.errors import Busy
     from hubsidecars.locking import HeldElsewhere, hold_process_lock
 
     try:
         return hold_process_lock(db_path)
     except HeldElsewhere:
-        raise ConfigError(f"another hub-stats collector records into {db_path} (or the file "
-                          "it points to); two would record every poll twice") from None  # fmt: skip
+        raise Busy(f"another hub-stats collector records into {db_path} (or the file "
+                   "it points to); two would record every poll twice") from None  # fmt: skip
     except OSError as error:
         raise ConfigError(f"cannot open the activity database {db_path}: "
                           f"{error.strerror}") from None  # fmt: skip

@@ -253,3 +253,57 @@ def test_the_default_config_file_is_read(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"hub-restuser: error: {tmp_path}/restuser.toml: workers: "
                                      "must be at least 1, got 0")  # fmt: skip
+
+
+def test_exit_codes_as_documented_one_line_each(tmp_path):
+    """docs/exit-codes.md: 2 for a bad setting, 1 for a command that ran and failed (here an
+    init-prefix whose DIR cannot be made: an OSError no code foresaw), each one line on stderr
+    and never a traceback; 0 for success."""
+    bad = run("serve", "--uid-min", "abc")
+    assert bad.returncode == 2 and bad.stderr.startswith("hub-restuser: error: "), bad.stderr
+    (tmp_path / "file").write_text("")
+    failed = run("init-prefix", str(tmp_path / "file" / "root"))
+    [line] = failed.stderr.splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert line.startswith(f"hub-restuser: error: Not a directory: {tmp_path / 'file' / 'root'}")
+    assert run("init-prefix", str(tmp_path / "root")).returncode == 0
+
+
+def in_the_journal(tmp_path, *args: str) -> tuple[int, str]:
+    """Run hub-restuser ARGS with stderr as systemd hands it over (JOURNAL_STREAM naming it);
+    its exit code and what it wrote there."""
+    journal = tmp_path / "journal.txt"
+    with journal.open("w") as stream:
+        status = os.fstat(stream.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+        done = subprocess.run(restuser_command()[:1] + list(args), check=False, env=env,
+                              stdout=subprocess.DEVNULL, stderr=stream, timeout=20)  # fmt: skip
+    return done.returncode, journal.read_text()
+
+
+def test_the_error_line_carries_its_priority_in_the_journal(tmp_path):
+    """Under systemd (stderr is the journal stream) the one error line starts with <3>, so
+    that `journalctl -p err -u hub-restuser` shows why the service did not start."""
+    code, written = in_the_journal(tmp_path, "serve", "--uid-min", "abc")
+    assert code == 2
+    [line] = written.splitlines()
+    assert line.startswith("<3>hub-restuser: error: --uid-min: not an integer"), line
+
+
+def test_config_is_taken_before_or_after_the_command(tmp_path):
+    """`hub-restuser --config FILE serve` reads FILE as `hub-restuser serve --config FILE`
+    does (here a file with a typo, which both refuse naming it)."""
+    config = tmp_path / "restuser.toml"
+    config.write_text("shel = '/bin/sh'\n")
+    for argv in (["--config", str(config), "serve"], ["serve", "--config", str(config)]):
+        result = run(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.strip() == (
+            f"hub-restuser: error: {config}: unknown setting 'shel'"), (argv, result.stderr)
+
+
+def test_a_usage_error_is_one_line_with_its_priority_in_the_journal(tmp_path):
+    code, written = in_the_journal(tmp_path, "serve", "--no-such-flag")
+    assert code == 2
+    assert written == ("<3>hub-restuser: error: unrecognized arguments: --no-such-flag "
+                       "(see hub-restuser --help)\n")  # fmt: skip
