@@ -14,6 +14,7 @@ from hubsidecars import suite_version
 from hubsidecars.cli_main import run_main
 from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_options,
                                 load_settings)  # fmt: skip
+from hubsidecars.config import config_file as config_file_to_read
 from hubsidecars.hubapi import HubError
 from hubsidecars.hubsettings import HUB_URL_ENV, hub_client
 from hubsidecars.logs import log_event, setup_logging
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(args: dict) -> int:
     loaded = load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args,
                            sections=(group_rules.SECTION,))  # fmt: skip
-    config_file = args.get("config") or os.environ.get(f"{culler_settings.ENV_PREFIX}_CONFIG", "")
+    config_file = config_file_to_read(culler_settings.ENV_PREFIX, args) or ""
     rules = group_rules.read_group_rules(config_file)  # a wrong rule: exit 2 at start
     if rules and not loaded.hub:
         raise ConfigError("[groups] rules need the hub backend (they are hub groups)")

@@ -9,6 +9,7 @@ same arguments and gets the same settings. No hub is started here: `main()` and 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -348,3 +349,18 @@ def test_lists_from_flags_and_environment_split_like_toml_arrays(value, expected
     from hubsidecars.config import parse_list
 
     assert parse_list(value) == expected
+
+
+def test_group_rules_are_read_from_the_default_file_too(tmp_path):
+    """/etc/hub-sidecars/culler.toml without --config (here moved by HUB_SIDECARS_CONFIG_DIR):
+    its [groups] tables count as its settings do, so a wrong rule stops the culler at start."""
+    (tmp_path / "culler.toml").write_text('timeout = "1h"\n[groups.gpu]\ntimeout = "soon"\n')
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HUB_CULLER_")}
+    env.update(HUB_SIDECARS_CONFIG_DIR=str(tmp_path),
+               JUPYTERHUB_API_TOKEN="a-token-of-enough-length-0123456789")  # fmt: skip
+    result = subprocess.run([str(HUB_CULLER), "--once", "--url", "http://127.0.0.1:9/hub/api",
+                             "--status-file", "", "--probe-state-file", ""],
+                            env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert "groups.gpu" in line and "timeout" in line, line
