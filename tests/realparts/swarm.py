@@ -13,16 +13,22 @@ is left (`leftovers`).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 from tests.realparts.hostcheck import mounts
+from tests.realparts.net import free_port
 from tests.realparts.waiting import wait_until
 
+REPO = Path(__file__).resolve().parents[2]
 ADVERTISE = "10.213.0.1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 DAEMONS = ("containerd", "dockerd", "runc", "docker-")
@@ -260,3 +266,263 @@ class SwarmEngine:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# --- reaching the namespace's loopback from the test's -----------------------------------------
+
+CLONE_NEWNET = 0x40000000
+
+
+def socket_in_netns(netns: str) -> socket.socket:
+    """A TCP socket created inside `netns`: a socket belongs to the network namespace of the
+    thread that creates it, so a short-lived thread enters the namespace (setns changes the
+    calling thread only) and makes it; the test's own threads never leave theirs."""
+    made: list = []
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/run/netns/{netns}") as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns")
+            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller
+            made.append(exc)
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+class Forwarder:
+    """Listens on the test's 127.0.0.1 and passes each connection to 127.0.0.1:`port` inside
+    the namespace (loopback to loopback: nothing leaves either namespace). The test and
+    hub-culler reach a hub in the namespace through it."""
+
+    def __init__(self, netns: str, port: int) -> None:
+        self.netns, self.target = netns, port
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket_in_netns(self.netns)
+        try:
+            upstream.connect(("127.0.0.1", self.target))
+        except OSError:
+            upstream.close()
+            client.close()
+            return
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+# --- images: loaded from the default engine or imported, never pulled -------------------------
+
+
+def copy_image(engine: SwarmEngine, image: str) -> str:
+    """`image` from the default engine into the swarm's (docker save | docker load)."""
+    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+    try:
+        subprocess.run(["docker", "load", "-q"], stdin=save.stdout, env=engine.env(),
+                       check=True, capture_output=True, timeout=300)  # fmt: skip
+    finally:
+        save.stdout.close()
+        save.wait()
+    return image
+
+
+SERVER_IMAGE = "hub-sidecars-singleuser:test"
+
+
+def hub_venv(version: str = "5") -> Path:
+    return (REPO / f".venv-hub{version}").resolve()
+
+
+def server_mounts(version: str = "5") -> list[str]:
+    """Host directories a single-user server needs, bind-mounted read-only at the same path:
+    /usr, the hub venv and the Python it was made from (when not under /usr)."""
+    venv = hub_venv(version)
+    home = ""
+    for line in (venv / "pyvenv.cfg").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            home = value.strip()
+    paths = ["/usr", str(venv)]
+    prefix = Path(home).parent if home else None
+    if prefix is not None and not str(prefix).startswith("/usr"):
+        paths.append(str(prefix))
+    return paths
+
+
+def server_image(engine: SwarmEngine, name: str = SERVER_IMAGE) -> str:
+    """A single-user server's image with nothing in it but the directories Linux and Jupyter
+    expect and root's passwd entry; /usr and the hub's venv are bind-mounted read-only."""
+    if engine.docker("image", "inspect", name, check=False).returncode == 0:
+        return name
+    with tempfile.TemporaryDirectory() as root:
+        base = Path(root)
+        for directory in ("etc", "root", "tmp", "proc", "sys", "dev", "run", "home", "var/tmp"):
+            (base / directory).mkdir(parents=True)
+        (base / "tmp").chmod(0o1777)
+        for link in ("bin", "lib", "lib64", "sbin"):
+            (base / link).symlink_to(f"usr/{link}")
+        (base / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+        (base / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        try:
+            subprocess.run(["docker", "import", "-", name], stdin=tar.stdout, env=engine.env(),
+                           check=True, capture_output=True, timeout=120)  # fmt: skip
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    return name
+
+
+# --- hubs with the real Docker spawners, inside the namespace ---------------------------------
+
+SPAWNER_KINDS = ("docker", "swarm", "jhub")
+SPAWNER_CLASSES = {
+    "docker": "tests.realparts.swarm_spawners.HostDockerSpawner",
+    "swarm": "tests.realparts.swarm_spawners.HostSwarmSpawner",
+    "jhub": "tests.realparts.swarm_spawners.HostJhubSwarmSpawner",
+}
+
+
+def spawner_config(kind: str, image: str) -> str:
+    """The hub's configuration for `kind` of spawner, each with its default naming."""
+    venv = hub_venv("5")
+    command = [str(venv / "bin" / "jupyterhub-singleuser"), "--allow-root"]
+    mounts = server_mounts("5")
+    common = f"""
+c.JupyterHub.spawner_class = {SPAWNER_CLASSES[kind]!r}
+c.JupyterHub.allow_named_servers = True
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+"""
+    if kind in ("docker", "swarm"):
+        volumes = {path: {"bind": path, "mode": "ro"} for path in mounts}
+        return common + f"""
+c.DockerSpawner.image = {image!r}
+c.DockerSpawner.network_name = "host"
+c.DockerSpawner.use_internal_ip = True  # no port bindings (refused on the host network)
+c.DockerSpawner.cmd = {command[:1]!r}
+c.DockerSpawner.args = {command[1:]!r}
+c.DockerSpawner.volumes = {volumes!r}
+c.DockerSpawner.notebook_dir = "/root"
+"""
+    spec_mounts = [{"type": "bind", "source": path, "target": path, "read_only": True}
+                   for path in mounts]  # fmt: skip
+    return common + f"""
+c.Spawner.ip = "127.0.0.1"
+c.SwarmSpawner.images = [{{"name": "server", "image": {image!r}, "command": {command!r}}}]
+c.SwarmSpawner.networks = ["host"]
+c.SwarmSpawner.container_spec = {{"mounts": {spec_mounts!r}}}
+"""
+
+
+class SwarmHubs:
+    """Real JupyterHubs (5.x, from .venv-hub5) in the swarm's namespace, one spawner kind each;
+    `hub.url` is a Forwarder's, so the test and hub-culler use the hub as any other."""
+
+    def __init__(self, engine: SwarmEngine, parent: Path) -> None:
+        self.engine = engine
+        self.parent = parent
+        self.hubs: list = []
+        self.forwarders: list[Forwarder] = []
+
+    def __call__(self, kind: str, services: list, extra_config: str = ""):
+        from tests.realparts.hub import RealHub
+
+        if kind not in SPAWNER_KINDS:
+            raise ValueError(f"kind must be one of {SPAWNER_KINDS}, not {kind!r}")
+        image = server_image(self.engine)
+        workdir = self.parent / f"hub{len(self.hubs)}-{kind}"
+        workdir.mkdir()
+        hub = RealHub(workdir, services, spawner_config(kind, image) + extra_config,
+                      version="5", command_prefix=tuple(self.engine.nsenter()),
+                      extra_env={"DOCKER_HOST": self.engine.docker_host})  # fmt: skip
+        hub.spawner = "simple"  # RealHub's own spawner config is replaced by the one above
+        hub.spawner_config = lambda: ""  # type: ignore[method-assign]
+        forwarder = Forwarder(self.engine.netns, hub.proxy_port)
+        self.forwarders.append(forwarder)
+        hub.url = f"http://127.0.0.1:{forwarder.port}"
+        hub.api_url = f"{hub.url}/hub/api"
+        # what the servers get as JUPYTERHUB_API_URL: the hub's own address in the namespace
+        hub.server_api_url = f"http://127.0.0.1:{hub.hub_port}/hub/api"
+        hub.kind = kind
+        self.hubs.append(hub)
+        try:
+            return hub.start()
+        except Exception:
+            hub.close()
+            raise
+
+    def close(self) -> None:
+        for hub in self.hubs:
+            hub.close()
+        for forwarder in self.forwarders:
+            forwarder.close()
+
+
+def restart_forgetting(hub, database: Path) -> None:
+    """Stop the hub (its servers keep running: cleanup_servers must be False), put back a
+    database saved earlier, start it again: the servers spawned since are running on the
+    engine, unknown to the hub (what a crashed or restored hub leaves behind)."""
+    hub.process.stop()  # not hub.stop(): that kills every process with the hub's API URL
+    pid_file = hub.workdir / "proxy.pid"
+    if pid_file.exists() and pid_file.read_text().strip().isdigit():
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, "the old proxy to exit")
+    hub.restore_db(database)
+    hub.start()
+
+
+def engine_objects(engine: SwarmEngine) -> dict[str, str]:
+    """Running containers and services by name: "container" or "service" (a service's task
+    containers are left out: the culler acts on the service)."""
+    found = {}
+    for line in engine.docker("ps", "--format", "{{.Names}}\t{{.Label \"com.docker.swarm.service.id\"}}"
+                              ).stdout.splitlines():  # fmt: skip
+        name, _, service = line.partition("\t")
+        if not service:
+            found[name] = "container"
+    for name in engine.docker("service", "ls", "--format", "{{.Name}}").stdout.split():
+        found[name] = "service"
+    return found
