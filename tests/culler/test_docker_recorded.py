@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from culler.docker_backend import DockerCuller
+from culler.docker.backend import DockerCuller
 from culler.outcomes import PassResult
 from culler.settings import CullerSettings
 from tests.culler.docker_replay import ReplayEngine, recorded

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubsidecars.config import Duration, setting
+from hubsidecars.usercontainers import DOCKERSPAWNER_NAMES, SWARMSPAWNER_NAMES
 
 DEFAULT_DOCKER_STATE = "/var/lib/hub-sidecars/culler/docker-state.json"
-DOCKERSPAWNER_NAMES = ("jupyter-{username}", "jupyter-{username}--{servername}")
-SWARMSPAWNER_NAMES = (*DOCKERSPAWNER_NAMES, "jupyter-{md5}-{any}")
+__all__ = ["DOCKERSPAWNER_NAMES", "SWARMSPAWNER_NAMES", "DockerSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +50,13 @@ class DockerSettings:
         "touch only containers and services whose environment names the hub user they serve "
         "(JUPYTERHUB_USER, set by every JupyterHub spawner): the hub's own container never has "
         "it; turn off for tmpnb-style pools that no hub started",
+    )
+    docker_hub_api_url: tuple[str, ...] = setting(
+        (),
+        "the JUPYTERHUB_API_URL this hub gives its servers (the hub's hub_connect_url plus "
+        "/hub/api; comma separated if several): a container or service with another is "
+        "another hub's and never touched; default: --url (with --no-hub: any hub's)",
+        metavar="URLS",
     )
     docker_exclude: tuple[str, ...] = setting(
         ("jupyterhub",),

@@ -21,13 +21,13 @@ import docker
 import docker.errors
 import requests
 
-from culler.docker_idle import DockerState, StateFile, judge, sample_from_stats
-from culler.docker_names import NameMatcher, Owner, hub_env
-from culler.docker_settings import DockerSettings
+from culler.docker.idle import DockerState, StateFile, judge, sample_from_stats
+from culler.docker.settings import DockerSettings
 from culler.hubpass import run_concurrently
 from culler.outcomes import Kind, Outcome, PassResult
 from hubsidecars.config import ConfigError, format_duration
 from hubsidecars.logs import log_event
+from hubsidecars.usercontainers import Owner, UserServers, hub_env
 
 _CONTAINER_DIR = re.compile(r"/containers/([0-9a-f]{64})/")
 _CGROUP_ID = re.compile(r"docker[/-]([0-9a-f]{64})\b")
@@ -113,6 +113,16 @@ def connect_docker(settings: DockerSettings) -> docker.DockerClient:
     return client
 
 
+def this_hub(settings) -> tuple[str, ...]:
+    """The JUPYTERHUB_API_URLs of this hub's servers: --docker-hub-api-url, else the hub's
+    API URL (--url) when the hub backend is on; none (any hub's) with --no-hub."""
+    if settings.docker_hub_api_url:
+        return tuple(settings.docker_hub_api_url)
+    if getattr(settings, "hub", False) and getattr(settings, "url", ""):
+        return (settings.url,)
+    return ()
+
+
 def own_container_ids(proc_self: Path = Path("/proc/self")) -> frozenset[str]:
     """The ID of the container this process runs in, if any: the engine bind-mounts the
     container's own hostname file on /etc/hostname, and (cgroup v1) names its cgroups after it.
@@ -159,8 +169,11 @@ class DockerCuller:
         self.logger = logger or logging.getLogger("culler.docker")
         self.clock = clock
         self.own_ids = own_container_ids() if own_ids is None else own_ids
-        self.containers = NameMatcher(settings.docker_container_names, settings.docker_labels)
-        self.services = NameMatcher(settings.docker_service_names, settings.docker_labels)
+        self.rule = UserServers(
+            settings.docker_container_names, settings.docker_service_names,
+            settings.docker_labels, require_hub_env=settings.docker_require_hub_env,
+            hub_api_urls=this_hub(settings),
+        )  # fmt: skip
         self.state_file = StateFile(settings.docker_state_file, self.logger)
         self.state: DockerState | None = None
         self._stops: list[Callable[[], Outcome]] = []
@@ -267,7 +280,9 @@ class DockerCuller:
             names = [n.lstrip("/") for n in summary.get("Names") or ()]
             name = next((n for n in names if "/" not in n), names[0] if names else "")
             labels = summary.get("Labels") or {}
-            if self.containers.matches(name, labels):
+            if self.rule.task_of(labels):
+                continue  # a swarm task: its service is the one to act on, never the task
+            if self.rule.candidate("container", name, labels):
                 found.append(Candidate("container", summary["Id"], name, labels))
         return found
 
@@ -284,7 +299,7 @@ class DockerCuller:
             container_spec = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
             labels = {**(container_spec.get("Labels") or {}), **(spec.get("Labels") or {})}
             name = spec.get("Name", "")
-            if self.services.matches(name, labels):
+            if self.rule.candidate("service", name, labels):
                 env = hub_env(container_spec.get("Env"))
                 found.append(Candidate("service", service["ID"], name, labels, env))
         return found
@@ -305,13 +320,10 @@ class DockerCuller:
     ) -> Outcome | None:
         if self._excluded(candidate.id, candidate.name):
             return self._outcome(candidate, "skipped", "excluded (--docker-exclude or our own)")
-        env = self._environment(candidate)
-        if self.settings.docker_require_hub_env and "JUPYTERHUB_USER" not in env:
-            return self._outcome(
-                candidate, "skipped", "no JUPYTERHUB_USER in its environment: not a hub server"
-            )
-        matcher = self.containers if candidate.kind == "container" else self.services
-        owner = matcher.owner(candidate.name, env)
+        verdict = self.rule.judge(candidate.kind, candidate.name, self._environment(candidate))
+        if not verdict.ours:
+            return self._outcome(candidate, "skipped", verdict.reason)
+        owner = verdict.owner
         if hub_servers is not None:
             return self._consider_orphan(candidate, owner, hub_servers, result)
         if candidate.kind == "service":
