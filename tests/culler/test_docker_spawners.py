@@ -14,6 +14,7 @@ a named server cannot be started beside the default one with it.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import datetime, timezone
 
@@ -76,16 +77,23 @@ def spawned(swarm_hubs, tmp_path_factory):
         if kind != "jhub":
             hub.start_servers([users["live"]], "admin", server_name="lab", timeout=90)
         saved = tmp_path_factory.mktemp(f"db-{kind}") / "before-ghost.sqlite"
-        hub.process.stop()  # a consistent copy of the database (restarted at once below)
-        hub.save_db(saved)
-        restart_forgetting(hub, saved)
+        backup_db(hub, saved)
         hub.start_servers([users["ghost"]], "admin", timeout=90)
-        hub.process.stop()
         restart_forgetting(hub, saved)
         made[kind] = (hub, users)
         return made[kind]
 
     return get
+
+
+def backup_db(hub, destination) -> None:
+    """A consistent copy of the running hub's database (SQLite's online backup)."""
+    source, copy = sqlite3.connect(hub.workdir / "jupyterhub.sqlite"), sqlite3.connect(destination)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
 
 
 def mark_active(hub, user: str, servers: list[str]) -> None:
