@@ -2,8 +2,9 @@
 
 With the hub backend on, a container or service whose user has no running or pending server in
 the hub is an orphan, removed after a grace period. Without it, a container whose CPU and network
-counters stood still for the timeout is stopped (and removed if configured). Candidates are only
-what the name templates or labels select, minus the excluded and the culler's own container.
+counters stood still for the timeout is stopped (and removed if configured), and a service whose
+task on this node did so is removed. Candidates are what hubsidecars.usercontainers calls users'
+servers of this hub, minus the excluded and the culler's own container.
 """
 
 from __future__ import annotations
@@ -327,10 +328,19 @@ class DockerCuller:
         if hub_servers is not None:
             return self._consider_orphan(candidate, owner, hub_servers, result)
         if candidate.kind == "service":
-            return self._outcome(
-                candidate, "skipped", "services are culled as orphans only: needs the hub backend"
-            )
-        return self._consider_idle(candidate, result)
+            task = self._local_task(candidate)
+            if task is None:
+                return self._outcome(candidate, "skipped", "no task of it runs on this node "
+                                     "(a culler on its node judges it)")  # fmt: skip
+            return self._consider_idle(candidate, result, task)
+        return self._consider_idle(candidate, result, candidate.id)
+
+    def _local_task(self, candidate: Candidate) -> str | None:
+        """The ID of the service's running task container on this engine's node, if any (a
+        user's server has one replica; the swarm spawners scale none)."""
+        tasks = self._call(self.api.containers, filters={
+            "status": "running", "label": f"com.docker.swarm.service.id={candidate.id}"})
+        return tasks[0]["Id"] if tasks else None
 
     def _consider_orphan(
         self,
@@ -375,8 +385,12 @@ class DockerCuller:
         )
         return self._act(candidate, reason, True, result)
 
-    def _consider_idle(self, candidate: Candidate, result: PassResult) -> Outcome | None:
-        stats = self._call(self.api.stats, candidate.id, stream=False, one_shot=True)
+    def _consider_idle(self, candidate: Candidate, result: PassResult,
+                       container_id: str) -> Outcome | None:  # fmt: skip
+        """Idle when the counters of `container_id` (the container, or a service's task here)
+        stood still over the timeout; a service is then removed, as its spawner does to stop
+        it (stopping its task would only make the swarm start another)."""
+        stats = self._call(self.api.stats, container_id, stream=False, one_shot=True)
         now = sample_from_stats(stats, self.clock())
         if now is None:
             return self._outcome(
@@ -392,7 +406,8 @@ class DockerCuller:
         self.state.samples[candidate.id] = verdict.keep
         if not verdict.idle:
             return self._outcome(candidate, "active", verdict.reason)
-        return self._act(candidate, verdict.reason, self.settings.docker_remove, result)
+        remove = self.settings.docker_remove or candidate.kind == "service"
+        return self._act(candidate, verdict.reason, remove, result)
 
     @property
     def settings_timeout(self) -> float:

@@ -66,8 +66,8 @@ class DockerSettings:
     )
     docker_services: bool = setting(
         True,
-        "also look at Swarm services (only when the engine is a swarm manager); they are "
-        "culled as orphans only, so this needs the hub backend",
+        "also look at Swarm services (only when the engine is a swarm manager): with the hub, "
+        "orphans are removed; with --no-hub, a service whose task on this node is idle",
     )
     docker_orphan_grace: Duration = setting(
         300.0,

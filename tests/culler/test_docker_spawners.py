@@ -23,7 +23,7 @@ import pytest
 from tests.realparts.culler import CULLER_SCOPES, run_once
 from tests.realparts.docker import busybox_image
 from tests.realparts.hub import HubService
-from tests.realparts.swarm import engine_objects, restart_forgetting
+from tests.realparts.swarm import engine_objects, hub_venv, restart_forgetting
 from tests.realparts.waiting import wait_until
 
 pytestmark = pytest.mark.hub
@@ -171,3 +171,45 @@ def test_two_hubs_on_one_engine_never_touch_each_others_servers(spawned, swarm_h
             assert decisions["jupyter-carol"]["result"] == "skipped", run.log
             assert "jupyter-carol" in engine_objects(swarm_engine), run.log
     assert other.api("GET", "/users/carol", "admin").json()["servers"][""]["ready"]
+
+
+def task_container(swarm_engine, kind: str, user: str) -> str:
+    """The container a server runs in: DockerSpawner's own, or the service's task."""
+    name = server_names(kind, user)
+    if kind == "docker":
+        return name
+    ids = swarm_engine.docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}"
+                              ).stdout.split()  # fmt: skip
+    assert len(ids) == 1, (name, ids)
+    return ids[0]
+
+
+@pytest.mark.parametrize("kind", ["docker", "swarm", "jhub"])
+def test_culler_without_the_hub_stops_an_idle_server(kind, spawned, bystanders, swarm_engine,
+                                                     tmp_path):  # fmt: skip
+    """--no-hub: the engine's counters alone. A server that used no CPU over the timeout goes
+    (DockerSpawner's container stopped; a service removed, as the swarm spawners stop one);
+    one whose kernel-like loop burns CPU stays."""
+    hub, _ = spawned(kind)
+    quiet, busy = f"quiet{kind}", f"busy{kind}"
+    hub.create_users([quiet, busy], "admin")
+    hub.start_servers([quiet, busy], "admin", timeout=90)
+    python = str(hub_venv("5") / "bin" / "python")
+    swarm_engine.docker("exec", "-d", task_container(swarm_engine, kind, busy), python, "-c",
+                        "while True: pass")  # fmt: skip
+    args = ("--no-hub", "--docker", "--timeout", "2", "--docker-cpu-threshold", "0.5",
+            "--docker-state-file", str(tmp_path / "docker-state.json"),
+            "--docker-hub-api-url", hub.server_api_url)  # fmt: skip
+    env = {"DOCKER_HOST": swarm_engine.docker_host}
+    first = run_once(hub, "culler", tmp_path, *args, **env)  # the counters' first sample
+    assert first.returncode == 0, first.log
+    time.sleep(2.5)  # --timeout: the counters must be compared over that long
+    second = run_once(hub, "culler", tmp_path, *args, **env)
+    assert second.returncode == 0, second.log
+    decisions = {d["target"]: d for d in second.status["decisions"]}
+    assert decisions[server_names(kind, quiet)]["result"] == "culled", second.log
+    assert decisions[server_names(kind, busy)]["result"] == "active", second.log
+    on_engine = engine_objects(swarm_engine)
+    assert server_names(kind, quiet) not in on_engine
+    assert server_names(kind, busy) in on_engine
+    assert set(bystanders) <= set(on_engine), second.log
