@@ -220,12 +220,14 @@ class UserServers:
         """Given a candidate's hub environment (hub_env): ours, and whose."""
         user = env.get("JUPYTERHUB_USER")
         if not user and self.require_hub_env:
-            return Verdict(False, Owner(), "no JUPYTERHUB_USER in its environment: not a hub server")
+            return Verdict(False, Owner(),
+                           "no JUPYTERHUB_USER in its environment: not a hub server")
         if user and self.hub_api_urls:
             url = env.get("JUPYTERHUB_API_URL", "")
             if not any(same_api_url(url, ours) for ours in self.hub_api_urls):
+                ours = ", ".join(self.hub_api_urls)
                 return Verdict(False, Owner(), f"another hub's server: JUPYTERHUB_API_URL "
-                               f"{url or '(unset)'} is not {', '.join(self.hub_api_urls)}")  # fmt: skip
+                               f"{url or '(unset)'} is not {ours}")  # fmt: skip
         return Verdict(True, self.matcher(kind).owner(name, env))
 
     def task_of(self, labels: dict[str, str] | None) -> str | None:

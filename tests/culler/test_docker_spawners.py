@@ -54,7 +54,8 @@ def bystanders(swarm_engine):
     swarm_engine.docker("run", "-d", "--network", "none", "--name", "jupyter-notauser",
                         image, "sleep", "3600")  # fmt: skip
     swarm_engine.docker("service", "create", "--detach", "--no-resolve-image", "--network",
-                        "host", "--name", "jupyter-notaservice", image, "sleep", "3600")  # fmt: skip
+                        "host", "--name", "jupyter-notaservice", image,
+                        "sleep", "3600")  # fmt: skip
     names = ["jupyterhub", "postgres", "jupyterhub-proxy", "jupyter-notauser",
              "jupyter-notaservice"]  # fmt: skip
     wait_until(lambda: set(names) <= set(engine_objects(swarm_engine)), 30,
@@ -100,7 +101,8 @@ def mark_active(hub, user: str, servers: list[str]) -> None:
     now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
     reply = hub.api("POST", f"/users/{user}/activity", "admin",
                     json={"last_activity": now,
-                          "servers": {name: {"last_activity": now} for name in servers}})  # fmt: skip
+                          "servers": {name: {"last_activity": now}
+                                      for name in servers}})  # fmt: skip
     assert reply.status_code == 200, reply.text
 
 
@@ -150,8 +152,8 @@ def test_culler_with_the_hub(kind, spawned, bystanders, swarm_engine, tmp_path):
     assert hub.token("culler") not in first.log + second.log
 
 
-def test_two_hubs_on_one_engine_never_touch_each_others_servers(spawned, swarm_hubs,
-                                                                 swarm_engine, tmp_path):  # fmt: skip
+def test_two_hubs_on_one_engine_never_touch_each_others_servers(
+        spawned, swarm_hubs, swarm_engine, tmp_path):  # fmt: skip
     """Staging and production share a swarm: carol's server of the other hub, named and
     labelled as this hub's would be, is no orphan of this hub, whatever the grace."""
     hub, _ = spawned("docker")

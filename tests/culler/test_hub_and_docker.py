@@ -27,7 +27,8 @@ def engine(docker_engine):
     client = docker.from_env()
     made = []
 
-    def run(name: str, user: str | None, hub_api_url: str = "") -> docker.models.containers.Container:
+    def run(name: str, user: str | None,
+            hub_api_url: str = "") -> docker.models.containers.Container:  # fmt: skip
         env = {"JUPYTERHUB_USER": user, "JUPYTERHUB_SERVER_NAME": "",
                "JUPYTERHUB_API_URL": hub_api_url} if user else {}  # fmt: skip
         try:

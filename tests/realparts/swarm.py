@@ -249,7 +249,8 @@ class SwarmEngine:
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
             try:
-                argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                raw = (entry / "cmdline").read_bytes()
+                argv = raw.replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
             daemon = os.path.basename(argv.split(" ", 1)[0]).startswith(DAEMONS)
@@ -518,8 +519,8 @@ def engine_objects(engine: SwarmEngine) -> dict[str, str]:
     """Running containers and services by name: "container" or "service" (a service's task
     containers are left out: the culler acts on the service)."""
     found = {}
-    for line in engine.docker("ps", "--format", "{{.Names}}\t{{.Label \"com.docker.swarm.service.id\"}}"
-                              ).stdout.splitlines():  # fmt: skip
+    columns = '{{.Names}}\t{{.Label "com.docker.swarm.service.id"}}'
+    for line in engine.docker("ps", "--format", columns).stdout.splitlines():
         name, _, service = line.partition("\t")
         if not service:
             found[name] = "container"

@@ -38,7 +38,8 @@ def sampled_polls(db) -> int:
     try:
         conn = sqlite3.connect(db)
         try:
-            return conn.execute("SELECT count(DISTINCT poll_id) FROM container_samples").fetchone()[0]
+            query = "SELECT count(DISTINCT poll_id) FROM container_samples"
+            return conn.execute(query).fetchone()[0]
         finally:
             conn.close()
     except sqlite3.DatabaseError:
