@@ -209,7 +209,9 @@ def test_culler_without_the_hub_stops_an_idle_server(kind, spawned, bystanders, 
     second = run_once(hub, "culler", tmp_path, *args, **env)
     assert second.returncode == 0, second.log
     decisions = {d["target"]: d for d in second.status["decisions"]}
-    assert decisions[server_names(kind, quiet)]["result"] == "culled", second.log
+    mine = {name: decisions.get(name) for name in (server_names(kind, quiet),
+                                                   server_names(kind, busy))}  # fmt: skip
+    assert decisions[server_names(kind, quiet)]["result"] == "culled", (mine, first.status)
     assert decisions[server_names(kind, busy)]["result"] == "active", second.log
     on_engine = engine_objects(swarm_engine)
     assert server_names(kind, quiet) not in on_engine

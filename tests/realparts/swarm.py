@@ -200,8 +200,11 @@ class SwarmEngine:
         found = []
         if self.netns in self._netns_list():
             found.append(f"network namespace {self.netns}")
+        # Its daemons mount in a mount namespace of their own: only the namespace's file and
+        # the engine's directory are its in the host's (the default engine's /run/docker/...
+        # mounts come and go with other tests' containers).
         for point in set(mounts()) - self.mounts_before:
-            if point.startswith(str(self.dir)) or point.startswith(("/run/docker", "/run/netns/")):
+            if point.startswith(str(self.dir)) or point == f"/run/netns/{self.netns}":
                 found.append(f"mount {point}")
         found += [f"cgroup {path}" for path in self._cgroups()]
         found += [f"process {pid} {argv}" for pid, argv in self._processes()]
