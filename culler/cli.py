@@ -56,7 +56,7 @@ def build_hub(settings: culler_settings.CullerSettings, config_file: str = "") -
 
 
 def build_docker(settings: culler_settings.CullerSettings):
-    from culler.docker_backend import DockerCuller, connect_docker
+    from culler.docker.backend import DockerCuller, connect_docker
 
     return DockerCuller(connect_docker(settings), settings, logger=logging.getLogger("culler.docker"))
 

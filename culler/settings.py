@@ -2,7 +2,7 @@
 
 The hub backend's options carry jupyterhub-idle-culler 2.0's names and defaults (`--timeout
 600`, `--cull-every` half of it, `--concurrency 10`...), so an admin switches by changing the
-command. The Docker backend's settings live in culler/docker_settings.py.
+command. The Docker backend's settings live in culler/docker/settings.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from hubsidecars.config import ConfigError, Duration, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
 
-from culler.docker_settings import DockerSettings
+from culler.docker.settings import DockerSettings
 
 ENV_PREFIX = "HUB_CULLER"
 YEAR = 365 * 86400.0
@@ -26,7 +26,7 @@ DEFAULT_STATUS_FILE = f"{DEFAULT_STATE_DIR}/status.json"
 EXAMPLE_HEADER = f"""\
 /etc/hub-sidecars/culler.toml: settings for `hub-culler` (hub-culler.service).
 Written by `hub-culler --generate-config` from culler/settings.py and
-culler/docker_settings.py. Keys left commented out show their defaults. Each key is also a flag
+culler/docker/settings.py. Keys left commented out show their defaults. Each key is also a flag
 (cull_every: --cull-every) and an environment variable ({ENV_PREFIX}_CULL_EVERY); flags win
 over the environment, which wins over this file. The hub API token is never a setting: it comes
 from token_file, the systemd credential hub-api-token, or JUPYTERHUB_API_TOKEN.

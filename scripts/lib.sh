@@ -82,12 +82,17 @@ ensure_proxy() {
     fi
 }
 
+DOCKER_SPAWNERS=("dockerspawner==14.0.0" "jhub-swarmspawner==0.6.3")
+
 # ensure_hub_venv MAJOR: .venv-hubMAJOR with JupyterHub MAJOR.x and jupyter-server, for the tests
 # that run the hub API client against older hubs (.venv has the newest JupyterHub). Installs only
 # when the venv is missing or was built from a different requirement list.
 ensure_hub_venv() {
     local major=$1 venv="$REPO_DIR/.venv-hub$1" stamp
     local wanted=("jupyterhub>=$major.0,<$((major + 1))" "jupyter-server>=2.14,<3")
+    # The Docker spawners the culler and stats are tested with (tests/realparts/swarm.py runs
+    # hubs with them on a swarm of the test's own); jhub-swarmspawner needs JupyterHub > 5.1.
+    [ "$major" = 5 ] && wanted+=("${DOCKER_SPAWNERS[@]}")
     stamp="$venv/.installed"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${wanted[*]}" ]; then
         return 0

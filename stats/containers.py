@@ -1,9 +1,10 @@
 """hub-stats --docker: CPU and memory of each running user container, once per poll.
 
-A user container is a running container whose name matches one of `docker_names` (shell
-globs) and whose environment carries JUPYTERHUB_USER (set by DockerSpawner and its kin): the
-same rule the culler uses. Each poll adds one `container_samples` row per such container, all
-in one transaction.
+A user container is a running container that hubsidecars.usercontainers calls a user's server
+of this hub (the culler's rule: a name template of `docker_names` fits it, or its service's
+name for a swarm task, and its environment carries JUPYTERHUB_USER and this hub's
+JUPYTERHUB_API_URL). Each poll adds one `container_samples` row per such container, all in one
+transaction; `host` is the engine's node, so a swarm's nodes are told apart.
 
 cpu_percent is the container's CPU time since the previous sample of the same container,
 divided by the wall time between the two samples (the engine's own read times), as a percent
@@ -19,7 +20,6 @@ memory_limit_bytes the cgroup's limit (the host's memory when the container has 
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -33,6 +33,7 @@ import requests
 import sqlite_utils
 
 from hubsidecars.config import ConfigError
+from hubsidecars.usercontainers import UserServers, hub_env
 from stats.schema import transaction
 
 log = logging.getLogger("stats.containers")
@@ -113,9 +114,11 @@ class ContainerSampler:
     """Called by the collector as `sampler(db, poll_id)` after each recorded poll."""
 
     def __init__(self, client: docker.DockerClient, names: Iterable[str], *,
+                 hub_api_urls: Iterable[str] = (),
                  concurrency: int = CONCURRENCY) -> None:  # fmt: skip
         self.client = client
         self.names = tuple(names)
+        self.rule = UserServers(self.names, self.names, hub_api_urls=tuple(hub_api_urls))
         self.concurrency = concurrency
         self._previous: dict[str, CpuReading] = {}
 
@@ -132,17 +135,23 @@ class ContainerSampler:
         except (docker.errors.DockerException, requests.RequestException, OSError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ConfigError(f"docker: cannot reach the engine at {where}: {reason}") from None
-        return cls(client, settings.docker_names)
+        urls = tuple(getattr(settings, "docker_hub_api_url", ()) or ())
+        if not urls and getattr(settings, "url", ""):
+            urls = (settings.url,)
+        return cls(client, settings.docker_names, hub_api_urls=urls)
 
-    def is_user_container(self, name: str, env: Mapping[str, str]) -> bool:
-        return "JUPYTERHUB_USER" in env and any(fnmatch.fnmatchcase(name, g) for g in self.names)
+    def is_user_container(self, name: str, env: Mapping[str, str],
+                          labels: Mapping[str, str] | None = None) -> bool:  # fmt: skip
+        return self.rule.container(name, dict(labels or {}), hub_env(
+            [f"{key}={value}" for key, value in env.items()])).ours
 
     def samples(self) -> list[Sample]:
         """Read every running user container's counters (no database involved)."""
         running = [
             (container, env)
             for container in self.client.containers.list(filters={"status": "running"})
-            if self.is_user_container(container.name, env := environment(container.attrs))
+            if self.is_user_container(container.name, env := environment(container.attrs),
+                                      container.labels)
         ]
         # The engine answers a stats request at its next one-second collection tick: asked
         # one after the other, 500 containers would take minutes; asked together, seconds.

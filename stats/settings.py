@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
+from hubsidecars.usercontainers import SWARMSPAWNER_NAMES
 
 ENV_PREFIX = "HUB_STATS"
 DEFAULT_DB = "/var/lib/hub-sidecars/stats/activity.sqlite"
@@ -48,8 +49,13 @@ class StatsSettings(HubConnectionSettings):
         "socket or $DOCKER_HOST)",
     )  # fmt: skip
     docker_names: tuple[str, ...] = setting(
-        ("jupyter-*",), "which containers are user containers (shell globs on the name; they "
-        "must also carry JUPYTERHUB_USER in their environment)",
+        SWARMSPAWNER_NAMES, "which containers (a swarm task: its service) are users' servers: "
+        "name templates as hub-culler's --docker-container-names (docs/docker.md); they must "
+        "also carry JUPYTERHUB_USER in their environment", metavar="TEMPLATES",
+    )  # fmt: skip
+    docker_hub_api_url: tuple[str, ...] = setting(
+        (), "the JUPYTERHUB_API_URL this hub gives its servers: another hub's containers on "
+        "the same engine are not recorded (default: --url)", metavar="URLS",
     )  # fmt: skip
     bind: str = shared.bind_setting(
         "unix:/run/hub-stats/stats.sock", "hub-stats-web.socket",

@@ -26,6 +26,7 @@ _HOST_CHECK = pytest.StashKey[tuple]()
 PARTS_BY_FIXTURE = {
     "start_hub": "hub", "start_module_hub": "hub",
     "docker_engine": "docker",
+    "swarm_engine": "swarm", "swarm_hubs": "swarm",
     "systemd_image": "systemd", "systemd_container": "systemd",
     "ssh_server": "sshd",
     "browser": "chromium",
@@ -33,7 +34,7 @@ PARTS_BY_FIXTURE = {
 # Every backup test module runs duplicity (and gpg) but these, which only parse and check.
 PURE_BACKUP_MODULES = {"test_restore_times.py", "test_state.py", "test_settings.py"}
 ALIASES = {"realhub": "hub", "realsystemd": "systemd"}  # the markers' earlier names
-REAL_PARTS = ("hub", "docker", "systemd", "duplicity", "chromium", "sshd")
+REAL_PARTS = ("hub", "docker", "swarm", "systemd", "duplicity", "chromium", "sshd")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
@@ -48,6 +49,8 @@ def pytest_collection_modifyitems(config, items):
             parts.add("duplicity")
         if "systemd" in parts:
             parts.add("docker")
+        if "swarm_hubs" in item.fixturenames:
+            parts.add("hub")
         for part in parts:
             item.add_marker(part)
         if not parts:
@@ -63,6 +66,10 @@ SHARED_SCOPES = {"module", "package", "class"}
 def _worker_group(item, parts: set[str]) -> str | None:
     """Which tests must share one pytest-xdist worker (scripts/test runs --dist loadgroup);
     None for a test that shares nothing with its neighbours, which any idle worker may take."""
+    if "swarm" in parts:
+        # One swarm engine per worker (session-scoped): its tests share it, beside the
+        # default engine's group (a swarm test never touches the default engine).
+        return "swarm-engine"
     if "docker" in parts:
         # One engine: the culler's sweeps and the stats sampler see every container on it.
         return "docker-engine"
@@ -229,6 +236,30 @@ def docker_engine(tmp_path_factory):
     engine = DockerEngine(tmp_path_factory.mktemp("dockerd") / "dockerd.log").start()
     yield engine
     engine.stop()
+
+
+@pytest.fixture(scope="session")
+def swarm_engine(tmp_path_factory):
+    """A one-node Docker Swarm of the run's own, in a network namespace the test creates
+    (tests/realparts/swarm.py); talk to it with `swarm_engine.env()` (DOCKER_HOST), never the
+    default engine's socket. Torn down completely at the end, checked."""
+    from tests.realparts.swarm import SwarmEngine
+
+    engine = SwarmEngine(tmp_path_factory.mktemp("swarm")).start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def swarm_hubs(swarm_engine, tmp_path_factory):
+    """Factory: `swarm_hubs(kind, services, extra_config="")` starts a real JupyterHub 5 in the
+    swarm's namespace spawning with dockerspawner's DockerSpawner ("docker") or SwarmSpawner
+    ("swarm"), or jhub-swarmspawner ("jhub"); all stopped at the module's end."""
+    from tests.realparts.swarm import SwarmHubs
+
+    hubs = SwarmHubs(swarm_engine, tmp_path_factory.mktemp("swarmhubs"))
+    yield hubs
+    hubs.close()
 
 
 @pytest.fixture(scope="session")

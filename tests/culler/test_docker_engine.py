@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import pytest
 
-from culler.docker_backend import DockerCuller, connect_docker, own_container_ids
+from culler.docker.backend import DockerCuller, connect_docker, own_container_ids
 from culler.outcomes import PassResult
 from culler.settings import CullerSettings
 from hubsidecars.config import ConfigError

@@ -9,9 +9,9 @@ import string
 
 import pytest
 
-from culler.docker_idle import DockerState, Sample, StateFile, judge, sample_from_stats
-from culler.docker_names import BadTemplate, NameMatcher, Owner, hub_env, unescape, user_md5
-from culler.docker_settings import DOCKERSPAWNER_NAMES, SWARMSPAWNER_NAMES
+from culler.docker.idle import DockerState, Sample, StateFile, judge, sample_from_stats
+from hubsidecars.usercontainers import BadTemplate, NameMatcher, Owner, hub_env, unescape, user_md5
+from culler.docker.settings import DOCKERSPAWNER_NAMES, SWARMSPAWNER_NAMES
 
 
 def dockerspawner_escape(text: str) -> str:

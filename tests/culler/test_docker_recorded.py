@@ -1,7 +1,10 @@
 """The Docker backend against recorded Engine API answers (tests/culler/recorded/, replayed by
-tests/culler/docker_replay.py over real HTTP): the Swarm service path, which cannot run here
-(no `docker swarm init`: it would create overlay networks), network counters (test containers
-have no network) and 5xx answers. Recorded, not live: see recorded/README.md.
+tests/culler/docker_replay.py over real HTTP), kept only for what the test swarm
+(tests/realparts/swarm.py, one node, real spawners: tests/culler/test_docker_spawners.py) cannot
+show: services named by the md5 of the user (SwarmSpawner releases before jhub-swarmspawner 0.6,
+which need an older JupyterHub), a service whose task runs on another node, an engine that is
+no swarm manager (a worker node), network counters (the test servers run on the host network,
+which has none), 5xx answers and counters the engine cannot read.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import threading
 
 import pytest
 
-from culler.docker_backend import DockerCuller
+from culler.docker.backend import DockerCuller
 from culler.outcomes import PassResult
 from culler.settings import CullerSettings
 from tests.culler.docker_replay import ReplayEngine, recorded
@@ -133,7 +136,9 @@ def test_services_dry_run(swarm, tmp_path):
     assert swarm.calls("DELETE") == []
 
 
-def test_services_without_hub_are_left_alone(swarm, tmp_path):
+def test_no_hub_leaves_a_service_whose_task_runs_on_another_node(swarm, tmp_path):
+    """--no-hub judges a service by its task's counters on this node; with none here (the
+    recording has no containers), that node's culler judges it."""
     result = one_pass(DockerCuller(swarm.client(), make_settings(tmp_path, hub=False)), None)
     assert result.errors == []
     assert {o.result for o in result.outcomes} == {"skipped"}

@@ -27,8 +27,10 @@ def engine(docker_engine):
     client = docker.from_env()
     made = []
 
-    def run(name: str, user: str | None) -> docker.models.containers.Container:
-        env = {"JUPYTERHUB_USER": user, "JUPYTERHUB_SERVER_NAME": ""} if user else {}
+    def run(name: str, user: str | None,
+            hub_api_url: str = "") -> docker.models.containers.Container:  # fmt: skip
+        env = {"JUPYTERHUB_USER": user, "JUPYTERHUB_SERVER_NAME": "",
+               "JUPYTERHUB_API_URL": hub_api_url} if user else {}  # fmt: skip
         try:
             client.containers.get(name).remove(force=True)
         except docker.errors.NotFound:
@@ -64,10 +66,12 @@ def test_orphaned_user_containers_go_and_the_others_stay(start_hub, engine, tmp_
                      HubService("culler", CULLER_SCOPES)], spawner="responder")  # fmt: skip
     hub.create_users([alive, ghost], "admin")
     hub.start_servers([alive], "admin")
-    run(f"jupyter-{alive}", alive)  # its user's server runs in the hub
-    run(f"jupyter-{ghost}", ghost)  # no server in the hub: an orphan
+    ours = hub.api_url  # what a spawner gives its servers, here the culler's --url too
+    run(f"jupyter-{alive}", alive, ours)  # its user's server runs in the hub
+    run(f"jupyter-{ghost}", ghost, ours)  # no server in the hub: an orphan
+    run(f"jupyter-other{tag}", f"other{tag}", "http://127.0.0.2:8081/hub/api")  # another hub's
     run(f"jupyter-notauser{tag}", None)  # the name fits, but no JUPYTERHUB_USER: not ours
-    run(f"postgres-{tag}", ghost)  # not a user container's name
+    run(f"postgres-{tag}", ghost, ours)  # not a user container's name
     state = str(tmp_path / "docker-state.json")
     common = ("--timeout", "3600", "--docker", "--docker-state-file", state,
               "--docker-orphan-grace", "2")  # fmt: skip
@@ -87,5 +91,7 @@ def test_orphaned_user_containers_go_and_the_others_stay(start_hub, engine, tmp_
     assert not exists(client, f"jupyter-{ghost}")
     assert exists(client, f"jupyter-{alive}")
     assert exists(client, f"jupyter-notauser{tag}") and exists(client, f"postgres-{tag}")
+    assert exists(client, f"jupyter-other{tag}")
+    assert results[f"jupyter-other{tag}"] == "skipped"
     assert f"postgres-{tag}" not in results
     assert hub.token("culler") not in first.log + second.log

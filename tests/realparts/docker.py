@@ -67,10 +67,11 @@ class DockerEngine:
 BUSYBOX_IMAGE = "hub-sidecars-busybox:test"
 
 
-def busybox_image(name: str = BUSYBOX_IMAGE) -> str:
+def busybox_image(name: str = BUSYBOX_IMAGE, env: dict[str, str] | None = None) -> str:
     """A tiny local image holding only busybox-static (no registry can be reached): built once
-    with `docker import`, then reused. Commands: sh, sleep, yes, true, and busybox's others."""
-    if docker("image", "inspect", name, check=False, timeout=30).returncode == 0:
+    with `docker import`, then reused. Commands: sh, sleep, yes, true, and busybox's others.
+    `env` names another engine (DOCKER_HOST), e.g. the test's swarm."""
+    if docker("image", "inspect", name, check=False, timeout=30, env=env).returncode == 0:
         return name
     busybox = shutil.which("busybox")
     if busybox is None:
@@ -84,7 +85,7 @@ def busybox_image(name: str = BUSYBOX_IMAGE) -> str:
             (Path(root) / "bin" / command).symlink_to("busybox")
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         try:
-            docker("import", "-", name, stdin=tar.stdout, timeout=120)
+            docker("import", "-", name, stdin=tar.stdout, timeout=120, env=env)
         finally:
             tar.stdout.close()
             tar.wait()

@@ -54,6 +54,8 @@ class RealHub:
         spawner: str = "simple",
         version: str = "6",
         cleanup_servers: bool = True,
+        command_prefix: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         if spawner not in SPAWNERS:
             raise ValueError(f"spawner must be one of {SPAWNERS}, not {spawner!r}")
@@ -67,6 +69,9 @@ class RealHub:
         self.bin = HUB_VERSIONS[version]
         # False keeps running servers across a hub restart (the responder's survive it).
         self.cleanup_servers = cleanup_servers
+        # e.g. nsenter into a network namespace (tests/realparts/swarm.py), and what it needs
+        self.command_prefix = tuple(command_prefix)
+        self.extra_env = dict(extra_env or {})
         self.proxy_port, self.proxy_api_port, self.hub_port = free_port(), free_port(), free_port()
         self.responder_port = free_port()
         self.url = f"http://127.0.0.1:{self.proxy_port}"
@@ -139,8 +144,10 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
             "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             # the hub imports tests.realparts.responder by name, whichever venv it runs from
             "PYTHONPATH": str(REPO),
+            **self.extra_env,
         }
-        self.process = ManagedProcess([str(self.bin / "jupyterhub"), "-f", str(config)],
+        self.process = ManagedProcess([*self.command_prefix, str(self.bin / "jupyterhub"), "-f",
+                                       str(config)],
                                       self.log_path, env=env, cwd=self.workdir)  # fmt: skip
 
         def answers() -> bool:

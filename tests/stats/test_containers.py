@@ -18,6 +18,7 @@ from tests.realparts.docker import busybox_image
 
 LABEL = "hub-sidecars-test"
 LABEL_VALUE = "stats-containers"
+HUB = "http://127.0.0.1:8081/hub/api"  # what the user containers' spawner gave them
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,11 @@ def containers(engine):
 
     # A CPU loop held to a tenth of a core, with a memory limit.
     run(f"jupyter-{tag}-busy", ["sh", "-c", "while :; do :; done"],
-        {"JUPYTERHUB_USER": "busy", "JUPYTERHUB_SERVER_NAME": ""},
+        {"JUPYTERHUB_USER": "busy", "JUPYTERHUB_SERVER_NAME": "", "JUPYTERHUB_API_URL": HUB},
         nano_cpus=100_000_000, mem_limit="64m")  # fmt: skip
     run(f"jupyter-{tag}-idle", ["sleep", "3600"],
-        {"JUPYTERHUB_USER": "idle", "JUPYTERHUB_SERVER_NAME": "lab"})  # fmt: skip
+        {"JUPYTERHUB_USER": "idle", "JUPYTERHUB_SERVER_NAME": "lab",
+         "JUPYTERHUB_API_URL": HUB})  # fmt: skip
     run(f"jupyter-{tag}-nouser", ["sleep", "3600"], {"OTHER": "x"})
     run(f"other-{tag}-user", ["sleep", "3600"], {"JUPYTERHUB_USER": "other"})
     run(f"jupyter-{tag}-stopped", ["sleep", "3600"], {"JUPYTERHUB_USER": "gone"},
@@ -89,7 +91,7 @@ def rows(db, poll_id: int) -> dict[str, dict]:
 
 def test_samples_running_user_containers_with_cpu_and_memory(engine, containers, tmp_path):
     tag = containers
-    sampler = ContainerSampler.from_settings(FakeSettings((f"jupyter-{tag}-*",)))
+    sampler = ContainerSampler.from_settings(FakeSettings((f"jupyter-{tag}-{{any}}",)))
     db = connect(str(tmp_path / "activity.sqlite"))
     first, second = poll_ids(db, 2)
 
@@ -117,7 +119,7 @@ def test_samples_running_user_containers_with_cpu_and_memory(engine, containers,
 def test_a_container_that_stopped_is_no_longer_sampled(engine, containers, tmp_path):
     tag = containers
     extra = sleeper(engine, f"jupyter-{tag}-leaving", "leaving")
-    sampler = ContainerSampler(engine, (f"jupyter-{tag}-*",))
+    sampler = ContainerSampler(engine, (f"jupyter-{tag}-{{any}}",))
     db = connect(str(tmp_path / "activity.sqlite"))
     first, second = poll_ids(db, 2)
     sampler(db, first)
@@ -130,7 +132,7 @@ def test_a_container_that_stopped_is_no_longer_sampled(engine, containers, tmp_p
 def test_an_unreachable_engine_is_one_line_at_start(tmp_path):
     with pytest.raises(ConfigError) as caught:
         ContainerSampler.from_settings(
-            FakeSettings(("jupyter-*",)), environ={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+            FakeSettings(("jupyter-{any}",)), environ={"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
         )  # fmt: skip
     message = str(caught.value)
     assert message.startswith(f"docker: cannot reach the engine at unix://{tmp_path}/no.sock")
@@ -157,7 +159,7 @@ def test_many_containers_are_sampled_together_not_one_tick_each(engine, containe
     tag = containers
     crowd = [sleeper(engine, f"jupyter-{tag}-crowd{i}", f"crowd{i}") for i in range(10)]
     try:
-        sampler = ContainerSampler(engine, (f"jupyter-{tag}-*",))
+        sampler = ContainerSampler(engine, (f"jupyter-{tag}-{{any}}",))
         db = connect(str(tmp_path / "activity.sqlite"))
         (poll,) = poll_ids(db, 1)
         sampler(db, poll)  # a first call, so that the engine follows every container
@@ -183,7 +185,8 @@ def test_hub_stats_once_with_docker_records_the_poll_and_its_containers(
     hub = start_hub([HubService("stats", scopes)], spawner="responder")
     db_path = tmp_path / "activity.sqlite"
     env = {"PATH": "/usr/bin:/bin", "JUPYTERHUB_API_TOKEN": hub.token("stats"),
-           "HUB_STATS_DOCKER_NAMES": f"jupyter-{tag}-*"}  # fmt: skip
+           "HUB_STATS_DOCKER_NAMES": f"jupyter-{tag}-{{any}}",
+           "HUB_STATS_DOCKER_HUB_API_URL": HUB}  # fmt: skip
     command = [str(REPO / ".venv/bin/hub-stats"), "--once", "--docker", "--url", hub.api_url,
                "--db", str(db_path), "--groups=false"]  # fmt: skip
     import subprocess

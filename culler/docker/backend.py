@@ -2,8 +2,9 @@
 
 With the hub backend on, a container or service whose user has no running or pending server in
 the hub is an orphan, removed after a grace period. Without it, a container whose CPU and network
-counters stood still for the timeout is stopped (and removed if configured). Candidates are only
-what the name templates or labels select, minus the excluded and the culler's own container.
+counters stood still for the timeout is stopped (and removed if configured), and a service whose
+task on this node did so is removed. Candidates are what hubsidecars.usercontainers calls users'
+servers of this hub, minus the excluded and the culler's own container.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import docker
 import docker.errors
 import requests
 
-from culler.docker_idle import DockerState, StateFile, judge, sample_from_stats
-from culler.docker_names import NameMatcher, Owner, hub_env
-from culler.docker_settings import DockerSettings
+from culler.docker.idle import DockerState, StateFile, judge, sample_from_stats
+from culler.docker.settings import DockerSettings
 from culler.hubpass import run_concurrently
 from culler.outcomes import Kind, Outcome, PassResult
 from hubsidecars.config import ConfigError, format_duration
 from hubsidecars.logs import log_event
+from hubsidecars.usercontainers import Owner, UserServers, hub_env
 
 _CONTAINER_DIR = re.compile(r"/containers/([0-9a-f]{64})/")
 _CGROUP_ID = re.compile(r"docker[/-]([0-9a-f]{64})\b")
@@ -113,6 +114,16 @@ def connect_docker(settings: DockerSettings) -> docker.DockerClient:
     return client
 
 
+def this_hub(settings) -> tuple[str, ...]:
+    """The JUPYTERHUB_API_URLs of this hub's servers: --docker-hub-api-url, else the hub's
+    API URL (--url) when the hub backend is on; none (any hub's) with --no-hub."""
+    if settings.docker_hub_api_url:
+        return tuple(settings.docker_hub_api_url)
+    if getattr(settings, "hub", False) and getattr(settings, "url", ""):
+        return (settings.url,)
+    return ()
+
+
 def own_container_ids(proc_self: Path = Path("/proc/self")) -> frozenset[str]:
     """The ID of the container this process runs in, if any: the engine bind-mounts the
     container's own hostname file on /etc/hostname, and (cgroup v1) names its cgroups after it.
@@ -159,8 +170,11 @@ class DockerCuller:
         self.logger = logger or logging.getLogger("culler.docker")
         self.clock = clock
         self.own_ids = own_container_ids() if own_ids is None else own_ids
-        self.containers = NameMatcher(settings.docker_container_names, settings.docker_labels)
-        self.services = NameMatcher(settings.docker_service_names, settings.docker_labels)
+        self.rule = UserServers(
+            settings.docker_container_names, settings.docker_service_names,
+            settings.docker_labels, require_hub_env=settings.docker_require_hub_env,
+            hub_api_urls=this_hub(settings),
+        )  # fmt: skip
         self.state_file = StateFile(settings.docker_state_file, self.logger)
         self.state: DockerState | None = None
         self._stops: list[Callable[[], Outcome]] = []
@@ -267,7 +281,9 @@ class DockerCuller:
             names = [n.lstrip("/") for n in summary.get("Names") or ()]
             name = next((n for n in names if "/" not in n), names[0] if names else "")
             labels = summary.get("Labels") or {}
-            if self.containers.matches(name, labels):
+            if self.rule.task_of(labels):
+                continue  # a swarm task: its service is the one to act on, never the task
+            if self.rule.candidate("container", name, labels):
                 found.append(Candidate("container", summary["Id"], name, labels))
         return found
 
@@ -284,7 +300,7 @@ class DockerCuller:
             container_spec = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
             labels = {**(container_spec.get("Labels") or {}), **(spec.get("Labels") or {})}
             name = spec.get("Name", "")
-            if self.services.matches(name, labels):
+            if self.rule.candidate("service", name, labels):
                 env = hub_env(container_spec.get("Env"))
                 found.append(Candidate("service", service["ID"], name, labels, env))
         return found
@@ -305,20 +321,26 @@ class DockerCuller:
     ) -> Outcome | None:
         if self._excluded(candidate.id, candidate.name):
             return self._outcome(candidate, "skipped", "excluded (--docker-exclude or our own)")
-        env = self._environment(candidate)
-        if self.settings.docker_require_hub_env and "JUPYTERHUB_USER" not in env:
-            return self._outcome(
-                candidate, "skipped", "no JUPYTERHUB_USER in its environment: not a hub server"
-            )
-        matcher = self.containers if candidate.kind == "container" else self.services
-        owner = matcher.owner(candidate.name, env)
+        verdict = self.rule.judge(candidate.kind, candidate.name, self._environment(candidate))
+        if not verdict.ours:
+            return self._outcome(candidate, "skipped", verdict.reason)
+        owner = verdict.owner
         if hub_servers is not None:
             return self._consider_orphan(candidate, owner, hub_servers, result)
         if candidate.kind == "service":
-            return self._outcome(
-                candidate, "skipped", "services are culled as orphans only: needs the hub backend"
-            )
-        return self._consider_idle(candidate, result)
+            task = self._local_task(candidate)
+            if task is None:
+                return self._outcome(candidate, "skipped", "no task of it runs on this node "
+                                     "(a culler on its node judges it)")  # fmt: skip
+            return self._consider_idle(candidate, result, task)
+        return self._consider_idle(candidate, result, candidate.id)
+
+    def _local_task(self, candidate: Candidate) -> str | None:
+        """The ID of the service's running task container on this engine's node, if any (a
+        user's server has one replica; the swarm spawners scale none)."""
+        tasks = self._call(self.api.containers, filters={
+            "status": "running", "label": f"com.docker.swarm.service.id={candidate.id}"})
+        return tasks[0]["Id"] if tasks else None
 
     def _consider_orphan(
         self,
@@ -363,8 +385,12 @@ class DockerCuller:
         )
         return self._act(candidate, reason, True, result)
 
-    def _consider_idle(self, candidate: Candidate, result: PassResult) -> Outcome | None:
-        stats = self._call(self.api.stats, candidate.id, stream=False, one_shot=True)
+    def _consider_idle(self, candidate: Candidate, result: PassResult,
+                       container_id: str) -> Outcome | None:  # fmt: skip
+        """Idle when the counters of `container_id` (the container, or a service's task here)
+        stood still over the timeout; a service is then removed, as its spawner does to stop
+        it (stopping its task would only make the swarm start another)."""
+        stats = self._call(self.api.stats, container_id, stream=False, one_shot=True)
         now = sample_from_stats(stats, self.clock())
         if now is None:
             return self._outcome(
@@ -380,7 +406,8 @@ class DockerCuller:
         self.state.samples[candidate.id] = verdict.keep
         if not verdict.idle:
             return self._outcome(candidate, "active", verdict.reason)
-        return self._act(candidate, verdict.reason, self.settings.docker_remove, result)
+        remove = self.settings.docker_remove or candidate.kind == "service"
+        return self._act(candidate, verdict.reason, remove, result)
 
     @property
     def settings_timeout(self) -> float:

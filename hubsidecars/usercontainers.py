@@ -1,9 +1,18 @@
-"""Which Docker containers and services are users' servers, and whose (pure functions).
+"""Which Docker containers and Swarm services are users' servers, whose, and of which hub:
+the one rule hub-culler (--docker) and hub-stats (--docker) share (pure functions).
 
-A spawner's name template (`jupyter-{username}--{servername}`) becomes a regular expression
-that matches the whole name and reads the user back out of it. The environment a JupyterHub
-spawner gives every server (JUPYTERHUB_USER, JUPYTERHUB_SERVER_NAME) is the better witness and
-wins when present; the name is the fallback.
+Candidates are selected by name template or label. A spawner's name template
+(`jupyter-{username}--{servername}`) becomes a regular expression that matches the whole name
+and reads the user back out of it. The environment a JupyterHub spawner gives every server is
+the better witness and wins when present: JUPYTERHUB_USER and JUPYTERHUB_SERVER_NAME say whose
+server it is, JUPYTERHUB_API_URL which hub started it (two hubs on one engine, e.g. staging and
+production, differ there and nowhere else: the names and labels the spawners give are the
+same). What the spawners really set, read in their code (dockerspawner 14.0.0,
+jhub-swarmspawner 0.6.3): no labels of their own (jhub: `image_name` on the container spec);
+DockerSpawner and dockerspawner's SwarmSpawner name `{prefix}-{username}` and
+`{prefix}-{username}--{servername}` with the user and server names escaped; jhub-swarmspawner
+`jupyter-{last 32 characters of the raw user name}-1` for every server of the user (older
+releases used the md5 of the user name).
 """
 
 from __future__ import annotations
@@ -27,12 +36,22 @@ _PLACEHOLDERS = {
 }
 PLACEHOLDERS = tuple(_PLACEHOLDERS)
 
+DOCKERSPAWNER_NAMES = ("jupyter-{username}", "jupyter-{username}--{servername}")
+# dockerspawner's SwarmSpawner names services as DockerSpawner does its containers; then
+# cassinyio's / jhub-swarmspawner's: the md5 of the user name (before 0.6), then the raw name
+# (its last 32 characters) and "1" whatever the server (0.6.3).
+SWARMSPAWNER_NAMES = (*DOCKERSPAWNER_NAMES, "jupyter-{md5}-{any}", "jupyter-{any}-1")
+SERVICE_LABEL = "com.docker.swarm.service.name"  # on a swarm task's container
+
 
 class BadTemplate(ConfigError):
     """A name template with an unknown placeholder or broken braces."""
 
 
 def template_regex(template: str) -> re.Pattern[str]:
+    if any(char in template for char in "*?["):
+        raise BadTemplate(f"name template {template!r}: shell globs are not templates "
+                          f"(use {{any}} for any text)")  # fmt: skip
     parts = []
     try:
         parsed = list(Formatter().parse(template))
@@ -149,12 +168,77 @@ class NameMatcher:
 
 
 def hub_env(env_list: list[str] | None) -> dict[str, str]:
-    """Only the JUPYTERHUB_USER and JUPYTERHUB_SERVER_NAME entries of a container's
-    environment: the rest holds secrets (the server's API token) and is never kept."""
-    wanted = ("JUPYTERHUB_USER", "JUPYTERHUB_SERVER_NAME")
+    """Only the JUPYTERHUB_USER, JUPYTERHUB_SERVER_NAME and JUPYTERHUB_API_URL entries of a
+    container's environment: the rest holds secrets (the server's API token) and is never
+    kept."""
+    wanted = ("JUPYTERHUB_USER", "JUPYTERHUB_SERVER_NAME", "JUPYTERHUB_API_URL")
     found = {}
     for entry in env_list or ():
         key, _, value = entry.partition("=")
         if key in wanted:
             found[key] = value
     return found
+
+
+def same_api_url(one: str, other: str) -> bool:
+    return one.strip().rstrip("/") == other.strip().rstrip("/")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a candidate is a user's server of this hub; `reason` says why not."""
+
+    ours: bool
+    owner: Owner
+    reason: str = ""
+
+
+class UserServers:
+    """The rule: which containers and services are users' servers of one hub, and whose.
+
+    `hub_api_urls`: the JUPYTERHUB_API_URL this hub's servers get (empty: any hub's);
+    `require_hub_env`: only what carries JUPYTERHUB_USER (off for tmpnb-style pools, which no
+    hub started: those are then told by name or label alone, and of no hub in particular).
+    """
+
+    def __init__(self, container_names: tuple[str, ...], service_names: tuple[str, ...],
+                 labels: tuple[str, ...] = (), *, require_hub_env: bool = True,
+                 hub_api_urls: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.containers = NameMatcher(container_names, labels)
+        self.services = NameMatcher(service_names, labels)
+        self.require_hub_env = require_hub_env
+        self.hub_api_urls = tuple(url for url in hub_api_urls if url)
+
+    def matcher(self, kind: str) -> NameMatcher:
+        return self.services if kind == "service" else self.containers
+
+    def candidate(self, kind: str, name: str, labels: dict[str, str] | None) -> bool:
+        """Worth a closer look (its environment): the name or a label fits."""
+        return self.matcher(kind).matches(name, labels)
+
+    def judge(self, kind: str, name: str, env: dict[str, str]) -> Verdict:
+        """Given a candidate's hub environment (hub_env): ours, and whose."""
+        user = env.get("JUPYTERHUB_USER")
+        if not user and self.require_hub_env:
+            return Verdict(False, Owner(),
+                           "no JUPYTERHUB_USER in its environment: not a hub server")
+        if user and self.hub_api_urls:
+            url = env.get("JUPYTERHUB_API_URL", "")
+            if not any(same_api_url(url, ours) for ours in self.hub_api_urls):
+                ours = ", ".join(self.hub_api_urls)
+                return Verdict(False, Owner(), f"another hub's server: JUPYTERHUB_API_URL "
+                               f"{url or '(unset)'} is not {ours}")  # fmt: skip
+        return Verdict(True, self.matcher(kind).owner(name, env))
+
+    def task_of(self, labels: dict[str, str] | None) -> str | None:
+        """The service a swarm task's container runs for, or None for a plain container."""
+        return (labels or {}).get(SERVICE_LABEL) or None
+
+    def container(self, name: str, labels: dict[str, str] | None,
+                  env: dict[str, str]) -> Verdict:  # fmt: skip
+        """A running container, judged whole: a swarm task by its service's name."""
+        service = self.task_of(labels)
+        kind, name = ("service", service) if service else ("container", name)
+        if not self.candidate(kind, name, labels):
+            return Verdict(False, Owner(), "neither its name nor a label fits")
+        return self.judge(kind, name, env)

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubsidecars.config import Duration, setting
+from hubsidecars.usercontainers import DOCKERSPAWNER_NAMES, SWARMSPAWNER_NAMES
 
 DEFAULT_DOCKER_STATE = "/var/lib/hub-sidecars/culler/docker-state.json"
-DOCKERSPAWNER_NAMES = ("jupyter-{username}", "jupyter-{username}--{servername}")
-SWARMSPAWNER_NAMES = (*DOCKERSPAWNER_NAMES, "jupyter-{md5}-{any}")
+__all__ = ["DOCKERSPAWNER_NAMES", "SWARMSPAWNER_NAMES", "DockerSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +51,13 @@ class DockerSettings:
         "(JUPYTERHUB_USER, set by every JupyterHub spawner): the hub's own container never has "
         "it; turn off for tmpnb-style pools that no hub started",
     )
+    docker_hub_api_url: tuple[str, ...] = setting(
+        (),
+        "the JUPYTERHUB_API_URL this hub gives its servers (the hub's hub_connect_url plus "
+        "/hub/api; comma separated if several): a container or service with another is "
+        "another hub's and never touched; default: --url (with --no-hub: any hub's)",
+        metavar="URLS",
+    )
     docker_exclude: tuple[str, ...] = setting(
         ("jupyterhub",),
         "names or IDs (a prefix of 12 or more hex digits) of containers and services never "
@@ -59,8 +66,8 @@ class DockerSettings:
     )
     docker_services: bool = setting(
         True,
-        "also look at Swarm services (only when the engine is a swarm manager); they are "
-        "culled as orphans only, so this needs the hub backend",
+        "also look at Swarm services (only when the engine is a swarm manager): with the hub, "
+        "orphans are removed; with --no-hub, a service whose task on this node is idle",
     )
     docker_orphan_grace: Duration = setting(
         300.0,

@@ -1,0 +1,1 @@
+"""The Docker backend of hub-culler (--docker): users' containers and Swarm services."""
