@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import urlsplit
 
+from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
 
@@ -115,8 +115,8 @@ class HubSettings(HubConnectionSettings):
         "", "Prometheus textfile metrics, e.g. for node_exporter's textfile collector "
         "(empty: none)", metavar="FILE",
     )  # fmt: skip
-    log_format: Literal["kv", "json"] = setting("kv", "log line format")
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+    log_format: shared.LogFormat = shared.log_format_setting()
+    log_level: shared.LogLevel = shared.log_level_setting()
 
 
 @dataclass(frozen=True, kw_only=True)
