@@ -4,7 +4,8 @@ A user container is a running container that hubsidecars.usercontainers calls a 
 of this hub (the culler's rule: a name template of `docker_names` fits it, or its service's
 name for a swarm task, and its environment carries JUPYTERHUB_USER and this hub's
 JUPYTERHUB_API_URL). Each poll adds one `container_samples` row per such container, all in one
-transaction; `host` is the engine's node, so a swarm's nodes are told apart.
+transaction; `host` is the engine's node, so a swarm's nodes are told apart. The same
+transaction adds a `docker_hosts` row: the host's CPUs and memory as the engine sees them.
 
 cpu_percent is the container's CPU time since the previous sample of the same container,
 divided by the wall time between the two samples (the engine's own read times), as a percent
@@ -184,10 +185,15 @@ class ContainerSampler:
 
     def __call__(self, db: sqlite_utils.Database, poll_id: int) -> int:
         """Add this poll's samples in one transaction; returns how many."""
-        host = self.client.info().get("Name") or "docker"
+        info = self.client.info()
+        host = info.get("Name") or "docker"
         rows = [(poll_id, host, s.container, s.user, s.server_name, s.cpu_percent,
                  s.memory_bytes, s.memory_limit_bytes) for s in self.samples()]  # fmt: skip
         with transaction(db):
+            db.conn.execute(
+                "INSERT INTO docker_hosts (poll_id, host, cpus, memory_bytes) VALUES (?, ?, ?, ?)",
+                [poll_id, host, info.get("NCPU"), info.get("MemTotal")],
+            )
             db.conn.executemany(
                 "INSERT INTO container_samples (poll_id, host, container, user, server_name, "
                 "cpu_percent, memory_bytes, memory_limit_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -152,18 +152,28 @@ class ActivityStore:
 
     @staticmethod
     def _docker(conn: sqlite3.Connection) -> dict[str, Any] | None:
+        """Per Docker host at its latest sampled poll: what runs there and what it has
+        (cpus and memory_total_bytes; None in a file written before hosts were recorded)."""
+        recorded = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name IN ('docker_hosts', 'container_samples')")}
         latest = conn.execute(
-            "SELECT s.poll_id, p.time FROM container_samples s JOIN polls p ON p.id = s.poll_id "
-            "ORDER BY s.poll_id DESC LIMIT 1"
-        ).fetchone()  # fmt: skip
-        if latest is None:
+            "SELECT host, max(poll_id), cpus, memory_bytes FROM docker_hosts GROUP BY host"
+        ).fetchall() if "docker_hosts" in recorded else []  # fmt: skip
+        if not latest and "container_samples" in recorded:  # written before docker_hosts
+            latest = conn.execute(
+                "SELECT host, max(poll_id), NULL, NULL FROM container_samples GROUP BY host"
+            ).fetchall()  # fmt: skip
+        if not latest:
             return None
-        hosts = {
-            host: {"containers": count, "cpu_percent": round(cpu or 0.0, 3),
-                   "memory_bytes": memory or 0, "memory_limit_bytes": limit or 0}
-            for host, count, cpu, memory, limit in conn.execute(
-                "SELECT host, count(*), sum(cpu_percent), sum(memory_bytes), "
-                "sum(memory_limit_bytes) FROM container_samples WHERE poll_id = ? "
-                "GROUP BY host ORDER BY host", [latest[0]])
-        }  # fmt: skip
-        return {"sampled_at": latest[1], "hosts": hosts}
+        hosts = {}
+        for host, poll_id, cpus, memory_total in sorted(latest):
+            count, cpu, memory, limit = conn.execute(
+                "SELECT count(*), sum(cpu_percent), sum(memory_bytes), sum(memory_limit_bytes) "
+                "FROM container_samples WHERE poll_id = ? AND host = ?", [poll_id, host]
+            ).fetchone()  # fmt: skip
+            hosts[host] = {"containers": count, "cpu_percent": round(cpu or 0.0, 3),
+                           "memory_bytes": memory or 0, "memory_limit_bytes": limit or 0,
+                           "cpus": cpus, "memory_total_bytes": memory_total}  # fmt: skip
+        newest = max(poll_id for _, poll_id, _, _ in latest)
+        [sampled_at] = conn.execute("SELECT time FROM polls WHERE id = ?", [newest]).fetchone()
+        return {"sampled_at": sampled_at, "hosts": hosts}

@@ -22,7 +22,7 @@ import sqlite_utils
 
 from hubsidecars.config import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaTooNew(ConfigError):
@@ -119,7 +119,24 @@ def _v2_containers(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _v1_core, 2: _v2_containers}
+def _v3_docker_hosts(db: sqlite_utils.Database) -> None:
+    """What each Docker host has, at each poll hub-stats --docker sampled it."""
+    db.executescript(
+        """
+        CREATE TABLE docker_hosts (
+            id INTEGER PRIMARY KEY,
+            poll_id INTEGER NOT NULL REFERENCES polls(id),
+            host TEXT NOT NULL,
+            cpus INTEGER,
+            memory_bytes INTEGER
+        );
+        CREATE INDEX docker_hosts_poll ON docker_hosts(poll_id);
+        """
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _v1_core, 2: _v2_containers, 3: _v3_docker_hosts}  # fmt: skip
 
 
 # --- views: rebuilt on every open ------------------------------------------------------------
@@ -307,6 +324,13 @@ TABLE_DOCS: dict[str, tuple[str, dict[str, str]]] = {
         "cpu_percent": "CPU use since the previous sample, percent of one core",
         "memory_bytes": "memory in use",
         "memory_limit_bytes": "memory limit",
+    }),
+    "docker_hosts": ("What each Docker host has, at each poll that sampled its containers "
+                     "(hub-stats --docker): a host with no row at a poll was not sampled.", {
+        "poll_id": "the poll",
+        "host": "Docker host (the engine's node name)",
+        "cpus": "CPUs the engine sees",
+        "memory_bytes": "memory the engine sees",
     }),
     "compmodels_activity": ("Rows of an older compmodels activity table, kept as they were "
                             "when this database was migrated (empty otherwise).", {

@@ -79,9 +79,10 @@ NOW = {"users": 4, "active_users": 1, "servers_running": 1, "servers_pending": 0
 # Samples of the last successful poll, per host; an older poll's samples must not count.
 DOCKER_HOSTS = {
     "docker-a": {"containers": 1, "cpu_percent": 12.5, "memory_bytes": 100 * MiB,
-                 "memory_limit_bytes": 1024 * MiB},
+                 "memory_limit_bytes": 1024 * MiB, "cpus": 4, "memory_total_bytes": 8192 * MiB},
     "docker-b": {"containers": 2, "cpu_percent": 75.0, "memory_bytes": 500 * MiB,
-                 "memory_limit_bytes": 2048 * MiB},
+                 "memory_limit_bytes": 2048 * MiB, "cpus": 16,
+                 "memory_total_bytes": 65536 * MiB},
 }  # fmt: skip
 
 
@@ -101,12 +102,17 @@ def fill(db_path: str, *, failed_poll: bool = True, docker: bool = True) -> None
                 (poll_ids[4], "docker-b", "jupyter-x", "x", "", 50.0, 200 * MiB, 1024 * MiB),
                 (poll_ids[4], "docker-b", "jupyter-y", "y", "", 25.0, 300 * MiB, 1024 * MiB),
             ]  # fmt: skip
+            hosts = [(poll, host, figures["cpus"], figures["memory_total_bytes"])
+                     for poll in poll_ids[3:5] for host, figures in DOCKER_HOSTS.items()]
             with db.conn:
                 db.conn.executemany(
                     "INSERT INTO container_samples (poll_id, host, container, user, "
                     "server_name, cpu_percent, memory_bytes, memory_limit_bytes) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", samples,
                 )  # fmt: skip
+                db.conn.executemany(
+                    "INSERT INTO docker_hosts (poll_id, host, cpus, memory_bytes) "
+                    "VALUES (?, ?, ?, ?)", hosts)  # fmt: skip
         if failed_poll:
             record_failed_poll(db, time=at(4, 21), interval=INTERVAL, error=FAILED_ERROR)
     finally:

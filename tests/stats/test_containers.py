@@ -202,3 +202,29 @@ def test_hub_stats_once_with_docker_records_the_poll_and_its_containers(
         assert sorted(rows(db, poll)) == ["busy", "idle"]
     # Each run is a new process: no previous sample, so no CPU figure (documented).
     assert rows(db, polls[1])["busy"]["cpu"] is None
+
+
+def test_each_poll_records_the_hosts_capacity_and_stats_json_shows_it_per_host(
+    engine, containers, tmp_path
+):
+    """tmpnb's /stats in spirit: per Docker host what runs and what the host has, at the
+    latest sampled poll; a poll in which nothing runs shows the host with no containers (not
+    the containers of an older poll)."""
+    from stats.queries import ActivityStore
+
+    tag = containers
+    path = tmp_path / "activity.sqlite"
+    db = connect(str(path))
+    first, second = poll_ids(db, 2)
+    ContainerSampler(engine, (f"jupyter-{tag}-{{any}}",))(db, first)
+    ContainerSampler(engine, ("nothing-runs-by-this-name-{any}",))(db, second)
+    info = engine.info()
+    host = info["Name"]
+    assert db.execute("SELECT poll_id, host, cpus, memory_bytes FROM docker_hosts "
+                      "ORDER BY poll_id").fetchall() == [
+        (first, host, info["NCPU"], info["MemTotal"]),
+        (second, host, info["NCPU"], info["MemTotal"])]  # fmt: skip
+    figures = ActivityStore(str(path)).now()["docker"]
+    assert figures["hosts"] == {host: {
+        "containers": 0, "cpu_percent": 0.0, "memory_bytes": 0, "memory_limit_bytes": 0,
+        "cpus": info["NCPU"], "memory_total_bytes": info["MemTotal"]}}

@@ -83,6 +83,22 @@ def test_stats_json_gives_each_docker_host_from_the_latest_samples_only(client):
     assert docker == {"sampled_at": known.LAST_OK_POLL, "hosts": known.DOCKER_HOSTS}
 
 
+def test_stats_json_of_a_file_sampled_before_hosts_were_recorded(tmp_path):
+    """A file written by a hub-stats before docker_hosts: each host from its latest samples,
+    with what it has unknown."""
+    path = tmp_path / "older.sqlite"
+    known.fill(str(path))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM docker_hosts")
+    conn.close()
+    app = falcon.testing.TestClient(create_app(ActivityStore(str(path)), None))
+    docker = app.simulate_get("/stats.json").json["docker"]
+    unknown = {"cpus": None, "memory_total_bytes": None}
+    assert docker == {"sampled_at": known.LAST_OK_POLL, "hosts": {
+        host: {**figures, **unknown} for host, figures in known.DOCKER_HOSTS.items()}}
+
+
 def test_stats_json_without_docker_samples_and_before_any_poll(tmp_path):
     path = tmp_path / "plain.sqlite"
     connect(str(path)).conn.close()  # created, migrated, no poll yet
