@@ -21,14 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from backup.duplicity import (
-    VERIFY_DIFFERENCES,
-    Duplicity,
-    DuplicityFailed,
-    Encryption,
-    parse_collection,
-    parse_log,
-)
+from backup.duplicity import VERIFY_DIFFERENCES, Duplicity, DuplicityFailed, Encryption
+from backup.duplicity_log import parse_collection, parse_log
 from hubsidecars.commands import CommandError, CommandNotStarted
 from tests.realparts.gpg import agents_for, make_key, stop_agent
 
