@@ -11,9 +11,10 @@ import sys
 from hubsidecars import suite_version
 from hubsidecars.commands import CommandError
 from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
-from hubsidecars.logs import log_event, setup_logging
+from hubsidecars.logs import log_event, setup_logging, stderr_is_the_journal
 
 from backup import settings as backup_settings
+from backup.build import build_jobs
 
 log = logging.getLogger("backup")
 
@@ -73,33 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "the homes (content and mode)")  # fmt: skip
     drill.add_argument("users", nargs="*", metavar="USER")
     return parser
-
-
-def build_jobs(settings):
-    from backup.duplicity import Duplicity, Encryption
-    from backup.jobs import BackupJobs
-
-    if settings.encrypt_key:
-        encryption = Encryption(key_id=settings.encrypt_key,
-                                passphrase=backup_settings.read_passphrase(settings,
-                                                                           required=False))  # fmt: skip
-    else:
-        encryption = Encryption(passphrase=backup_settings.read_passphrase(settings,
-                                                                          required=True))  # fmt: skip
-    ssh = []
-    if settings.ssh_key_file:
-        ssh.append(f"-oIdentityFile={settings.ssh_key_file}")
-    if settings.ssh_known_hosts:
-        ssh.append(f"-oUserKnownHostsFile={settings.ssh_known_hosts}")
-    duplicity = Duplicity(
-        backup_settings.duplicity_command(settings), archive_dir=settings.archive_dir,
-        gnupg_home=settings.gnupg_home or None, volsize_mb=settings.volsize,
-        timeout=settings.chain_timeout, ssh_options=" ".join(ssh),
-        # duplicity counts attempts, the first included: retries=0 is one attempt
-        num_retries=settings.retries + 1, retry_delay=int(settings.retry_delay),
-        logger=logging.getLogger("backup.duplicity"),
-    )  # fmt: skip
-    return BackupJobs(settings, duplicity, encryption)
 
 
 def print_status(rows: list[dict], as_json: bool) -> None:
@@ -170,8 +144,8 @@ def dispatch(jobs, command: str, args: dict) -> int:
     try:
         return run_command(jobs, command, args)
     finally:
-        if jobs.settings.metrics_file and not (command in ("run", "cleanup")
-                                               and jobs.settings.dry_run):  # fmt: skip
+        if jobs.reporting.metrics_file and not (command in ("run", "cleanup")
+                                                and jobs.options.dry_run):  # fmt: skip
             write_metrics(jobs)
 
 
@@ -181,15 +155,16 @@ def write_metrics(jobs) -> None:
     from hubsidecars.files import replace_file
 
     try:
-        replace_file(jobs.settings.metrics_file, metrics_text(jobs.status(), jobs.now()))
+        replace_file(jobs.reporting.metrics_file, metrics_text(jobs.status(), jobs.now()))
     except ConfigError:
         pass  # the source cannot be listed: the command has said so already
     except OSError as error:
         log_event(log, "cannot write the metrics file", logging.WARNING,
-                  path=jobs.settings.metrics_file, error=error.strerror)  # fmt: skip
+                  path=jobs.reporting.metrics_file, error=error.strerror)  # fmt: skip
 
 
 def run_command(jobs, command: str, args: dict) -> int:
+    from backup.actions.restore import restore
     from backup.jobs import EXIT_BUSY, JobBusy
 
     if command == "status":
@@ -198,9 +173,12 @@ def run_command(jobs, command: str, args: dict) -> int:
         return 1 if any(row["problem"] for row in rows) else 0
     if command == "restore":
         try:
-            return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
-                                to=args.get("to"), in_place=args.get("in_place", False),
-                                previous_owner=args.get("previous_owner", False))  # fmt: skip
+            restored = restore(jobs.context, args["user"], args.get("path"),
+                               time=args.get("time"), to=args.get("to"),
+                               in_place=args.get("in_place", False),
+                               previous_owner=args.get("previous_owner", False))  # fmt: skip
+            print("\n".join(restored.lines()))
+            return 0
         except CommandError as error:
             print(f"hub-backup: restore failed: {str(error).splitlines()[0]}", file=sys.stderr)
             return 1
@@ -219,9 +197,12 @@ def run_command(jobs, command: str, args: dict) -> int:
 
 
 def _reported(report) -> int:
+    """One line per failed chain, the one error line of that failure (at the journal's error
+    priority under systemd), then the summary."""
+    prefix = "<3>" if stderr_is_the_journal() else ""
     for outcome in report.failed:
-        print(f"hub-backup: {outcome.chain}: {outcome.detail}", file=sys.stderr)
-    log_event(log, report.summary(), logging.INFO if not report.failed else logging.ERROR)
+        print(f"{prefix}hub-backup: {outcome.chain}: {outcome.detail}", file=sys.stderr)
+    log_event(log, report.summary())
     return report.exit_code
 
 
@@ -230,13 +211,14 @@ def _hooks(jobs):
     backup goes on without pushes (it matters more than its monitoring)."""
     from backup.hooks import Hooks
 
-    if jobs.settings.dry_run:
+    options = jobs.reporting.hooks
+    if jobs.options.dry_run or options is None:
         return Hooks({})
     try:
-        return backup_settings.read_hooks(jobs.settings)
+        return options.read()
     except ConfigError as error:
         log_event(log, "monitoring hooks not used", logging.ERROR, error=str(error))
-        return Hooks({}, jobs.settings.failure_command, jobs.settings.hook_timeout)
+        return options.without_urls()
 
 
 def _run_with_hooks(jobs, args: dict) -> int:

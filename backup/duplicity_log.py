@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 DETAIL_CHARS = 300
 # duplicity's own messages (under LC_ALL=C) saying a `backup` became a full one.
@@ -204,7 +204,7 @@ def backup_set_time(records: Sequence[LogRecord]) -> str | None:
     times = sorted({found[1] for name in names if (found := _SET_TIME.search(name))})
     if not times:
         return None
-    moment = datetime.strptime(times[-1], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    moment = datetime.strptime(times[-1], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     return moment.isoformat()
 
 
@@ -265,7 +265,7 @@ def parse_collection(records: Sequence[LogRecord]) -> Collection:
 
 def parse_duplicity_time(text: str) -> datetime:
     """duplicity's time string (20261123T082642Z, always UTC) as an aware datetime."""
-    return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 def verify_outcome(records: Sequence[LogRecord]) -> tuple[int | None, tuple[str, ...]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.duplicity_log import parse_duplicity_time
 from backup.settings import BackupSettings
 from tests.realparts.backupsite import site_settings
