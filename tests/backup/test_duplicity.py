@@ -525,7 +525,7 @@ def test_once_terminated_no_duplicity_starts_and_a_late_one_is_stopped(setup, tm
         stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     assert stubborn.stdout.readline() == "ready\n"
     started = time.monotonic()
-    setup.duplicity._started(stubborn)
+    setup.duplicity._running.started(stubborn)  # as run_command's on_start hands it over
     stubborn.wait(timeout=10)
     stubborn.stdout.close()
     assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - started < 5
