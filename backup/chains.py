@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from hubsidecars.config import ConfigError
+from hubsidecars.errors import Failed
 
 # A chain name is duplicity's --name (its archive-dir subdirectory) and our lock/record file
 # name: one path component, no surprises.
@@ -48,7 +49,7 @@ def list_homes(source: str) -> list[str]:
     try:
         entries = os.scandir(source)
     except FileNotFoundError:
-        raise ConfigError(f"the source {source} does not exist (not mounted?)") from None
+        raise Failed(f"the source {source} does not exist (not mounted?)") from None
     except NotADirectoryError:
         raise ConfigError(f"the source {source} is not a directory") from None
     except PermissionError:

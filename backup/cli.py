@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
 from hubsidecars import suite_version
 from hubsidecars.commands import CommandError
-from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
-from hubsidecars.logs import log_event, setup_logging, stderr_is_the_journal
+from hubsidecars.cli_main import run_main, say, unforeseen
+from hubsidecars.config import GenerateConfig, SettingsParser, add_commands, load_settings
+from hubsidecars.errors import Busy, ConfigError, Failed, SidecarError
+from hubsidecars.logs import log_event, setup_logging
 
 from backup import settings as backup_settings
 from backup.build import build_jobs
@@ -30,17 +33,9 @@ DEFAULT_CONFIG = "/etc/hub-sidecars/backup.toml"
 def build_parser() -> argparse.ArgumentParser:
     parser = SettingsParser(prog="hub-backup", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
-    parser.add_argument("--generate-config", action="store_true", default=argparse.SUPPRESS,
-                        help="print the example configuration file and exit")  # fmt: skip
-    # also before the command (`hub-backup --config FILE run`); one given after it wins
-    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="TOML file with the settings (see COMMAND --help)")  # fmt: skip
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        add_options(sub, backup_settings.BackupSettings, backup_settings.ENV_PREFIX)
-        return sub
+    parser.add_argument("--generate-config", action=GenerateConfig,
+                        render=backup_settings.example_config)  # fmt: skip
+    command = add_commands(parser, backup_settings.BackupSettings, backup_settings.ENV_PREFIX)
 
     run = command("run", "back up every home: an incremental, or a new full when it is due")
     run.add_argument("users", nargs="*", metavar="USER", help="only these users")
@@ -98,34 +93,28 @@ def print_status(rows: list[dict], as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    try:
-        if args.pop("generate_config", False):
-            print(backup_settings.example_config(), end="")
-            return 0
-        command = args.pop("command", None)
-        if command is None:
-            raise ConfigError("give a command: run, cleanup, status, restore, verify or drill")
-        import os
+    return run_main(build_parser(), dispatch, argv)
 
-        if "config" not in args and os.path.exists(DEFAULT_CONFIG):
-            args["config"] = DEFAULT_CONFIG
-        settings = backup_settings.resolve(
-            load_settings(backup_settings.BackupSettings, backup_settings.ENV_PREFIX, args)
-        )
-        setup_logging(settings.log_format, settings.log_level)
-        jobs = build_jobs(settings)
-        stop_on_signals(jobs)
-        code = dispatch(jobs, command, args)
-        if jobs.stopped_by:
-            jobs.duplicity.finish_terminating()
-            print(f"hub-backup: {command} stopped by {jobs.stopped_by}; an interrupted set "
-                  "is made afresh by the next run", file=sys.stderr)  # fmt: skip
-            return 128 + signal.Signals[jobs.stopped_by].value
-        return code
-    except ConfigError as error:
-        print(f"hub-backup: error: {error}", file=sys.stderr)
-        return 2
+
+def dispatch(args: dict) -> int:
+    command = args.pop("command", None)
+    if command is None:
+        raise ConfigError("give a command: run, cleanup, status, restore, verify or drill")
+    if "config" not in args and os.path.exists(DEFAULT_CONFIG):
+        args["config"] = DEFAULT_CONFIG
+    settings = backup_settings.resolve(
+        load_settings(backup_settings.BackupSettings, backup_settings.ENV_PREFIX, args)
+    )
+    setup_logging(settings.log_format, settings.log_level)
+    jobs = build_jobs(settings)
+    stop_on_signals(jobs)
+    code = run_and_record(jobs, command, args)
+    if jobs.stopped_by:
+        jobs.duplicity.finish_terminating()
+        log_event(log, f"{command} stopped by {jobs.stopped_by}; an interrupted set is made "
+                  "afresh by the next run", logging.WARNING)  # fmt: skip
+        return 128 + signal.Signals[jobs.stopped_by].value
+    return code
 
 
 def stop_on_signals(jobs) -> None:
@@ -140,7 +129,7 @@ def stop_on_signals(jobs) -> None:
         signal.signal(signum, handle)
 
 
-def dispatch(jobs, command: str, args: dict) -> int:
+def run_and_record(jobs, command: str, args: dict) -> int:
     try:
         return run_command(jobs, command, args)
     finally:
@@ -156,8 +145,8 @@ def write_metrics(jobs) -> None:
 
     try:
         replace_file(jobs.reporting.metrics_file, metrics_text(jobs.status(), jobs.now()))
-    except ConfigError:
-        pass  # the source cannot be listed: the command has said so already
+    except SidecarError:
+        pass  # the source cannot be listed: the command says so
     except OSError as error:
         log_event(log, "cannot write the metrics file", logging.WARNING,
                   path=jobs.reporting.metrics_file, error=error.strerror)  # fmt: skip
@@ -165,7 +154,6 @@ def write_metrics(jobs) -> None:
 
 def run_command(jobs, command: str, args: dict) -> int:
     from backup.actions.restore import restore
-    from backup.jobs import EXIT_BUSY, JobBusy
 
     if command == "status":
         rows = jobs.status()
@@ -180,28 +168,19 @@ def run_command(jobs, command: str, args: dict) -> int:
             print("\n".join(restored.lines()))
             return 0
         except CommandError as error:
-            print(f"hub-backup: restore failed: {str(error).splitlines()[0]}", file=sys.stderr)
-            return 1
+            raise Failed(f"restore failed: {str(error).splitlines()[0]}") from None
         except OSError as error:
-            print(f"hub-backup: restore failed: {error.strerror}: {error.filename}",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-    try:
-        if command == "run":
-            return _run_with_hooks(jobs, args)
-        report = getattr(jobs, command)(args.get("users") or None)
-    except JobBusy as error:
-        print(f"hub-backup: {error}", file=sys.stderr)
-        return EXIT_BUSY
-    return _reported(report)
+            raise Failed(f"restore failed: {error.strerror}: {error.filename}") from None
+    if command == "run":
+        return _run_with_hooks(jobs, args)
+    return _reported(getattr(jobs, command)(args.get("users") or None))
 
 
 def _reported(report) -> int:
-    """One line per failed chain, the one error line of that failure (at the journal's error
-    priority under systemd), then the summary."""
-    prefix = "<3>" if stderr_is_the_journal() else ""
+    """One error line per failed chain (`hub-backup: CHAIN: why`), then the summary, at info
+    level: the failures have their lines already."""
     for outcome in report.failed:
-        print(f"{prefix}hub-backup: {outcome.chain}: {outcome.detail}", file=sys.stderr)
+        say("hub-backup", outcome.chain, outcome.detail)
     log_event(log, report.summary())
     return report.exit_code
 
@@ -224,17 +203,17 @@ def _hooks(jobs):
 def _run_with_hooks(jobs, args: dict) -> int:
     """`run`, with the start event once the job lock is held, and success or failure (its
     first failed chain's line) at the end; a run that finds another one running sends none."""
-    from backup.jobs import EXIT_BUSY, JobBusy
-
     hooks = _hooks(jobs)
     try:
         report = jobs.run(args.get("users") or None, full=args.get("full", False),
                           on_start=lambda: hooks.started("hub-backup run started"))  # fmt: skip
-    except JobBusy as error:
-        print(f"hub-backup: {error}", file=sys.stderr)
-        return EXIT_BUSY
-    except ConfigError as error:  # the source cannot be listed, ...: a failure to report too
+    except Busy:
+        raise  # another run holds the job lock: this one never started, nothing to report
+    except SidecarError as error:  # the source cannot be listed, ...: a failure to report too
         hooks.finished(False, f"hub-backup run failed: {error}")
+        raise
+    except Exception as error:
+        hooks.finished(False, f"hub-backup run failed: {unforeseen(error)}")
         raise
     code = _reported(report)
     if jobs.stopped_by:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from hubsidecars.errors import EXIT_FAILED, EXIT_OK
 from hubsidecars.files import private_directory
 from hubsidecars.locking import FileLock
 from hubsidecars.logs import log_event
@@ -21,9 +22,6 @@ from backup.selection import Selection, fingerprint
 from backup.state import ChainRecord, StateStore
 
 log = logging.getLogger("backup")
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 @dataclass(frozen=True)

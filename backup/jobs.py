@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from hubsidecars.clock import utcnow
+from hubsidecars.errors import Busy
 from hubsidecars.locking import FileLock, LockTimeout
 from hubsidecars.logs import log_event
 
@@ -26,20 +27,17 @@ from backup.actions import run as run_action
 from backup.actions import status as status_action
 from backup.actions import verify as verify_action
 from backup.chains import Chain
-from backup.context import EXIT_FAILED, EXIT_OK, ChainOutcome, JobContext, JobOptions, JobReport
+from backup.context import ChainOutcome, JobContext, JobOptions, JobReport
 from backup.duplicity import Duplicity, Encryption
 from backup.hooks import HookOptions
 from backup.state import StateStore
 
-__all__ = ["EXIT_BUSY", "EXIT_FAILED", "EXIT_OK", "BackupJobs", "ChainOutcome", "JobBusy",
-           "JobReport", "Reporting"]  # fmt: skip
+__all__ = ["BackupJobs", "ChainOutcome", "JobBusy", "JobReport", "Reporting"]
 
 log = logging.getLogger("backup")
 
-EXIT_BUSY = 75  # EX_TEMPFAIL: another run holds the job lock
 
-
-class JobBusy(Exception):
+class JobBusy(Busy):
     """Another hub-backup run or cleanup holds the job lock."""
 
 

@@ -11,7 +11,9 @@ import sys
 from urllib.parse import urlsplit
 
 from hubsidecars import suite_version
-from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.cli_main import run_main
+from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_options,
+                                load_settings)  # fmt: skip
 from hubsidecars.hubapi import HubError
 from hubsidecars.hubsettings import HUB_URL_ENV, hub_client
 from hubsidecars.logs import log_event, setup_logging
@@ -39,10 +41,8 @@ token comes from --token-file, the systemd credential hub-api-token, or $JUPYTER
 def build_parser() -> argparse.ArgumentParser:
     parser = SettingsParser(prog="hub-culler", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
-    parser.add_argument(
-        "--generate-config", action="store_true", default=argparse.SUPPRESS,
-        help="print the example configuration file (every setting with its default) and exit",
-    )  # fmt: skip
+    parser.add_argument("--generate-config", action=GenerateConfig,
+                        render=culler_settings.example_config)  # fmt: skip
     add_options(parser, culler_settings.CullerSettings, culler_settings.ENV_PREFIX)
     return parser
 
@@ -118,28 +118,23 @@ def run(settings: culler_settings.CullerSettings, config_file: str = "") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    try:
-        if args.pop("generate_config", False):
-            print(culler_settings.example_config(), end="")
-            return 0
-        loaded = load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args,
-                               sections=(group_rules.SECTION,))  # fmt: skip
-        config_file = args.get("config") or os.environ.get(
-            f"{culler_settings.ENV_PREFIX}_CONFIG", "")  # fmt: skip
-        rules = group_rules.read_group_rules(config_file)  # a wrong rule: exit 2 at start
-        if rules and not loaded.hub:
-            raise ConfigError("[groups] rules need the hub backend (they are hub groups)")
-        shortest = min([r.timeout for r in rules.values() if r.timeout], default=loaded.timeout)
-        if not loaded.cull_every and shortest < loaded.timeout:
-            # half the shortest timeout, a group's included (idle-culler: half of --timeout)
-            loaded = dataclasses.replace(loaded, cull_every=max(1.0, float(int(shortest) // 2)))
-        settings = culler_settings.resolve(loaded)
-        setup_logging(settings.log_format, settings.log_level)
-        return run(settings, config_file)
-    except ConfigError as error:
-        print(f"hub-culler: error: {error}", file=sys.stderr)
-        return 2
+    return run_main(build_parser(), dispatch, argv)
+
+
+def dispatch(args: dict) -> int:
+    loaded = load_settings(culler_settings.CullerSettings, culler_settings.ENV_PREFIX, args,
+                           sections=(group_rules.SECTION,))  # fmt: skip
+    config_file = args.get("config") or os.environ.get(f"{culler_settings.ENV_PREFIX}_CONFIG", "")
+    rules = group_rules.read_group_rules(config_file)  # a wrong rule: exit 2 at start
+    if rules and not loaded.hub:
+        raise ConfigError("[groups] rules need the hub backend (they are hub groups)")
+    shortest = min([r.timeout for r in rules.values() if r.timeout], default=loaded.timeout)
+    if not loaded.cull_every and shortest < loaded.timeout:
+        # half the shortest timeout, a group's included (idle-culler: half of --timeout)
+        loaded = dataclasses.replace(loaded, cull_every=max(1.0, float(int(shortest) // 2)))
+    settings = culler_settings.resolve(loaded)
+    setup_logging(settings.log_format, settings.log_level)
+    return run(settings, config_file)
 
 
 if __name__ == "__main__":

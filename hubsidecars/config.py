@@ -1,5 +1,10 @@
 """Layered configuration: defaults < TOML file (--config) < environment < command line.
 
+The TOML file is the one --config names, else the one $PREFIX_CONFIG names, else
+/etc/hub-sidecars/NAME.toml when it exists (NAME: the prefix without HUB_, lowercase:
+restuser, culler, stats, backup). An empty --config or $PREFIX_CONFIG reads no file at all.
+$HUB_SIDECARS_CONFIG_DIR moves that directory (the test suite points it away from the host's).
+
 A service declares its settings once, as a frozen dataclass whose fields are made with
 `setting(...)`. That one declaration builds the argparse flags, names the environment variables
 (PREFIX_NAME), checks the TOML keys, writes `--help` and renders the example config file, so
@@ -30,10 +35,8 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Collection, Literal, Mapping
 
-
-class ConfigError(Exception):
-    """Bad usage or configuration; the message is one line for the admin. Exit code 2."""
-
+from hubsidecars.cli_main import say
+from hubsidecars.errors import EXIT_USAGE, ConfigError  # ConfigError: still importable here
 
 # --- parsers: each takes a TOML value or an env/argv string, raises ValueError with a reason --
 
@@ -335,10 +338,15 @@ class SettingsParser(argparse.ArgumentParser):
     as the next argument, which idle-culler takes too) when the parser has no positional
     arguments that such a word could belong to. Subcommand parsers made with
     add_subparsers().add_parser() are of the same class, so they accept it as well. Usage
-    errors are one line, as every other configuration error."""
+    errors are one line, as every other configuration error.
+
+    `deprecated_commands` maps a command's old name to the arguments that replace it; the old
+    name still works, and says so on stderr."""
+
+    deprecated_commands: Mapping[str, str] = {}
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = list(sys.argv[1:] if args is None else args)
+        args = self._replace_deprecated(list(sys.argv[1:] if args is None else args))
         # A word after a boolean flag is its value unless a positional argument could take it
         # (a subcommand named "yes" could; none is).
         takes_words = any(
@@ -374,7 +382,42 @@ class SettingsParser(argparse.ArgumentParser):
         return super().parse_known_args(rewritten, namespace)
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        say(self.prog, "error", f"{message} (see {self.prog} --help)")
+        self.exit(EXIT_USAGE)
+
+    def _replace_deprecated(self, args: list[str]) -> list[str]:
+        """The first word that is no option nor an option's value is the command: when it is
+        a deprecated one, replace it and say so."""
+        takes_value = False
+        for position, arg in enumerate(args):
+            if arg == "--":
+                break
+            if takes_value or arg.startswith("-"):
+                action = self._option_string_actions.get(arg)
+                takes_value = (not takes_value and action is not None and action.nargs is None
+                               and not isinstance(action, _BoolFlag))  # fmt: skip
+                continue
+            if arg in self.deprecated_commands:
+                new = self.deprecated_commands[arg]
+                sys.stderr.write(f"{self.prog}: warning: '{arg}' is deprecated and will go; "
+                                 f"use {new}\n")  # fmt: skip
+                args[position : position + 1] = new.split()
+            break
+        return args
+
+
+class GenerateConfig(argparse.Action):
+    """`--generate-config`: print the example configuration file (`render()`) and exit, as
+    --version prints the version."""
+
+    def __init__(self, option_strings, dest, render: Callable[[], str], **kwargs) -> None:
+        kwargs.setdefault("help", "print the example configuration file and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.render = render
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(self.render())
+        parser.exit(0)
 
 
 def _is_bool_word(word: str) -> bool:
@@ -388,12 +431,7 @@ def _is_bool_word(word: str) -> bool:
 def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefix: str) -> None:
     """Add --config and a flag per option; an absent flag leaves no value (default=SUPPRESS),
     so the lower layers show through."""
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help=f"TOML file with any of the settings below (env {env_prefix}_CONFIG)",
-    )
+    _add_config(parser, f"TOML file with any of the settings below (env {env_prefix}_CONFIG)")
     for option in options(settings_class):
         if not option.flag:
             continue
@@ -413,11 +451,67 @@ def add_options(parser: argparse.ArgumentParser, settings_class: type, env_prefi
         )
 
 
+def _add_config(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=help_text)
+
+
+def add_commands(parser: argparse.ArgumentParser, settings_class: type, env_prefix: str,
+                 required: bool = False) -> Callable[..., argparse.ArgumentParser]:  # fmt: skip
+    """Subcommands for `parser`; returns `command(name, help, settings=True)`, which adds one
+    (with every setting's flag unless `settings` is false) and returns its parser.
+
+    `--config FILE` is taken before the command as well as after it (`hub-X --config FILE
+    COMMAND` and `hub-X COMMAND --config FILE`; given twice, the one after wins): each
+    subparser leaves an absent flag unset (SUPPRESS), so the value read before shows through.
+    The chosen command is in `command` (None when none was given and none is `required`)."""
+    if "--config" not in parser._option_string_actions:
+        _add_config(parser, f"TOML file with the settings, before or after COMMAND "
+                    f"(env {env_prefix}_CONFIG)")  # fmt: skip
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=required)
+
+    def command(name: str, help: str, description: str | None = None,
+                settings: bool = True) -> argparse.ArgumentParser:  # fmt: skip
+        sub = commands.add_parser(name, help=help, description=description or help)
+        if settings:
+            add_options(sub, settings_class, env_prefix)
+        return sub
+
+    return command
+
+
 def _metavar(option: Option) -> str:
     return "{" + ",".join(option.choices) + "}" if option.choices else option.kind.name.upper()
 
 
 # --- loading ---
+
+DEFAULT_CONFIG_DIR = "/etc/hub-sidecars"
+CONFIG_DIR_ENV = "HUB_SIDECARS_CONFIG_DIR"
+
+
+def default_config_file(env_prefix: str, environ: Mapping[str, str] | None = None) -> str:
+    """/etc/hub-sidecars/NAME.toml for the service whose variables start with `env_prefix`
+    (HUB_STATS: stats.toml), in $HUB_SIDECARS_CONFIG_DIR when that is set."""
+    environ = os.environ if environ is None else environ
+    name = env_prefix.removeprefix("HUB_").lower()
+    # where this process looks, also when the caller hands in an environment of its own
+    directory = environ.get(CONFIG_DIR_ENV) or os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR
+    return os.path.join(directory, f"{name}.toml")
+
+
+def config_file(
+    env_prefix: str, cli_values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The TOML file to read: --config, else $PREFIX_CONFIG, else the default file when it
+    exists; None for none (an empty --config or $PREFIX_CONFIG says: no file)."""
+    environ = os.environ if environ is None else environ
+    if cli_values.get("config") is not None:
+        return cli_values["config"] or None
+    if f"{env_prefix}_CONFIG" in environ:
+        return environ[f"{env_prefix}_CONFIG"] or None
+    default = default_config_file(env_prefix, environ)
+    return default if os.path.isfile(default) else None
+
 
 
 def load_settings(
@@ -436,7 +530,7 @@ def load_settings(
     by_name = {option.name: option for option in declared}
     values: dict[str, Any] = {}
 
-    config_path = cli_values.get("config") or environ.get(f"{env_prefix}_CONFIG")
+    config_path = config_file(env_prefix, cli_values, environ)
     if config_path:
         for key, value in _read_toml(config_path).items():
             if key in sections and isinstance(value, dict):
@@ -518,12 +612,16 @@ def _key_lines(option: Option) -> list[str]:
 
 __all__ = [
     "ConfigError",
+    "GenerateConfig",
     "Duration",
     "FileMode",
     "Kind",
     "Option",
     "SettingsParser",
+    "add_commands",
     "add_options",
+    "config_file",
+    "default_config_file",
     "format_duration",
     "load_settings",
     "options",

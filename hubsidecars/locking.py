@@ -1,5 +1,7 @@
-"""An exclusive lock across processes and threads, with a timeout: restuser's account lock
-and hub-backup's per-chain and per-job locks."""
+"""Exclusive locks on files: one across processes and threads, with a timeout (restuser's
+account lock, hub-backup's per-chain and per-job locks); and one held for the life of a
+process, so that a daemon runs once per resource (the culler's state, the collector's
+database)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hubsidecars.errors import Busy
 
-class LockTimeout(Exception):
+
+class LockTimeout(Busy):
     """The lock stayed held by someone else for longer than the timeout."""
 
 
@@ -76,3 +80,35 @@ def _wait_for_lock(fd: int, timeout: float) -> bool:
             return True
         abandoned = True
     return False
+
+
+class HeldElsewhere(Exception):
+    """Another process holds a process lock; `holder` is the pid it wrote, "" when unknown."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(f"{path} is locked by {holder or 'another process'}")
+        self.path = path
+        self.holder = holder
+
+
+def hold_process_lock(path: str, *, record_pid: bool = False) -> int:
+    """One instance per resource: flock `path` for the life of this process and return the
+    descriptor (keep it open; the kernel drops the lock with the process, kill -9 included).
+
+    With `record_pid` the file is a pid file: our pid is written into it, shown to the next
+    instance in HeldElsewhere, and a symlink in its place is refused (we write into it).
+    Without, the file is only locked, never written: it may be the resource itself (the
+    collector locks the database file, so that a second path to it meets the same lock).
+    Raises HeldElsewhere, or OSError when the file cannot be opened or created."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | (os.O_NOFOLLOW if record_pid else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() if record_pid else ""
+        os.close(fd)
+        raise HeldElsewhere(path, holder) from None
+    if record_pid:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

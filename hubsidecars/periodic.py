@@ -25,11 +25,10 @@ from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
+from hubsidecars.errors import EXIT_FAILED, EXIT_OK
 from hubsidecars.logs import log_event
 from hubsidecars.notify import Notifier
 
-EXIT_OK = 0
-EXIT_PASS_FAILED = 1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _EXECUTOR = "hubsidecars-periodic"
 # APScheduler logs two INFO lines per run, watchdog pings included; our own line per pass
@@ -105,10 +104,10 @@ class PeriodicRunner:
         self._ticks_skipped = 0
 
     def run_once(self) -> int:
-        """One pass in this thread; EXIT_OK, or EXIT_PASS_FAILED when it raised or said not ok."""
+        """One pass in this thread; EXIT_OK, or EXIT_FAILED when it raised or said not ok."""
         with self._signals_request_stop():
             ok = self._run_pass(skip_when_stopping=False)
-        return EXIT_OK if ok else EXIT_PASS_FAILED
+        return EXIT_OK if ok else EXIT_FAILED
 
     def run_forever(self) -> int:
         """First pass now, then one every `interval` s, until SIGTERM/SIGINT or `stop()`.

@@ -11,6 +11,8 @@
   owner could change it (world-readable, group- or world-writable), when it belongs to a user
   other than root or the service's own, when it is not a regular file, and when the secret is
   empty or shorter than `min_length` (16 by default; a short token can be guessed over HTTP).
+- A bearer token (read_bearer_token) must also be sendable as it is in an Authorization
+  header: one line of RFC 6750 token68 characters.
 - A named environment variable is removed from os.environ once this runs (read or not): the
   environment is inherited by every child process (useradd, duplicity, docker), and a token
   there would end up in their /proc/PID/environ and in any core or debug dump they write.
@@ -19,11 +21,15 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import MutableMapping
 
 from hubsidecars.config import ConfigError
+
+# RFC 6750's b64token (token68): what may follow "Bearer " in an Authorization header.
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 
 def read_secret(
@@ -93,3 +99,20 @@ def _check_value(secret: str, where: str, min_length: int) -> str:
             f"{where} holds a secret of {len(secret)} characters; at least {min_length} needed"
         )
     return secret
+
+
+def read_bearer_token(path: str | None, credential: str) -> str | None:
+    """The bearer token an API demands, from `path` or the systemd credential, or None;
+    refused (ConfigError) unless a client can send it in an Authorization header as it is:
+    one line of RFC 6750 token68 characters."""
+    token = read_secret(path or None, credential)
+    if token is None or _TOKEN68.fullmatch(token):
+        return token
+    where = path or f"systemd credential {credential}"
+    found = "more than one line" if "\n" in token or "\r" in token else "other characters"
+    # The message never quotes the token or the offending character: it goes to the journal.
+    raise ConfigError(
+        f"the token in {where} has {found}; it must be one line of letters, digits and "
+        "- . _ ~ + / with = only at the end (one line without spaces or other characters), "
+        "e.g. from: openssl rand -hex 32"
+    )

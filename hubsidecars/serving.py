@@ -14,6 +14,9 @@ On top of gunicorn's worker:
   so no account is left half-made;
 - gunicorn's log lines go through our handler (one event per line, key=value or JSON);
 - unix sockets are born with the configured mode, then given their group.
+
+A service starts the same way everywhere: `checked_listeners` (systemd's sockets or the one
+--bind names, each passing the listener rules), then `run_server` with an app factory.
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.asgi.protocol import ASGIProtocol
 from gunicorn.workers import gasgi
 
-from hubsidecars.listeners import Listener
+from hubsidecars.listeners import (
+    Listener,
+    check_listeners,
+    describe,
+    parse_bind,
+    systemd_listeners,
+)
 from hubsidecars.logs import log_event
 from hubsidecars.web import error_body
 
@@ -311,3 +320,44 @@ def _secure_unix_sockets(
                           group=group or "-")  # fmt: skip
 
     return when_ready
+
+
+def checked_listeners(bind: str, token: str | None, allow_remote: bool, *, token_flag: str,
+                      credential: str) -> list[Listener]:  # fmt: skip
+    """The sockets systemd passed in, else the one `bind` names; every one checked against
+    the listener rules (hubsidecars.listeners): TCP needs a token, and loopback unless
+    `allow_remote`. Raises ConfigError naming `token_flag` and the systemd `credential`."""
+    listeners = systemd_listeners(os.environ) or [parse_bind(bind)]
+    check_listeners(listeners, token, allow_remote,
+                    f"give {token_flag} or a '{credential}' systemd credential")  # fmt: skip
+    return listeners
+
+
+def run_server(
+    app_factory: Callable[[], Any],
+    listeners: Sequence[Listener],
+    settings: Any,
+    *,
+    proc_name: str,
+    logger: logging.Logger,
+    token: str | None,
+    send_timeout: float = DEFAULT_SEND_TIMEOUT,
+    access_log_format: str | None = None,
+    **fields: Any,
+) -> int:
+    """Log "starting" (the listeners, `fields`, the workers, whether a token is required) and
+    serve `app_factory()` under gunicorn until stopped. `settings` has the listen settings of
+    hubsidecars.servicesettings (workers, header_timeout, socket mode and group, access_log)
+    and log_level."""
+    log_event(logger, "starting", listen=describe(listeners), **fields, workers=settings.workers,
+              token="yes" if token else "no")  # fmt: skip
+    options = server_options(
+        listeners, proc_name=proc_name, workers=settings.workers, log_level=settings.log_level,
+        access_log=settings.access_log, socket_mode=settings.socket_mode,
+        socket_group=settings.socket_group, logger=logger,
+    )  # fmt: skip
+    if access_log_format:
+        options["access_log_format"] = access_log_format
+    GunicornServer(app_factory, options, header_timeout=settings.header_timeout,
+                   send_timeout=send_timeout).run()  # fmt: skip
+    return 0

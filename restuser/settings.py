@@ -1,4 +1,4 @@
-"""Every setting of `hub-restuser serve`, declared once; and building the service from them."""
+"""Every setting of `hub-restuser serve`, declared once, and their checks (`resolve`)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
-from hubsidecars.secrets import read_secret
-from restuser.accounts import AccountStore
-from restuser.home import HomeBuilder
-from restuser.names import DEFAULT_DENY_NAMES, DEFAULT_NAME_PATTERN, NamePolicy
+from restuser.names import DEFAULT_DENY_NAMES, DEFAULT_NAME_PATTERN
 from restuser.passwd import group_names
-from restuser.useradd import UserAdd
 
 ENV_PREFIX = "HUB_RESTUSER"
 TOKEN_CREDENTIAL = "restuser-token"
 DEFAULT_STATE_DIR = "/var/lib/hub-sidecars/restuser"
-# RFC 6750's b64token (token68): what may follow "Bearer " in an Authorization header.
-_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 LAST_UID = 2**32 - 2  # 2**32 - 1 is (uid_t) -1, "no user" to the kernel
 
 EXAMPLE_HEADER = f"""\
 /etc/hub-sidecars/restuser.toml: settings for `hub-restuser serve` (hub-restuser.service).
-Written by `hub-restuser example-config` from restuser/settings.py. Keys left commented out
+Written by `hub-restuser --generate-config` from restuser/settings.py. Keys left commented out
 show their defaults. Each key is also a flag (uid_min: --uid-min) and an environment variable
 ({ENV_PREFIX}_UID_MIN); flags win over the environment, which wins over this file.
 Durations read like 30s, 10m, 2h, 7d or 1h30m; a bare number is seconds."""
@@ -33,18 +28,12 @@ Durations read like 30s, 10m, 2h, 7d or 1h30m; a bare number is seconds."""
 
 @dataclass(frozen=True, kw_only=True)
 class RestuserSettings:
-    bind: str = setting(
-        "unix:/run/hub-restuser/restuser.sock",
-        "where to listen: unix:PATH or HOST:PORT; ignored when systemd passes a socket "
-        "(hub-restuser.socket)",
-        metavar="ADDRESS",
+    bind: str = shared.bind_setting(
+        "unix:/run/hub-restuser/restuser.sock", "hub-restuser.socket",
         heading="Where to listen when not started by hub-restuser.socket, and who may connect.",
-    )
-    socket_mode: FileMode = setting(0o660, "permissions of the unix socket")
-    socket_group: str = setting(
-        "", "group owning the unix socket, e.g. jupyterhub when the hub does not run as root",
-        metavar="GROUP",
     )  # fmt: skip
+    socket_mode: FileMode = shared.socket_mode_setting()
+    socket_group: str = shared.socket_group_setting()
     token_file: str = setting(
         "",
         "file holding the bearer token, required on TCP; else the systemd credential "
@@ -52,9 +41,7 @@ class RestuserSettings:
         "owned by root, at least 16 characters",
         metavar="FILE",
     )
-    allow_remote: bool = setting(
-        False, "allow a TCP address other than loopback (the token then crosses a network)"
-    )
+    allow_remote: bool = shared.allow_remote_setting()
     skel: str = setting(
         "/etc/hub-sidecars/skel",
         "skeleton directory copied into new homes",
@@ -105,21 +92,15 @@ class RestuserSettings:
     lock_timeout: Duration = setting(
         10.0, "how long to wait for the account lock before answering 503", min=1, max=3600
     )
-    workers: int = setting(
-        1, "gunicorn worker processes; one asyncio worker serves thousands of connections, "
-        "more only compete for the same cores", metavar="N", min=1, max=64,
-    )  # fmt: skip
+    workers: int = shared.workers_setting()
     threads: int = setting(
         4, "threads per worker that create accounts (lookups and health checks never wait "
         "for them; creations queue on the account lock anyway)", metavar="N", min=1, max=64,
     )  # fmt: skip
-    header_timeout: Duration = setting(
-        10.0, "how long a client may take to send its request headers before the connection "
-        "is closed (idle and half-sent connections cannot pile up)", min=1, max=300,
-    )  # fmt: skip
-    access_log: bool = setting(False, "log every request")
-    log_format: Literal["kv", "json"] = setting("kv", "log line format")
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+    header_timeout: Duration = shared.header_timeout_setting()
+    access_log: bool = shared.access_log_setting()
+    log_format: shared.LogFormat = shared.log_format_setting()
+    log_level: shared.LogLevel = shared.log_level_setting()
 
 
 def example_config() -> str:
@@ -127,7 +108,7 @@ def example_config() -> str:
     return render_example(RestuserSettings, EXAMPLE_HEADER)
 
 
-def validate(settings: RestuserSettings) -> RestuserSettings:
+def resolve(settings: RestuserSettings) -> RestuserSettings:
     """Check what the declarations cannot (several settings together, the file system, the
     group database) before starting; raise ConfigError with a one-line reason."""
     _check_home_pattern(settings.home_pattern)
@@ -209,49 +190,9 @@ def _check_groups(groups: tuple[str, ...], root: Path) -> None:
         raise ConfigError(f"groups: no group {missing[0]!r} in {group_file}")
 
 
-def read_token(settings: RestuserSettings) -> str | None:
-    """The bearer token, or None; refused (ConfigError) unless a client can send it in an
-    Authorization header as it is: one line of RFC 6750 token68 characters."""
-    token = read_secret(settings.token_file or None, TOKEN_CREDENTIAL)
-    if token is None or _TOKEN68.fullmatch(token):
-        return token
-    where = settings.token_file or f"systemd credential {TOKEN_CREDENTIAL}"
-    found = "more than one line" if "\n" in token or "\r" in token else "other characters"
-    # The message never quotes the token or the offending character: it goes to the journal.
-    raise ConfigError(
-        f"the token in {where} has {found}; it must be one line of letters, digits and "
-        "- . _ ~ + / (with = only at the end), e.g. from: openssl rand -hex 32"
-    )
-
-
 def state_dir(settings: RestuserSettings) -> Path:
     """The state directory; under --prefix unless it was set explicitly."""
     path = Path(settings.state_dir)
     if settings.prefix and settings.state_dir == DEFAULT_STATE_DIR:
         path = Path(settings.prefix) / path.relative_to("/")
     return path
-
-
-def build_store(settings: RestuserSettings) -> AccountStore:
-    skel = Path(settings.skel).resolve()
-    useradd = UserAdd(
-        skel=skel,
-        home_pattern=settings.home_pattern,
-        shell=settings.shell,
-        uid_min=settings.uid_min,
-        uid_max=settings.uid_max,
-        groups=settings.groups,
-        prefix=Path(settings.prefix).resolve() if settings.prefix else None,
-    )
-    state = state_dir(settings)
-    try:
-        return AccountStore(
-            policy=NamePolicy(settings.name_pattern, settings.deny_names),
-            useradd=useradd,
-            home=HomeBuilder(skel, settings.home_mode),
-            state_dir=state,
-            lock_timeout=settings.lock_timeout,
-            existing_home=settings.existing_home,
-        )
-    except OSError as error:
-        raise ConfigError(f"cannot create state directory {state}: {error.strerror}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import sqlite_utils
@@ -19,6 +20,8 @@ WIDTH, HEIGHT = 640, 220
 # Up to this many days of polls, concurrent servers are drawn poll by poll (a demo, a first
 # week); beyond it, one bar per day with the day's peak (a term, a year).
 PER_POLL_MAX_DAYS = 3
+# Up to this many days on a day axis, one tick a day (beyond, Vega's weeks and months).
+DAY_TICKS_MAX_DAYS = 14
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 IMAGE_FORMATS = ("png", "svg")
 
@@ -48,6 +51,26 @@ def _base(title: str, description: str, values: list[dict[str, Any]]) -> dict[st
     }
 
 
+def _count_axis(values: list[dict[str, Any]], field: str, title: str) -> dict[str, Any]:
+    """A y encoding for a count (users, servers): whole-number ticks only. Vega's tickMinStep
+    alone still draws 0.5 steps when the largest count is 1 or 2; asking for no more ticks
+    than the largest count keeps every step whole."""
+    peak = max((row[field] or 0 for row in values), default=0)
+    return {"field": field, "type": "quantitative", "title": title,
+            "axis": {"tickMinStep": 1, "tickCount": max(1, min(int(peak), 5))}}  # fmt: skip
+
+
+def _day_axis(values: list[dict[str, Any]], title: str) -> dict[str, Any]:
+    """An x encoding of one bar per day. Over a few days Vega would tick every few hours,
+    and each tick would repeat its day's date: tick once a day there instead."""
+    axis: dict[str, Any] = {"format": "%Y-%m-%d", "labelAngle": -40}
+    days = [date.fromisoformat(str(row["day"])[:10]) for row in values]
+    if days and (max(days) - min(days)).days < DAY_TICKS_MAX_DAYS:
+        axis["tickCount"] = {"interval": "day", "step": 1}
+    return {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate", "title": title,
+            "axis": axis}  # fmt: skip
+
+
 def _rows(db: sqlite_utils.Database, sql: str) -> list[dict[str, Any]]:
     cursor = db.execute(sql)
     names = [column[0] for column in cursor.description]
@@ -55,19 +78,28 @@ def _rows(db: sqlite_utils.Database, sql: str) -> list[dict[str, Any]]:
 
 
 def daily_active_users_chart(db: sqlite_utils.Database) -> Chart:
-    values = _rows(db, "SELECT day, active_users FROM daily_active_users ORDER BY day")
-    title = "Daily active users"
-    spec = _base(title, "Distinct users with any activity, per day (UTC).", values)
+    return _bars_per_day(
+        db, "daily_active_users", "active_users",
+        Chart("daily_active_users", "Daily active users",
+              "Distinct users with any activity, per day (UTC).", {}),
+        "active users", "#4c78a8",
+    )  # fmt: skip
+
+
+def _bars_per_day(db: sqlite_utils.Database, view: str, field: str, chart: Chart,
+                  counted: str, color: str) -> Chart:  # fmt: skip
+    """One bar per day of `view` (one of ours: a constant, never a client's): its `field`
+    counted, `counted` naming it on the axis."""
+    values = _rows(db, f"SELECT day, {field} FROM {view} ORDER BY day")
+    spec = _base(chart.title, chart.about, values)
     spec.update({
-        "mark": {"type": "bar", "tooltip": True, "color": "#4c78a8", "width": {"band": 0.85}},
+        "mark": {"type": "bar", "tooltip": True, "color": color, "width": {"band": 0.85}},
         "encoding": {
-            "x": {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate",
-                  "title": "day (UTC)", "axis": {"format": "%Y-%m-%d", "labelAngle": -40}},
-            "y": {"field": "active_users", "type": "quantitative", "title": "active users",
-                  "axis": {"tickMinStep": 1}},
+            "x": _day_axis(values, "day (UTC)"),
+            "y": _count_axis(values, field, counted),
         },
     })  # fmt: skip
-    return Chart("daily_active_users", title, spec["description"], spec)
+    return Chart(chart.name, chart.title, chart.about, spec)
 
 
 def concurrent_servers_chart(db: sqlite_utils.Database) -> Chart:
@@ -88,27 +120,19 @@ def _servers_per_poll(db: sqlite_utils.Database) -> Chart:
         "encoding": {
             "x": {"field": "time", "type": "temporal", "title": "poll time (UTC)",
                   "scale": {"type": "utc"}, "axis": {"format": "%m-%d %H:%M"}},
-            "y": {"field": "servers_running", "type": "quantitative",
-                  "title": "servers running", "axis": {"tickMinStep": 1}},
+            "y": _count_axis(values, "servers_running", "servers running"),
         },
     })  # fmt: skip
     return Chart("concurrent_servers", title, spec["description"], spec)
 
 
 def _peak_servers_per_day(db: sqlite_utils.Database) -> Chart:
-    values = _rows(db, "SELECT day, peak_servers FROM peak_concurrent_servers ORDER BY day")
-    title = "Peak concurrent servers"
-    spec = _base(title, "The most servers running at once, per day (at poll times).", values)
-    spec.update({
-        "mark": {"type": "bar", "tooltip": True, "color": "#f58518", "width": {"band": 0.85}},
-        "encoding": {
-            "x": {"field": "day", "type": "temporal", "timeUnit": "utcyearmonthdate",
-                  "title": "day (UTC)", "axis": {"format": "%Y-%m-%d", "labelAngle": -40}},
-            "y": {"field": "peak_servers", "type": "quantitative", "title": "peak servers",
-                  "axis": {"tickMinStep": 1}},
-        },
-    })  # fmt: skip
-    return Chart("concurrent_servers", title, spec["description"], spec)
+    return _bars_per_day(
+        db, "peak_concurrent_servers", "peak_servers",
+        Chart("concurrent_servers", "Peak concurrent servers",
+              "The most servers running at once, per day (at poll times).", {}),
+        "peak servers", "#f58518",
+    )  # fmt: skip
 
 
 def hour_of_week_values(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,7 +7,9 @@ import logging
 import sys
 
 from hubsidecars import suite_version
-from hubsidecars.config import ConfigError, SettingsParser, add_options, load_settings
+from hubsidecars.cli_main import run_main
+from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_commands,
+                                add_options, load_settings)  # fmt: skip
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.notify import Notifier
 from hubsidecars.periodic import PeriodicRunner
@@ -27,28 +29,23 @@ the environment variable shown.
 def build_parser() -> argparse.ArgumentParser:
     parser = SettingsParser(prog="hub-stats", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {suite_version()}")
-    parser.add_argument("--generate-config", action="store_true", default=argparse.SUPPRESS,
-                        help="print the example configuration file and exit")  # fmt: skip
+    parser.add_argument("--generate-config", action=GenerateConfig,
+                        render=stats_settings.example_config)  # fmt: skip
     add_options(parser, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    collect = commands.add_parser("collect", help="the collector daemon (the default)")
-    add_options(collect, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
-    export = commands.add_parser(
+    # no command: the collector (`hub-stats --config FILE` runs it, as the unit does)
+    command = add_commands(parser, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
+    command("collect", help="the collector daemon (the default)")
+    export = command(
         "export", help="write a consistent snapshot of the database (or its views as CSV)",
         description="Write a consistent copy of --db to OUT.sqlite while the collector may be "
         "writing; with --csv DIR, every view as DIR/VIEW.csv instead.",
     )  # fmt: skip
     export.add_argument("out", nargs="?", metavar="OUT.sqlite")
     export.add_argument("--csv", metavar="DIR", help="write each view as CSV into DIR")
-    add_options(export, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
-    serve = commands.add_parser(
-        "serve", help="serve the file, the views as CSV, /stats.json and the charts page",
-    )  # fmt: skip
-    add_options(serve, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
-    charts = commands.add_parser("charts", help="draw the charts into image files")
+    command("serve", help="serve the file, the views as CSV, /stats.json and the charts page")
+    charts = command("charts", help="draw the charts into image files")
     charts.add_argument("out_dir", metavar="OUT_DIR")
     charts.add_argument("--format", choices=("png", "svg"), default="png")
-    add_options(charts, stats_settings.StatsSettings, stats_settings.ENV_PREFIX)
     return parser
 
 
@@ -102,27 +99,23 @@ def charts(settings, out_dir: str, image_format: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    try:
-        if args.pop("generate_config", False):
-            print(stats_settings.example_config(), end="")
-            return 0
-        command = args.pop("command", None) or "collect"
-        settings = stats_settings.resolve(
-            load_settings(stats_settings.StatsSettings, stats_settings.ENV_PREFIX, args),
-            needs_hub=command == "collect",
-        )
-        setup_logging(settings.log_format, settings.log_level)
-        if command == "collect":
-            return collect(settings)
-        if command == "export":
-            return export(settings, args.get("out"), args.get("csv"))
-        if command == "serve":
-            return serve(settings)
-        return charts(settings, args["out_dir"], args.get("format") or "png")
-    except ConfigError as error:
-        print(f"hub-stats: error: {error}", file=sys.stderr)
-        return 2
+    return run_main(build_parser(), dispatch, argv)
+
+
+def dispatch(args: dict) -> int:
+    command = args.pop("command", None) or "collect"
+    settings = stats_settings.resolve(
+        load_settings(stats_settings.StatsSettings, stats_settings.ENV_PREFIX, args),
+        needs_hub=command == "collect",
+    )
+    setup_logging(settings.log_format, settings.log_level)
+    if command == "collect":
+        return collect(settings)
+    if command == "export":
+        return export(settings, args.get("out"), args.get("csv"))
+    if command == "serve":
+        return serve(settings)
+    return charts(settings, args["out_dir"], args.get("format") or "png")
 
 
 if __name__ == "__main__":

@@ -29,23 +29,18 @@ def hold_collector_lock(db_path: str) -> int:
     the life of the process, dropped by the kernel with it. SQLite locks with fcntl, which an
     flock does not disturb. Call stats.schema.check_file first: this creates a missing file
     (empty, which SQLite takes as a new database) but never writes into an existing one."""
-    import fcntl
-    import os
-
     from hubsidecars.config import ConfigError
+    from hubsidecars.errors import Busy
+    from hubsidecars.locking import HeldElsewhere, hold_process_lock
 
     try:
-        fd = os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return hold_process_lock(db_path)
+    except HeldElsewhere:
+        raise Busy(f"another hub-stats collector records into {db_path} (or the file "
+                   "it points to); two would record every poll twice") from None  # fmt: skip
     except OSError as error:
         raise ConfigError(f"cannot open the activity database {db_path}: "
                           f"{error.strerror}") from None  # fmt: skip
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(f"another hub-stats collector records into {db_path} (or the file "
-                          "it points to); two would record every poll twice") from None  # fmt: skip
-    return fd
 
 
 def _identity(path: str) -> tuple[int, int] | None:

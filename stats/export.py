@@ -7,8 +7,9 @@ so a copy holds whole polls only.
 
 Nothing half-written ever appears at the target: the copy is made in a hidden file beside it,
 checked, fsync'd and only then given its name. By default an existing target is refused
-(`ExportError`, exit 2 in `hub-stats export`): an analyst's earlier copy is never replaced by
-accident; `overwrite=True` replaces it atomically (the web download uses that for its cache).
+(`ExportError`, exit 2 in `hub-stats export`; a copy that cannot be written, ExportFailed, is
+exit 1): an analyst's earlier copy is never replaced by accident; `overwrite=True` replaces it
+atomically (the web download uses that for its cache).
 The snapshot is a standalone file: journal_mode DELETE (no -wal/-shm beside it needed),
 `PRAGMA integrity_check` ok, same schema version, views and descriptions as the original. It
 is created with mode 0600, like everything holding user names.
@@ -26,11 +27,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hubsidecars.config import ConfigError
+from hubsidecars.errors import EXIT_FAILED
 from stats.schema import VIEWS
 
 
 class ExportError(ConfigError):
     """An export refused for a reason the user can fix (one line; exit 2 from the CLI)."""
+
+
+class ExportFailed(ExportError):
+    """The copy could not be written (a full disk, an I/O error): a failed command, exit 1."""
+
+    exit_code = EXIT_FAILED
 
 
 def export_snapshot(db_path: str, out_path: str, *, overwrite: bool = False) -> str:
@@ -65,7 +73,7 @@ def export_snapshot(db_path: str, out_path: str, *, overwrite: bool = False) -> 
         _fsync_dir(out.parent)
     except (sqlite3.Error, OSError) as error:
         _remove_with_journals(temporary)
-        raise ExportError(f"cannot write the copy at {out}: {_describe(error)}") from None
+        raise ExportFailed(f"cannot write the copy at {out}: {_describe(error)}") from None
     except BaseException:
         _remove_with_journals(temporary)
         raise
@@ -114,7 +122,7 @@ def export_csv(db_path: str, out_dir: str) -> list[str]:
         source.execute("COMMIT")
         _fsync_dir(target)
     except (sqlite3.Error, OSError) as error:
-        raise ExportError(f"cannot write the CSV files in {target}: {_describe(error)}") from None
+        raise ExportFailed(f"cannot write the CSV files in {target}: {_describe(error)}") from None
     finally:
         source.close()
     return written

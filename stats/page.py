@@ -13,9 +13,15 @@ from stats.charts import Chart
 
 # Draws every chart whose spec is in #chart-specs into #chart-NAME, as SVG (crisp, and its
 # marks carry aria-labels with their values); marks the page when all are drawn or failed.
+# The page says that its charts could not be drawn until this script takes that back: where
+# the scripts never run, the reader sees why instead of headings over empty space.
 PAGE_SCRIPT = """\
 "use strict";
 (function () {
+  if (typeof vegaEmbed === "undefined") {
+    return;  // static/vega.js did not load: the page's own warning stays up
+  }
+  document.getElementById("charts-missing").remove();
   var specs = JSON.parse(document.getElementById("chart-specs").textContent);
   var options = {renderer: "svg",
                  actions: {export: true, source: false, compiled: false, editor: false}};
@@ -71,6 +77,18 @@ def _now_rows(now: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+# Shown until page.js runs. The usual cause, met by new users: a browser loads none of a
+# page's scripts when the page's address holds credentials (http://user:TOKEN@host/), since
+# every relative address on the page then carries them too.
+CHARTS_MISSING = (
+    '<p id="charts-missing" class="warn">The charts could not be drawn: the page\'s scripts '
+    "(static/vega.js and static/page.js) did not run. A browser loads no scripts for a page "
+    "opened with the token in its address (http://user:TOKEN@host/): open this page without "
+    "the token in the address, and type the token when the browser asks for a password (any "
+    "user name). Otherwise, scripts may be turned off for this site.</p>"
+)
+
+
 def render_page(charts: Sequence[Chart], now: Mapping[str, Any],
                 views: Mapping[str, str], bundle_version: str) -> str:  # fmt: skip
     """The whole page. `views` maps view name to its one-line description; every link is
@@ -107,6 +125,7 @@ def render_page(charts: Sequence[Chart], now: Mapping[str, Any],
 {warning}
 <p><a href="activity.sqlite" download>Download activity.sqlite</a> (a consistent snapshot;
 opens in sqlite3, Datasette, pandas) &middot; <a href="stats.json">stats.json</a></p>
+{CHARTS_MISSING}
 {sections}
 <h2>Views as CSV</h2>
 <ul class="views">{view_items}</ul>

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
 
+from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, FileMode, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
 
@@ -50,28 +51,22 @@ class StatsSettings(HubConnectionSettings):
         ("jupyter-*",), "which containers are user containers (shell globs on the name; they "
         "must also carry JUPYTERHUB_USER in their environment)",
     )  # fmt: skip
-    bind: str = setting(
-        "unix:/run/hub-stats/stats.sock",
-        "where `hub-stats serve` listens: unix:PATH or HOST:PORT; ignored when systemd passes "
-        "a socket", metavar="ADDRESS", heading="Serving the file, the views and the charts "
-        "(hub-stats serve).",
+    bind: str = shared.bind_setting(
+        "unix:/run/hub-stats/stats.sock", "hub-stats-web.socket",
+        heading="Serving the file, the views and the charts (hub-stats serve).",
     )  # fmt: skip
-    socket_mode: FileMode = setting(0o660, "permissions of the unix socket")
-    socket_group: str = setting("", "group owning the unix socket", metavar="GROUP")
+    socket_mode: FileMode = shared.socket_mode_setting()
+    socket_group: str = shared.socket_group_setting()
     serve_token_file: str = setting(
         "", "file holding the bearer token clients must send, required on TCP; else the "
         f"systemd credential {SERVE_TOKEN_CREDENTIAL}", metavar="FILE",
     )  # fmt: skip
-    allow_remote: bool = setting(
-        False, "allow a TCP address other than loopback (the token then crosses a network)"
-    )
-    workers: int = setting(1, "gunicorn worker processes", metavar="N", min=1, max=16)
-    header_timeout: Duration = setting(
-        10.0, "how long a client may take to send its request headers", min=1, max=300
-    )
-    access_log: bool = setting(False, "log every request")
-    log_format: Literal["kv", "json"] = setting("kv", "log line format", heading="Logging.")
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+    allow_remote: bool = shared.allow_remote_setting()
+    workers: int = shared.workers_setting()
+    header_timeout: Duration = shared.header_timeout_setting()
+    access_log: bool = shared.access_log_setting()
+    log_format: shared.LogFormat = shared.log_format_setting(heading="Logging.")
+    log_level: shared.LogLevel = shared.log_level_setting()
 
 
 def example_config() -> str:
@@ -79,13 +74,16 @@ def example_config() -> str:
 
 
 def resolve(settings: StatsSettings, environ=None, *, needs_hub: bool = True) -> StatsSettings:
-    """Fill the hub URL from the environment and check paths; ConfigError with one line."""
+    """Fill the hub URL from the environment, make paths absolute, check the rest; raise
+    ConfigError with one line."""
     if needs_hub:
         settings = resolve_hub_connection(settings, environ)
-    for key in ("db", "serve_token_file", "culler_footprints"):
-        value = getattr(settings, key)
-        if value and not os.path.isabs(value):
-            raise ConfigError(f"{key} must be an absolute path, got {value!r}")
+    # A relative path is taken from the current directory, as any command takes one (the
+    # services run in /, where it makes no difference).
+    settings = dataclasses.replace(settings, **{
+        key: os.path.abspath(getattr(settings, key))
+        for key in ("db", "serve_token_file", "culler_footprints") if getattr(settings, key)
+    })  # fmt: skip
     if settings.socket_mode & 0o7007:
         raise ConfigError(f"socket_mode {settings.socket_mode:04o} gives other users access; "
                           "use 0660 or 0600")  # fmt: skip

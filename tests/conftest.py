@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hubsidecars.config import CONFIG_DIR_ENV
 from restuser.prefix import init_prefix
 from tests.realparts import hostcheck, proctree
 from tests.realparts.net import Endpoint, free_port
@@ -51,16 +52,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(part)
         if not parts:
             item.add_marker("fast")
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(_worker_group(item, parts)))
+        group = _worker_group(item, parts)
+        if group and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
-def _worker_group(item, parts: set[str]) -> str:
-    """Which tests must share one pytest-xdist worker (scripts/test runs --dist loadgroup)."""
+SHARED_SCOPES = {"module", "package", "class"}
+
+
+def _worker_group(item, parts: set[str]) -> str | None:
+    """Which tests must share one pytest-xdist worker (scripts/test runs --dist loadgroup);
+    None for a test that shares nothing with its neighbours, which any idle worker may take."""
     if "docker" in parts:
         # One engine: the culler's sweeps and the stats sampler see every container on it.
         return "docker-engine"
-    return item.nodeid.split("::", 1)[0]  # a module's tests share its module-scoped parts
+    fixtures = item._fixtureinfo.name2fixturedefs.values()
+    if any(defs and defs[-1].scope in SHARED_SCOPES for defs in fixtures):
+        return item.nodeid.split("::", 1)[0]  # a module's tests share its module-scoped parts
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -106,6 +115,10 @@ def pytest_sessionstart(session):
     os.environ[hostcheck.MARKER] = run_id
     os.environ["TMPDIR"] = str(tmp)
     tempfile.tempdir = None  # tempfile caches the directory it found first
+    # Nothing the run starts reads the host's /etc/hub-sidecars/NAME.toml: an empty directory
+    # of the run's own stands in for it (hubsidecars.config.default_config_file).
+    (basetemp / "etc-hub-sidecars").mkdir(exist_ok=True)
+    os.environ[CONFIG_DIR_ENV] = str(basetemp / "etc-hub-sidecars")
     config.stash[_HOST_CHECK] = (run_id, before, basetemp)
 
 

@@ -22,6 +22,7 @@ from backup import safe_fs
 from backup.chains import Chain
 from backup.context import JobContext
 from hubsidecars.config import ConfigError
+from hubsidecars.errors import Busy
 from hubsidecars.locking import LockTimeout
 from hubsidecars.logs import log_event
 
@@ -83,8 +84,8 @@ def restore(ctx: JobContext, user: str, path: str | None, *, time: str | None, t
                                       numeric_owner=previous_owner)
                 aside = None
     except LockTimeout:
-        raise ConfigError(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
-                          "try again later") from None  # fmt: skip
+        raise Busy(f"{chain.name} stayed locked for {wait:g} s (a backup is running); "
+                   "try again later") from None  # fmt: skip
     finally:
         try:
             ctx.duplicity.stop_agent()

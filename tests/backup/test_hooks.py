@@ -82,7 +82,7 @@ def test_hooks_that_hang_or_fail_neither_fail_nor_stall_the_backup(tmp_path, hom
             config = configure(tmp_path, homes_root, hooks, hook_timeout=2,
                                failure_command="sleep 600", source=str(tmp_path / "nowhere"))
             failed = hub_backup(config, "run", timeout=240)
-            assert failed.returncode == 2 and "does not exist" in failed.stderr, failed.stderr
+            assert failed.returncode == 1 and "does not exist" in failed.stderr, failed.stderr
             assert "failure command failed" in failed.stderr
         finally:
             stop_agent(tmp_path / "cache" / ".gnupg")

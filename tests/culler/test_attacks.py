@@ -298,7 +298,7 @@ def test_a_second_culler_on_the_same_state_refuses_to_start(hub, tmp_path):
         second = run_once(hub, "culler", tmp_path, "--timeout", "3")
     finally:
         daemon.stop()
-    assert second.returncode == 2
+    assert second.returncode == 75  # busy (docs/exit-codes.md)
     [line] = second.log.strip().splitlines()
     assert f"pid {daemon.process.process.pid}" in line and "Traceback" not in second.log
 

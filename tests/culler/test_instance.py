@@ -1,4 +1,5 @@
-"""Two cullers on the same state files: the second refuses to start, one line, exit 2; a dry
+"""Two cullers on the same state files: the second refuses to start, one line, exit 75 (busy,
+as docs/exit-codes.md has it: not the exit 2 of a bad configuration); a dry
 run may run beside; the lock goes with its process, kill -9 included. (No hub is needed: the
 daemons' passes fail against a port nobody listens on, and they keep running.)"""
 
@@ -37,9 +38,9 @@ def test_a_second_culler_on_the_same_state_refuses_to_start(tmp_path):
     first = start_daemon(state, tmp_path / "first.log")
     try:
         refused = second(state)
-        assert refused.returncode == 2
+        assert refused.returncode == 75, refused.stderr
         [line] = refused.stderr.splitlines()
-        assert f"another hub-culler (pid {first.process.pid})" in line
+        assert line.startswith(f"hub-culler: busy: another hub-culler (pid {first.process.pid})")
         assert str(state) in line
 
         # a dry run changes nothing, its state included: it may run beside the daemon

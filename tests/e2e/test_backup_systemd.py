@@ -253,3 +253,30 @@ def test_sftp_target_needs_and_works_with_the_documented_network_drop_in(
         c.run("rm", "-f", dropin)
         c.run("systemctl", "daemon-reload")
         c.run("systemctl", "reset-failed", "hub-backup.service", check=False)
+
+
+def test_a_run_that_meets_another_job_is_skipped_not_failed(backed_up, timers_enabled):
+    """Exit 75 (busy, docs/exit-codes.md) is hub-backup.service's SuccessExitStatus=: the run
+    that finds the job lock held (here by flock(1), as another job holds it) leaves the unit
+    a success, and its one line reaches the journal as a warning, not an error. (With the
+    timers enabled, as on a real host: the timer keeps the finished unit loaded, its exit status
+    readable; after the timer's own run, which `backed_up` reads by its invocation.)"""
+    c = timers_enabled
+    c.run("install", "-d", "-m", "0700", f"{STATE}/locks")
+    started = c.run("flock", f"{STATE}/locks/job.lock", "systemctl", "start", "hub-backup.service",
+                    check=False)  # fmt: skip
+    state = show(c, "hub-backup.service", "InvocationID", "Result", "ExecMainStatus")
+    assert started.returncode == 0, c.journal("hub-backup.service")[-3000:]
+    assert state["ExecMainStatus"] == "75" and state["Result"] == "success", state
+
+    def journal(*priority: str) -> list[str]:
+        return c.run("journalctl", "--no-pager", "-o", "cat", *priority,
+                     f"_SYSTEMD_INVOCATION_ID={state['InvocationID']}").stdout.splitlines()  # fmt: skip
+
+    def busy_lines() -> list[str]:
+        return [line for line in journal() if line.startswith("hub-backup: busy: ")]
+
+    busy = wait_until(busy_lines, 10, "the busy line in the journal")
+    assert len(busy) == 1 and "another hub-backup run" in busy[0], journal()
+    assert busy[0] in journal("-p", "warning")
+    assert [line for line in journal("-p", "err") if "hub-backup" in line] == []

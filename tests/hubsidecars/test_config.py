@@ -218,3 +218,26 @@ def test_a_long_list_wraps_without_splitting_a_name(tmp_path):
     start = lines.index("# names = [")
     array = "\n".join(line.removeprefix("#") for line in lines[start:])
     assert lines[-1] == "# ]" and tomllib.loads(array)["names"] == list(long_names)
+
+
+def test_the_default_file_is_read_when_it_exists(tmp_path):
+    """/etc/hub-sidecars/NAME.toml (here in HUB_SIDECARS_CONFIG_DIR): read with no --config;
+    --config or $PREFIX_CONFIG name another file instead; an empty one reads none."""
+    (tmp_path / "demo.toml").write_text('concurrency = 7\nratio = 0.25\n')
+    other = tmp_path / "other.toml"
+    other.write_text("concurrency = 3\n")
+    env = {"HUB_SIDECARS_CONFIG_DIR": str(tmp_path)}
+    assert load(env=env).concurrency == 7 and load(env=env).ratio == 0.25
+    assert load(env={**env, "HUB_DEMO_CONCURRENCY": "8"}).concurrency == 8
+    assert load("--config", str(other), env=env) == DemoSettings(concurrency=3)
+    assert load(env={**env, "HUB_DEMO_CONFIG": str(other)}) == DemoSettings(concurrency=3)
+    assert load(env={**env, "HUB_DEMO_CONFIG": ""}) == DemoSettings()
+    assert load("--config", "", env=env) == DemoSettings()
+    assert load(env={"HUB_SIDECARS_CONFIG_DIR": str(tmp_path / "none")}) == DemoSettings()
+
+
+def test_a_wrong_default_file_names_itself(tmp_path):
+    (tmp_path / "demo.toml").write_text("concurrency = 0\n")
+    with pytest.raises(ConfigError) as raised:
+        load(env={"HUB_SIDECARS_CONFIG_DIR": str(tmp_path)})
+    assert str(raised.value) == f"{tmp_path}/demo.toml: concurrency: must be at least 1, got 0"

@@ -1,15 +1,19 @@
-"""FileLock on its own: threads of one process and separate processes exclude each other."""
+"""FileLock on its own: threads of one process and separate processes exclude each other; and
+the process lock that keeps a daemon to one instance per resource."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from hubsidecars.locking import FileLock, LockTimeout
+from hubsidecars.locking import FileLock, HeldElsewhere, LockTimeout, hold_process_lock
 from tests.realparts.locks import can_lock_from_another_process
+from tests.realparts.restuser import REPO
 
 THREADS = 16
 ROUNDS = 200
@@ -71,3 +75,49 @@ def test_held_by_another_process_times_out_then_is_free_again(tmp_path):
     with lock.held():
         assert not can_lock_from_another_process(path)
     assert can_lock_from_another_process(path)
+
+
+HOLD_IN_CHILD = """
+import sys
+from hubsidecars.locking import hold_process_lock
+hold_process_lock(sys.argv[1], record_pid=sys.argv[2] == "pid")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("record_pid", [True, False])
+def test_a_process_lock_is_held_for_the_life_of_its_process(tmp_path, record_pid):
+    """One instance per resource (the culler's state, the collector's database): a second
+    process is refused, told the holder's pid when the file is a pid file, and gets the lock
+    once the first process is gone; a lock that is not a pid file never writes the file."""
+    path = tmp_path / "instance.lock"
+    path.write_bytes(b"" if record_pid else b"the resource itself\n")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_IN_CHILD, str(path),
+                               "pid" if record_pid else "no"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(HeldElsewhere) as refused:
+            hold_process_lock(str(path), record_pid=record_pid)
+        assert refused.value.holder == (str(holder.pid) if record_pid else "")
+    finally:
+        holder.communicate("", timeout=30)
+    fd = hold_process_lock(str(path), record_pid=record_pid)
+    try:
+        assert not can_lock_from_another_process(path)
+        expected = f"{os.getpid()}\n" if record_pid else "the resource itself\n"
+        assert path.read_text() == expected
+    finally:
+        os.close(fd)
+    assert can_lock_from_another_process(path)
+
+
+def test_a_pid_file_lock_refuses_a_symlink_in_its_place(tmp_path):
+    """It writes into the file: a link planted there must not make it truncate another."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "instance.lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        hold_process_lock(str(tmp_path / "instance.lock"), record_pid=True)
+    assert victim.read_text() == "precious\n"

@@ -6,6 +6,7 @@ import pytest
 
 from hubsidecars.config import load_settings
 from restuser import settings as restuser_settings
+from restuser.cli import build_store
 from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
 
 
@@ -15,13 +16,13 @@ def store_settings(prefix_root: Path, **overrides) -> restuser_settings.Restuser
     values.update(overrides)
     settings_class = restuser_settings.RestuserSettings
     settings = load_settings(settings_class, "UNUSED_PREFIX", values, environ={})
-    return restuser_settings.validate(settings)
+    return restuser_settings.resolve(settings)
 
 
 @pytest.fixture
 def make_store(prefix_root: Path):
     def make(**overrides):
-        return restuser_settings.build_store(store_settings(prefix_root, **overrides))
+        return build_store(store_settings(prefix_root, **overrides))
 
     return make
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from restuser import settings as restuser_settings
 from restuser.accounts import AccountBusy, AccountError, AccountIncomplete
 from restuser.app import create_app
+from restuser.cli import build_store
 from restuser.home import HomeBuilder
 from restuser.names import BadName, RefusedName
 from tests.realparts.accountdb import snapshot
@@ -149,7 +149,7 @@ def test_a_full_disk_never_gives_a_truncated_skeleton_file(tmp_path):
     (skel / ".config" / "small.txt").write_text("small\n")
     created, failed = [], []
     with tmpfs_prefix_root(tmp_path / "small") as root:
-        store = restuser_settings.build_store(
+        store = build_store(
             store_settings(root, skel=str(skel), state_dir=str(tmp_path / "state"))
         )
         for number in range(6):
@@ -326,7 +326,7 @@ def test_health_reports_what_blocks_creation_without_paths(make_store, prefix_ro
     assert problem.detail == f"skeleton {empty} is missing"
 
     with tmpfs_prefix_root(tmp_path / "ro") as root:
-        store = restuser_settings.build_store(store_settings(root))
+        store = build_store(store_settings(root))
         subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
         problems = store.problems()
     assert [problem.public for problem in problems] == [
@@ -337,7 +337,7 @@ def test_health_reports_what_blocks_creation_without_paths(make_store, prefix_ro
 
 def test_health_reports_a_full_file_system_without_paths(tmp_path):
     with tmpfs_prefix_root(tmp_path / "small") as root:
-        store = restuser_settings.build_store(store_settings(root))
+        store = build_store(store_settings(root))
         assert store.problems() == []
         fill(root, leave=512 * 1024)
         problems = store.problems()

@@ -175,7 +175,7 @@ def test_unsafe_token_file_is_refused_with_one_line(token_file, prefix_root, cha
         ("crlf-token-0123456789abcdef\r\nmore\r\n", "has more than one line"),
         ("token-with-\u00e9-non-ascii-0123456789\n", "has other characters"),
         ("token-with-a-\x07-control-0123456789\n", "has other characters"),
-        ("token with spaces 0123456789\n", "has other characters"),
+        ("token with blanks 0123456789\n", "has other characters"),
         ("token=with-inner-equals-0123456789\n", "has other characters"),
     ],
     ids=["two-lines", "crlf", "non-ascii", "control", "space", "inner-equals"],
@@ -205,8 +205,22 @@ def test_example_config_is_the_committed_example():
     committed = (REPO / "units/restuser.toml.example").read_text()
     assert result.stdout == committed, (
         "units/restuser.toml.example differs from the declarations in restuser/settings.py; "
-        "regenerate it: .venv/bin/hub-restuser example-config > units/restuser.toml.example"
+        "regenerate it: .venv/bin/hub-restuser --generate-config > units/restuser.toml.example"
     )
+
+
+def test_generate_config_prints_the_example_as_every_service_does():
+    result = run("--generate-config")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout == (REPO / "units/restuser.toml.example").read_text()
+
+
+def test_example_config_still_works_and_says_it_is_deprecated():
+    result = run("example-config")
+    assert result.returncode == 0
+    assert result.stdout == (REPO / "units/restuser.toml.example").read_text()
+    assert result.stderr.strip() == ("hub-restuser: warning: 'example-config' is deprecated "
+                                     "and will go; use --generate-config")  # fmt: skip
 
 
 def test_init_prefix_copies_only_system_accounts(tmp_path):
@@ -228,3 +242,68 @@ def test_module_entry_point_runs():
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("hub-restuser 0.")
+
+
+def test_the_default_config_file_is_read(tmp_path):
+    """/etc/hub-sidecars/restuser.toml without --config (moved here by the suite's
+    HUB_SIDECARS_CONFIG_DIR, so the host's /etc is never read)."""
+    (tmp_path / "restuser.toml").write_text("workers = 0\n")
+    result = run("serve", "--prefix", "/nonexistent",
+                 env={**os.environ, "HUB_SIDECARS_CONFIG_DIR": str(tmp_path)})  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"hub-restuser: error: {tmp_path}/restuser.toml: workers: "
+                                     "must be at least 1, got 0")  # fmt: skip
+
+
+def test_exit_codes_as_documented_one_line_each(tmp_path):
+    """docs/exit-codes.md: 2 for a bad setting, 1 for a command that ran and failed (here an
+    init-prefix whose DIR cannot be made: an OSError no code foresaw), each one line on stderr
+    and never a traceback; 0 for success."""
+    bad = run("serve", "--uid-min", "abc")
+    assert bad.returncode == 2 and bad.stderr.startswith("hub-restuser: error: "), bad.stderr
+    (tmp_path / "file").write_text("")
+    failed = run("init-prefix", str(tmp_path / "file" / "root"))
+    [line] = failed.stderr.splitlines()
+    assert failed.returncode == 1, failed.stderr
+    assert line.startswith(f"hub-restuser: error: Not a directory: {tmp_path / 'file' / 'root'}")
+    assert run("init-prefix", str(tmp_path / "root")).returncode == 0
+
+
+def in_the_journal(tmp_path, *args: str) -> tuple[int, str]:
+    """Run hub-restuser ARGS with stderr as systemd hands it over (JOURNAL_STREAM naming it);
+    its exit code and what it wrote there."""
+    journal = tmp_path / "journal.txt"
+    with journal.open("w") as stream:
+        status = os.fstat(stream.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+        done = subprocess.run(restuser_command()[:1] + list(args), check=False, env=env,
+                              stdout=subprocess.DEVNULL, stderr=stream, timeout=20)  # fmt: skip
+    return done.returncode, journal.read_text()
+
+
+def test_the_error_line_carries_its_priority_in_the_journal(tmp_path):
+    """Under systemd (stderr is the journal stream) the one error line starts with <3>, so
+    that `journalctl -p err -u hub-restuser` shows why the service did not start."""
+    code, written = in_the_journal(tmp_path, "serve", "--uid-min", "abc")
+    assert code == 2
+    [line] = written.splitlines()
+    assert line.startswith("<3>hub-restuser: error: --uid-min: not an integer"), line
+
+
+def test_config_is_taken_before_or_after_the_command(tmp_path):
+    """`hub-restuser --config FILE serve` reads FILE as `hub-restuser serve --config FILE`
+    does (here a file with a typo, which both refuse naming it)."""
+    config = tmp_path / "restuser.toml"
+    config.write_text("shel = '/bin/sh'\n")
+    for argv in (["--config", str(config), "serve"], ["serve", "--config", str(config)]):
+        result = run(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert result.stderr.strip() == (
+            f"hub-restuser: error: {config}: unknown setting 'shel'"), (argv, result.stderr)
+
+
+def test_a_usage_error_is_one_line_with_its_priority_in_the_journal(tmp_path):
+    code, written = in_the_journal(tmp_path, "serve", "--no-such-flag")
+    assert code == 2
+    assert written == ("<3>hub-restuser: error: unrecognized arguments: --no-such-flag "
+                       "(see hub-restuser --help)\n")  # fmt: skip

@@ -335,9 +335,9 @@ def chain_owners(top: Path) -> list[int]:
 
 ENSURE_IN_CHILD = """
 import sys
-from restuser import settings
+from restuser.cli import build_store
 from tests.restuser.conftest import store_settings
-store = settings.build_store(store_settings(sys.argv[1], existing_home="adopt"))
+store = build_store(store_settings(sys.argv[1], existing_home="adopt"))
 try:
     store.ensure("alice")
 except Exception as error:

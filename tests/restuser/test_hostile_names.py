@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from restuser import settings as restuser_settings
 from restuser.app import create_app
+from restuser.cli import build_store
 from restuser.names import DEFAULT_DENY_NAMES
 from restuser.prefix import init_prefix
 from tests.realparts.accountdb import snapshot
@@ -128,7 +128,7 @@ def shared_service(tmp_path_factory):
     """One prefix and app for the whole property run, so repeated names are exercised too."""
     root = tmp_path_factory.mktemp("property") / "root"
     init_prefix(root)
-    store = restuser_settings.build_store(store_settings(root))
+    store = build_store(store_settings(root))
     return SimpleNamespace(
         root=root, client=falcon.testing.TestClient(create_app(store)), created=set()
     )

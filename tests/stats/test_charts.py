@@ -88,7 +88,7 @@ def test_more_than_three_days_draws_the_daily_peak(activity_db, tmp_path):
 
 def test_the_page_and_the_files_draw_the_same_specs(activity_db):
     """One set of specs: what the page inlines is what the files are drawn from."""
-    from stats.web import ActivityStore
+    from stats.queries import ActivityStore
 
     db = connect(str(activity_db), readonly=True)
     try:
@@ -205,3 +205,81 @@ def test_daily_active_users_costs_linear_time_in_the_days_recorded(tmp_path):
         synthetic_days(path, days)
         costs[days] = sqlite_steps(path, "SELECT * FROM daily_active_users")
     assert costs[40] < 2.6 * costs[20], costs
+
+
+def axis_labels(svg_path: Path) -> dict[str, list[str]]:
+    """{"X": [...], "Y": [...]}: the tick labels of each axis, as drawn."""
+    root = ElementTree.parse(svg_path).getroot()
+    found = {}
+    for group in root.iter("{http://www.w3.org/2000/svg}g"):
+        which = (group.get("aria-label") or "")[:1]
+        if group.get("aria-roledescription") == "axis" and which in "XY":
+            found[which] = [text.text for labels in group.iter()
+                            if "role-axis-label" in (labels.get("class") or "")
+                            for text in labels.iter("{http://www.w3.org/2000/svg}text")]  # fmt: skip
+    return found
+
+
+def one_day_of_polls(path: Path, users: int) -> None:
+    """Three hourly polls on Monday 2026-03-02, `users` users active and a server each."""
+    from datetime import UTC, datetime
+
+    from hubsidecars.hubapi import Server, User
+    from stats.recorder import record_poll
+
+    db = connect(str(path))
+    for hour in (9, 10, 11):
+        moment = datetime(2026, 3, 2, hour, tzinfo=UTC)
+        record_poll(db, [User(f"u{n}", False, (), None, moment, servers={"": Server(
+            f"u{n}", "", f"/user/u{n}/", moment, moment, None, True)}) for n in range(users)],
+            time=moment, interval=3600)  # fmt: skip
+    db.conn.close()
+
+
+@pytest.mark.parametrize("users", [1, 2])
+def test_count_axes_show_whole_numbers_only(tmp_path, users):
+    """A count of users or servers has no halves: with one or two users the axes read
+    0, 1 (, 2), never 0.5 or 1.5."""
+    one_day_of_polls(tmp_path / "activity.sqlite", users)
+    render_charts(str(tmp_path / "activity.sqlite"), str(tmp_path), image_format="svg")
+    for name in ("daily_active_users", "concurrent_servers"):
+        ticks = axis_labels(tmp_path / f"{name}.svg")["Y"]
+        assert ticks == [str(count) for count in range(users + 1)], (name, ticks)
+
+
+def test_a_one_day_window_names_each_date_once(tmp_path):
+    one_day_of_polls(tmp_path / "activity.sqlite", 1)
+    render_charts(str(tmp_path / "activity.sqlite"), str(tmp_path), image_format="svg")
+    dates = axis_labels(tmp_path / "daily_active_users.svg")["X"]
+    assert "2026-03-02" in dates and len(dates) == len(set(dates)), dates
+
+
+def test_a_week_of_days_names_each_date_once(activity_db, tmp_path):
+    render_charts(str(activity_db), str(tmp_path), image_format="svg")
+    dates = axis_labels(tmp_path / "daily_active_users.svg")["X"]
+    assert set(known.DAILY_ACTIVE_USERS) <= set(dates) and len(dates) == len(set(dates)), dates
+
+
+def test_the_command_takes_a_relative_db_path(activity_db, tmp_path):
+    """`hub-stats charts report --db activity.sqlite` in the database's directory, as any
+    command takes a relative path."""
+    done = subprocess.run([str(HUB_STATS), "charts", "report", "--format", "svg", "--db",
+                           activity_db.name], check=False, capture_output=True, text=True,
+                          timeout=120, cwd=activity_db.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [f"report/{name}.svg" for name in NAMES]
+    for name in NAMES:
+        aria_labels(tmp_path / "report" / f"{name}.svg")
+
+
+def test_the_default_config_file_names_the_database(activity_db, tmp_path):
+    """/etc/hub-sidecars/stats.toml is read without --config (the suite moves that directory
+    with HUB_SIDECARS_CONFIG_DIR, so the host's /etc is never read)."""
+    import os
+
+    (tmp_path / "stats.toml").write_text(f'db = "{activity_db}"\n')
+    done = subprocess.run([str(HUB_STATS), "charts", str(tmp_path / "out"), "--format", "svg"],
+                          check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HUB_SIDECARS_CONFIG_DIR": str(tmp_path)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "out" / f"{name}.svg") for name in NAMES]

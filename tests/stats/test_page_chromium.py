@@ -130,3 +130,25 @@ def test_page_without_the_token_shows_no_data(served_page, browser, password):
     text = page.evaluate("document.body ? document.body.innerText : ''")
     assert known.LAST_OK_POLL not in text and "users" not in text
     page.close()
+
+
+def test_a_page_opened_with_the_token_in_its_address_says_what_is_wrong(served_page, browser):
+    """http://user:TOKEN@host/: the browser sends the page's request with the token, but
+    loads none of the page's scripts (their addresses would carry it too): the page must say
+    so instead of showing headings and no charts."""
+    page = browser.new_page()
+    page.navigate(f"http://analyst:{TOKEN}@{served_page.host}:{served_page.port}/")
+    assert page.navigation_error == ""
+    # loaded: every script the page names has run or failed by then
+    assert page.wait_for('document.readyState === "complete" && document.body.innerText')
+    text = page.evaluate("document.body.innerText")
+    assert "Daily active users" in text  # the page itself came
+    assert page.evaluate('document.body.getAttribute("data-charts")') != "done"
+    assert "could not be drawn" in text and "without the token in the address" in text, text
+
+
+def test_the_warning_is_gone_once_the_charts_are_drawn(served_page, browser):
+    page = open_page(browser, served_page, TOKEN)
+    assert page.wait_for('document.body && document.body.getAttribute("data-charts")') == "done"
+    text = page.evaluate("document.body.innerText")
+    assert "could not be drawn" not in text

@@ -240,3 +240,24 @@ def test_one_day_of_the_legacy_view_costs_the_same_however_long_the_history(tmp_
         costs[days] = (one_day[0], whole[0] / whole[1])
     assert costs[8][0] <= 1.25 * costs[2][0], costs  # one day: not 4 times the work
     assert costs[8][1] <= 1.25 * costs[2][1], costs  # per row of the whole view
+
+
+def test_rows_of_polls_with_no_server_cost_no_more_than_listing_them(tmp_path):
+    """Most polls of a real hub are nights and weekends, with no server running: the legacy
+    view answers their rows without a look into anyone's activity: at most three times the
+    work of listing polls times users (more than six times before, a seek per row)."""
+    path = tmp_path / "nights.sqlite"
+    db = schema.connect(str(path))
+    start = MONDAY - timedelta(days=2)
+    for step in range(288):  # a day of polls: everyone was busy before, no server now
+        moment = start + timedelta(minutes=5 * step)
+        users = [user(f"user{n}", start - timedelta(minutes=n)) for n in range(20)]
+        record_poll(db, users, time=moment, interval=300)
+    db.close()
+    view = _steps(path, "SELECT * FROM activity")
+    listing = _steps(path, "SELECT p.time, u.name, 0 FROM polls p CROSS JOIN users u "
+                           "WHERE p.ok = 1 AND u.first_poll <= p.id "
+                           "AND (u.gone_poll IS NULL OR u.gone_poll > p.id)")  # fmt: skip
+    assert view[1] == listing[1] == 288 * 20
+    assert rows(path, "SELECT sum(active) FROM activity") == [(0,)]
+    assert view[0] <= 3 * listing[0], (view, listing)

@@ -20,7 +20,8 @@ import falcon.testing
 import pytest
 
 from stats.schema import VIEW_DOCS, VIEWS, connect
-from stats.web import ActivityStore, create_app
+from stats.queries import ActivityStore
+from stats.web import create_app
 from tests.realparts.net import Endpoint, free_port
 from tests.realparts.stats_serve import HUB_STATS, StatsServeProcess
 from tests.stats import activity_data as known
@@ -516,7 +517,8 @@ SERVE_WITH_SHORT_SEND_TIMEOUT = """
 import sys
 from hubsidecars.listeners import parse_bind
 from hubsidecars.serving import GunicornServer, server_options
-from stats.web import ActivityStore, create_app
+from stats.queries import ActivityStore
+from stats.web import create_app
 
 options = server_options([parse_bind(sys.argv[2])], proc_name="hub-stats-test", workers=1,
                          log_level="info")

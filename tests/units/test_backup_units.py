@@ -116,7 +116,7 @@ def test_every_service_shares_one_sandbox_but_for_its_capabilities():
 
 
 def test_a_run_skipped_for_a_busy_lock_is_not_a_failure():
-    from backup.jobs import EXIT_BUSY
+    from hubsidecars.errors import EXIT_BUSY
 
     assert unit_settings(RUN.read_text())["SuccessExitStatus"] == [str(EXIT_BUSY)]
 

@@ -78,7 +78,7 @@ def uncomment_keys(example: str) -> str:
 def test_committed_example_is_generated_from_the_declarations():
     assert (UNITS / "restuser.toml.example").read_text() == example_config(), (
         "units/restuser.toml.example differs from restuser/settings.py; regenerate it with "
-        ".venv/bin/hub-restuser example-config > units/restuser.toml.example"
+        ".venv/bin/hub-restuser --generate-config > units/restuser.toml.example"
     )
 
 
