@@ -265,7 +265,9 @@ def test_a_full_killed_midway_is_discarded_and_made_afresh_as_a_full(tmp_path):
 
     killer_result = []
     killer = threading.Thread(
-        target=lambda: killer_result.append(kill_when(volumes_written, "--name=alice"))
+        # this test's duplicity only: another worker's test may run a duplicity --name=alice
+        target=lambda: killer_result.append(
+            kill_when(volumes_written, f"--archive-dir={made.duplicity.archive_dir}"))
     )
     killer.start()
     try:
