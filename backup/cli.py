@@ -17,6 +17,7 @@ from hubsidecars.errors import Busy, ConfigError, Failed, SidecarError
 from hubsidecars.logs import log_event, setup_logging
 
 from backup import settings as backup_settings
+from backup.build import build_jobs
 
 log = logging.getLogger("backup")
 
@@ -68,33 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "the homes (content and mode)")  # fmt: skip
     drill.add_argument("users", nargs="*", metavar="USER")
     return parser
-
-
-def build_jobs(settings):
-    from backup.duplicity import Duplicity, Encryption
-    from backup.jobs import BackupJobs
-
-    if settings.encrypt_key:
-        encryption = Encryption(key_id=settings.encrypt_key,
-                                passphrase=backup_settings.read_passphrase(settings,
-                                                                           required=False))  # fmt: skip
-    else:
-        encryption = Encryption(passphrase=backup_settings.read_passphrase(settings,
-                                                                          required=True))  # fmt: skip
-    ssh = []
-    if settings.ssh_key_file:
-        ssh.append(f"-oIdentityFile={settings.ssh_key_file}")
-    if settings.ssh_known_hosts:
-        ssh.append(f"-oUserKnownHostsFile={settings.ssh_known_hosts}")
-    duplicity = Duplicity(
-        backup_settings.duplicity_command(settings), archive_dir=settings.archive_dir,
-        gnupg_home=settings.gnupg_home or None, volsize_mb=settings.volsize,
-        timeout=settings.chain_timeout, ssh_options=" ".join(ssh),
-        # duplicity counts attempts, the first included: retries=0 is one attempt
-        num_retries=settings.retries + 1, retry_delay=int(settings.retry_delay),
-        logger=logging.getLogger("backup.duplicity"),
-    )  # fmt: skip
-    return BackupJobs(settings, duplicity, encryption)
 
 
 def print_status(rows: list[dict], as_json: bool) -> None:
@@ -159,8 +133,8 @@ def run_and_record(jobs, command: str, args: dict) -> int:
     try:
         return run_command(jobs, command, args)
     finally:
-        if jobs.settings.metrics_file and not (command in ("run", "cleanup")
-                                               and jobs.settings.dry_run):  # fmt: skip
+        if jobs.reporting.metrics_file and not (command in ("run", "cleanup")
+                                                and jobs.options.dry_run):  # fmt: skip
             write_metrics(jobs)
 
 
@@ -170,24 +144,29 @@ def write_metrics(jobs) -> None:
     from hubsidecars.files import replace_file
 
     try:
-        replace_file(jobs.settings.metrics_file, metrics_text(jobs.status(), jobs.now()))
+        replace_file(jobs.reporting.metrics_file, metrics_text(jobs.status(), jobs.now()))
     except SidecarError:
         pass  # the source cannot be listed: the command says so
     except OSError as error:
         log_event(log, "cannot write the metrics file", logging.WARNING,
-                  path=jobs.settings.metrics_file, error=error.strerror)  # fmt: skip
+                  path=jobs.reporting.metrics_file, error=error.strerror)  # fmt: skip
 
 
 def run_command(jobs, command: str, args: dict) -> int:
+    from backup.actions.restore import restore
+
     if command == "status":
         rows = jobs.status()
         print_status(rows, args.get("json", False))
         return 1 if any(row["problem"] for row in rows) else 0
     if command == "restore":
         try:
-            return jobs.restore(args["user"], args.get("path"), time=args.get("time"),
-                                to=args.get("to"), in_place=args.get("in_place", False),
-                                previous_owner=args.get("previous_owner", False))  # fmt: skip
+            restored = restore(jobs.context, args["user"], args.get("path"),
+                               time=args.get("time"), to=args.get("to"),
+                               in_place=args.get("in_place", False),
+                               previous_owner=args.get("previous_owner", False))  # fmt: skip
+            print("\n".join(restored.lines()))
+            return 0
         except CommandError as error:
             raise Failed(f"restore failed: {str(error).splitlines()[0]}") from None
         except OSError as error:
@@ -211,13 +190,14 @@ def _hooks(jobs):
     backup goes on without pushes (it matters more than its monitoring)."""
     from backup.hooks import Hooks
 
-    if jobs.settings.dry_run:
+    options = jobs.reporting.hooks
+    if jobs.options.dry_run or options is None:
         return Hooks({})
     try:
-        return backup_settings.read_hooks(jobs.settings)
+        return options.read()
     except ConfigError as error:
         log_event(log, "monitoring hooks not used", logging.ERROR, error=str(error))
-        return Hooks({}, jobs.settings.failure_command, jobs.settings.hook_timeout)
+        return options.without_urls()
 
 
 def _run_with_hooks(jobs, args: dict) -> int:

@@ -1,4 +1,5 @@
-"""The duplicity adapter: builds duplicity 3.x command lines, runs them, reads their --log-fd.
+"""The duplicity adapter: builds duplicity 3.x command lines, runs them, reads their --log-fd
+(backup.duplicity_log interprets it), and stops them all when hub-backup is stopped.
 
 duplicity has no usable Python API, so it runs as a subprocess through hubsidecars.commands
 (stdin /dev/null, minimal environment, own session, timeout). What we learn from a run comes from
@@ -14,19 +15,27 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
+from backup.duplicity_log import (
+    Collection,
+    LogRecord,
+    backup_kind,
+    backup_set_time,
+    backup_statistics,
+    deleted_files,
+    failure_detail,
+    parse_collection,
+    parse_log,
+    unreadable_files,
+    unrestored_files,
+    verify_outcome,
+)
 from backup.gpg import GPGCONF, home_env, prepare_home
 from backup.gpg import stop_agent as stop_gpg_agent
 from hubsidecars.commands import (
@@ -34,6 +43,7 @@ from hubsidecars.commands import (
     CommandFailed,
     CommandNotStarted,
     CommandResult,
+    RunningCommands,
     Tool,
     mask,
     run_command,
@@ -97,20 +107,6 @@ DUPLICITY = Tool(
     },
 )
 VERIFY_DIFFERENCES = "verify found differences"
-DETAIL_CHARS = 300
-# duplicity's own messages (under LC_ALL=C) saying a `backup` became a full one.
-_FULL_MESSAGES = (
-    "No signatures found, switching to full backup.",
-    "Last full backup is too old, forcing full backup",
-    "Latest chain has too many incrementals, forcing full backup",
-)
-_MANIFEST = re.compile(r"\bduplicity-(full|inc)\.([0-9A-Za-z.]+?)\.manifest\b")
-_SET_TIME = re.compile(r"(\d{8}T\d{6}Z)$")  # the last time in a manifest's name: the set's
-_RESTART = "Restarting after volume"
-_RECORD_HEADER = re.compile(r"^(DEBUG|INFO|NOTICE|WARNING|ERROR) (\d+)(?: (.*))?$")
-_VERIFY_SUMMARY = re.compile(r"Verify complete: (\d+) file\(s\) compared, (\d+) difference")
-_DIFFERENCE = "Difference found: "
-_COLLECTION_STATUS_CODE = 3  # log.InfoCode.collection_status
 _NO_ENV: Mapping[str, str] = MappingProxyType({})
 
 
@@ -134,17 +130,6 @@ class Encryption:
     @property
     def symmetric(self) -> bool:
         return self.key_id is None
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    """One record of duplicity's --log-fd output: `LEVEL CODE [EXTRA]` then the message."""
-
-    level: str
-    code: int
-    extra: str
-    message: str
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -176,59 +161,6 @@ class RunResult:
     def ok(self) -> bool:
         return self.exit_code == 0
 
-
-@dataclass(frozen=True)
-class BackupSet:
-    kind: str  # "full" or "incremental"
-    time: datetime  # UTC; for an incremental, the time it brings the chain up to
-    volumes: int
-    encrypted: bool
-
-
-@dataclass(frozen=True)
-class Chain:
-    """A full backup and its incrementals, oldest first.
-
-    `complete` is duplicity's own label (chain-complete): the newest chain, whose signatures
-    match and which the next incremental extends; older chains are listed as "no-sig". It does
-    not prove the last backup finished: after a killed run duplicity still says complete and its
-    next backup would resume (see discard_partial). Keep your own record of successful runs."""
-
-    sets: tuple[BackupSet, ...]
-    complete: bool
-
-    @property
-    def start(self) -> datetime:
-        return self.sets[0].time
-
-    @property
-    def end(self) -> datetime:
-        return self.sets[-1].time
-
-    @property
-    def incrementals(self) -> int:
-        return sum(1 for backup_set in self.sets if backup_set.kind == "incremental")
-
-    @property
-    def volumes(self) -> int:
-        return sum(backup_set.volumes for backup_set in self.sets)
-
-
-@dataclass(frozen=True)
-class Collection:
-    """What collection-status reports for one target, chains oldest first."""
-
-    chains: tuple[Chain, ...]
-    orphaned_sets: int
-    incomplete_sets: int
-
-    @property
-    def last_full(self) -> datetime | None:
-        return self.chains[-1].start if self.chains else None
-
-    @property
-    def last_backup(self) -> datetime | None:
-        return self.chains[-1].end if self.chains else None
 
 
 class NoSpace(CommandNotStarted):
@@ -345,12 +277,8 @@ class Duplicity:
         self.retry_delay = retry_delay
         self.gpgconf = gpgconf
         self.logger = logger or logging.getLogger("backup.duplicity")
-        self._running: set[subprocess.Popen] = set()
-        # re-entrant: terminate() runs in a signal handler, maybe while the main thread (a
-        # restore runs duplicity there) holds it
-        self._running_lock = threading.RLock()
-        self._terminated: list[tuple[int, float]] = []  # (process group, SIGKILL deadline)
-        self._grace: float | None = None  # set by terminate: no duplicity may start after it
+        # what terminate() stops; once it has, no duplicity may start
+        self._running = RunningCommands()
         # duplicity runs in a session of its own (a Ctrl-C must not reach it half-way), so a
         # kill -9 of hub-backup alone would leave it running on: started through `setpriv
         # --pdeathsig KILL` (util-linux), it dies with the thread that started it.
@@ -527,40 +455,12 @@ class Duplicity:
         """Stop every duplicity this adapter runs (from another thread, e.g. on SIGTERM):
         SIGTERM to each one's process group, SIGKILL after `grace` seconds to what is left of
         it. What it was writing is redone by the next run (discard_partial). Returns how
-        many. Call `finish_terminating` before the program exits."""
-        with self._running_lock:
-            self._grace = grace
-            groups = [process.pid for process in self._running]
-            deadline = time.monotonic() + grace
-            self._terminated.extend((group, deadline) for group in groups)
-        for group in groups:
-            _signal_group(group, signal.SIGTERM)
-        _kill_later(groups, grace)
-        return len(groups)
+        many. Call `finish_terminating` before the program exits: duplicity dies of SIGTERM
+        at once, but a gpg it started handles SIGTERM and may be stuck (a frozen target)."""
+        return self._running.terminate(grace)
 
     def finish_terminating(self) -> None:
-        """Wait out the grace of every group `terminate` signalled, then SIGKILL what is left.
-        duplicity dies of SIGTERM at once, but a gpg it started handles SIGTERM and may be
-        stuck (a frozen target): without this, it would outlive us, as the timer dies with
-        the program."""
-        with self._running_lock:
-            terminated = list(self._terminated)
-        for group, deadline in terminated:
-            while _group_alive(group) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            _signal_group(group, signal.SIGKILL)
-
-    def _started(self, process: subprocess.Popen) -> None:
-        with self._running_lock:
-            self._running.add(process)
-            if self._grace is None:
-                return
-            # started by a worker that was past its last look before terminate(): it goes
-            # the same way as the others
-            self._terminated.append((process.pid, time.monotonic() + self._grace))
-            grace = self._grace
-        _signal_group(process.pid, signal.SIGTERM)
-        _kill_later([process.pid], grace)
+        self._running.finish_terminating()
 
     def _launch_agent(self) -> None:
         """Start this GnuPG home's gpg-agent (if not running) from an environment without the
@@ -625,7 +525,7 @@ class Duplicity:
         pass_fds: Sequence[int] = (),
     ) -> tuple[list[LogRecord], CommandResult, float]:
         _check_name(name)
-        if self._grace is not None:
+        if self._running.stopping:
             raise CommandNotStarted("hub-backup is stopping: duplicity not started", DUPLICITY, ())
         prepare_home(self.gnupg_home)
         os.makedirs(self.archive_dir, mode=0o700, exist_ok=True)
@@ -655,7 +555,8 @@ class Duplicity:
                 result = run_command(argv, tool=DUPLICITY, timeout=self.timeout,
                                      env=self.env(encryption), secrets=secrets, ok_codes=ok_codes,
                                      pass_fds=(fd, *pass_fds), logger=self.logger,
-                                     on_start=self._started)  # fmt: skip
+                                     on_start=self._running.started,
+                                     failure_level=logging.DEBUG)  # fmt: skip
             except CommandFailed as failed:
                 records = parse_log(_read(log_file))
                 detail = mask(failure_detail(records, failed.stderr), secrets)
@@ -666,8 +567,7 @@ class Duplicity:
                               f"{detail}")  # fmt: skip
                 raise DuplicityFailed(verb, failed, detail) from None
             finally:
-                with self._running_lock:
-                    self._running = {p for p in self._running if p.returncode is None}
+                self._running.forget_ended()
             records = parse_log(_read(log_file))
         if result.exit_code == 1 and verify_outcome(records)[0] is None:
             # Exit 1 is accepted from verify only as "differences found".
@@ -675,221 +575,6 @@ class Duplicity:
             detail = mask(failure_detail(records, result.stderr), secrets)
             raise DuplicityFailed(verb, failed, detail)
         return records, result, result.duration_ms / 1000
-
-
-# --- reading the log -------------------------------------------------------------------------
-
-
-def parse_log(text: str) -> list[LogRecord]:
-    """Split --log-fd output into records. Each is a header line `LEVEL CODE[ EXTRA]`, maybe
-    more EXTRA lines (collection-status puts its chains there), message lines each starting
-    with ". ", and a blank line."""
-    records: list[LogRecord] = []
-    header = None
-    extra: list[str] = []
-    message: list[str] = []
-
-    def close() -> None:
-        if header is not None:
-            level, code, first = header
-            records.append(LogRecord(level, code, "\n".join([first, *extra]).strip("\n"),
-                                     "\n".join(message)))  # fmt: skip
-
-    for line in text.splitlines():
-        if header is None:
-            match = _RECORD_HEADER.match(line)
-            if match:
-                header = (match[1], int(match[2]), match[3] or "")
-                extra, message = [], []
-            continue
-        if line == "":
-            close()
-            header = None
-        elif line.startswith("."):
-            message.append(line[2:] if line.startswith(". ") else line[1:])
-        else:
-            extra.append(line)
-    close()
-    return records
-
-
-UNREADABLE_FILE = 10  # duplicity's log code of "Error accessing possibly locked file PATH"
-_UNLISTABLE = "Error listing directory "  # a generic warning (code 1), not counted in Errors
-
-
-def unreadable_files(records: Sequence[LogRecord]) -> tuple[str, ...]:
-    """The paths duplicity warned it could not read and left out of the backup: files (code
-    10, counted in the statistics' Errors) and directories it could not list (a generic
-    warning that Errors does not count: a home it cannot list is backed up empty, exit 0)."""
-    found = []
-    for record in records:
-        if record.level != "WARNING":
-            continue
-        if record.code == UNREADABLE_FILE:
-            found.append(record.extra.strip().strip("'") or record.message.strip())
-        elif record.message.strip().startswith(_UNLISTABLE):
-            found.append(record.message.strip()[len(_UNLISTABLE):])
-    return tuple(found)
-
-
-# duplicity's log codes of a file it could not restore and went on without (exit 0):
-# cannot_process ("Error '...' patching PATH", "... processing PATH") and process_skipped
-# ("Skipping PATH because of previous error").
-UNRESTORED_CODES = (12, 13)
-
-
-def unrestored_files(records: Sequence[LogRecord]) -> tuple[str, ...]:
-    """The paths a restore logged it could not restore, in the order logged, each once."""
-    found: dict[str, None] = {}
-    for record in records:
-        if record.level in ("WARNING", "ERROR") and record.code in UNRESTORED_CODES:
-            found[_unescape(record.extra.strip()) or record.message.strip()] = None
-    return tuple(found)
-
-
-def _unescape(text: str) -> str:
-    """A path as duplicity's util.escape logged it: quoted, non-ASCII as Python escapes."""
-    if len(text) >= 2 and text[0] == text[-1] == "'":
-        text = text[1:-1]
-    try:
-        return text.encode("ascii").decode("unicode_escape")
-    except (UnicodeError, ValueError):
-        return text
-
-
-_DELETING = "Deleting these file(s) from backend:"
-
-
-def deleted_files(records: Sequence[LogRecord]) -> list[str]:
-    """The files a `cleanup --force` says it deleted."""
-    for record in records:
-        lines = record.message.splitlines()
-        if lines and lines[0].strip() == _DELETING:
-            return [line.strip() for line in lines[1:] if line.strip()]
-    return []
-
-
-def backup_statistics(records: Sequence[LogRecord]) -> dict[str, float]:
-    """The figures of duplicity's "Backup Statistics" block (the last one), e.g. SourceFiles,
-    RawDeltaSize, TotalDestinationSizeChange, Errors; {} when it printed none."""
-    for record in reversed(records):
-        if "[ Backup Statistics ]" in record.message:
-            figures: dict[str, float] = {}
-            for line in record.message.splitlines():
-                parts = line.split()
-                if len(parts) >= 2 and parts[0].isalpha():
-                    try:
-                        figures[parts[0]] = float(parts[1])
-                    except ValueError:
-                        continue
-            return figures
-    return {}
-
-
-def backup_set_time(records: Sequence[LogRecord]) -> str | None:
-    """The time duplicity gave the set a backup run wrote, from the name of its manifest
-    (duplicity-full.T.manifest, duplicity-inc.T0.to.T.manifest), as UTC ISO 8601; None when
-    the run named no manifest."""
-    names = {match[2] for record in records for match in _MANIFEST.finditer(record.message)}
-    times = sorted({found[1] for name in names if (found := _SET_TIME.search(name))})
-    if not times:
-        return None
-    moment = datetime.strptime(times[-1], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    return moment.isoformat()
-
-
-def backup_kind(records: Sequence[LogRecord], *, full_requested: bool) -> str | None:
-    """"full" or "incremental" for a backup run that printed statistics, else None.
-
-    From duplicity's messages saying it turned the run into a full one; else from the name of
-    the manifest it wrote (duplicity 3.2 notes each file it finishes): a run that resumes a
-    killed full says neither "switching" nor "forcing", and is a full all the same."""
-    if full_requested or any(
-        text in record.message for record in records for text in _FULL_MESSAGES
-    ):
-        return "full"
-    written = {match[1] for record in records for match in _MANIFEST.finditer(record.message)}
-    if len(written) == 1:
-        return "full" if written == {"full"} else "incremental"
-    if any(_RESTART in record.message for record in records):
-        return None  # resumed a set of a kind this duplicity did not name
-    return "incremental" if backup_statistics(records) else None
-
-
-def parse_collection(records: Sequence[LogRecord]) -> Collection:
-    """The collection-status record (INFO 3): `chain-no-sig N` / `chain-complete` lines, each
-    followed by ` full|inc TIME VOLUMES enc|noenc` lines, then the orphaned and incomplete
-    set counts."""
-    status = [r for r in records if r.level == "INFO" and r.code == _COLLECTION_STATUS_CODE]
-    if not status:
-        raise ValueError("duplicity collection-status printed no collection status record")
-    chains: list[Chain] = []
-    sets: list[BackupSet] | None = None
-    complete = False
-    counts = {"orphaned-sets-num": 0, "incomplete-sets-num": 0}
-
-    def close() -> None:
-        if sets:
-            chains.append(Chain(tuple(sets), complete))
-
-    for line in status[-1].extra.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        if words[0] in ("chain-no-sig", "chain-complete"):
-            close()
-            sets, complete = [], words[0] == "chain-complete"
-        elif words[0] in ("full", "inc") and sets is not None and len(words) >= 3:
-            sets.append(BackupSet(
-                kind="full" if words[0] == "full" else "incremental",
-                time=parse_duplicity_time(words[1]),
-                volumes=int(words[2]),
-                encrypted=len(words) < 4 or words[3] == "enc",
-            ))  # fmt: skip
-        elif words[0] in counts and len(words) == 2:
-            counts[words[0]] = int(words[1])
-    close()
-    chains.sort(key=lambda chain: chain.start)
-    return Collection(tuple(chains), counts["orphaned-sets-num"], counts["incomplete-sets-num"])
-
-
-def parse_duplicity_time(text: str) -> datetime:
-    """duplicity's time string (20261123T082642Z, always UTC) as an aware datetime."""
-    return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-
-
-def verify_outcome(records: Sequence[LogRecord]) -> tuple[int | None, tuple[str, ...]]:
-    """(files compared, difference messages) of a verify run; (None, ()) without a summary."""
-    compared = None
-    differences = []
-    for record in records:
-        if record.message.startswith(_DIFFERENCE):
-            differences.append(record.message[len(_DIFFERENCE):].strip())
-        match = _VERIFY_SUMMARY.search(record.message)
-        if match:
-            compared = int(match[1])
-    return compared, tuple(differences)
-
-
-def failure_detail(records: Sequence[LogRecord], stderr: str) -> str:
-    """The one line that best says why duplicity failed: from its last ERROR record the last
-    `gpg:` line of an embedded GnuPG log, else the whole message joined on one line (duplicity
-    often gives the reason in its later lines); without an ERROR record, the last stderr line
-    that is not part of a traceback. Cut at DETAIL_CHARS."""
-    errors = [record for record in records if record.level == "ERROR"]
-    line = ""
-    if errors:
-        lines = [text.strip() for text in errors[-1].message.splitlines() if text.strip()]
-        gpg_lines = [text for text in lines if text.startswith("gpg: ")]
-        line = gpg_lines[-1] if gpg_lines else " ".join(lines)
-    if not line:
-        for text in reversed(stderr.splitlines()):
-            text = text.strip()
-            if text and not text.startswith(("File ", "Traceback", "^", "~")):
-                line = text
-                break
-    line = " ".join(line.split())
-    return line if len(line) <= DETAIL_CHARS else line[: DETAIL_CHARS - 3] + "..."
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -952,30 +637,3 @@ def _secrets(encryption: Encryption, positional: Sequence[str]) -> list[str]:
 
 def _int_or_none(value: float | None) -> int | None:
     return None if value is None else int(value)
-
-
-def _kill_later(groups: list[int], grace: float) -> None:
-    """SIGKILL `groups` after `grace` seconds, from a timer: a duplicity that ignores SIGTERM
-    holds up the worker waiting on it, and so finish_terminating, until then."""
-    if groups:
-        timer = threading.Timer(grace, lambda: [_signal_group(g, signal.SIGKILL)
-                                                for g in groups])  # fmt: skip
-        timer.daemon = True
-        timer.start()
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _signal_group(group: int, signum: int) -> None:
-    try:
-        os.killpg(group, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -15,15 +15,20 @@ event is sent beside the run, and a failure is one warning in the log.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from hubsidecars.commands import CommandError, Tool, run_command
 from hubsidecars.config import ConfigError
 from hubsidecars.logs import log_event
+from hubsidecars.secrets import read_secret
+
+from backup.settings import HOOKS_CREDENTIAL
 
 log = logging.getLogger("backup")
 EVENTS = ("start", "success", "failure")
@@ -47,6 +52,35 @@ def parse_urls(text: str, where: str) -> dict[str, str]:
             raise ConfigError(f"{where} line {number}: the {event} URL is not an http(s) URL")
         urls[event] = url
     return urls
+
+
+@dataclass(frozen=True)
+class HookOptions:
+    """Where a run's hooks come from: the hooks file (the credential HOOKS_CREDENTIAL wins
+    over it, as for the passphrase), the failure command and the time each hook may take."""
+
+    hooks_file: str
+    failure_command: str
+    timeout: float
+
+    @classmethod
+    def from_settings(cls, settings) -> HookOptions:
+        return cls(settings.hooks_file, settings.failure_command, settings.hook_timeout)
+
+    def read(self) -> Hooks:
+        """The hooks; without a file or credential, only the failure command. Raises
+        ConfigError for a file that cannot be used."""
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        given = bool(credentials) and os.path.exists(os.path.join(credentials,
+                                                                   HOOKS_CREDENTIAL))  # fmt: skip
+        path = None if given else (
+            self.hooks_file if self.hooks_file and os.path.exists(self.hooks_file) else None)
+        text = read_secret(path, HOOKS_CREDENTIAL, min_length=1) if (path or given) else None
+        urls = parse_urls(text, path or f"credential {HOOKS_CREDENTIAL}") if text else {}
+        return Hooks(urls, self.failure_command, self.timeout)
+
+    def without_urls(self) -> Hooks:
+        return Hooks({}, self.failure_command, self.timeout)
 
 
 class Hooks:

@@ -202,18 +202,3 @@ def read_passphrase(settings: BackupSettings, *, required: bool) -> str | None:
             f"the systemd credential {PASSPHRASE_CREDENTIAL}, or set encrypt_key"
         )
     return secret
-
-
-def read_hooks(settings: BackupSettings):
-    """The monitoring hooks (backup.hooks.Hooks) from hooks_file or its credential (the
-    credential wins, as for the passphrase); without either, only the failure command."""
-    from backup.hooks import Hooks, parse_urls
-
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    given = bool(credentials) and os.path.exists(os.path.join(credentials, HOOKS_CREDENTIAL))
-    path = None if given else (
-        settings.hooks_file if settings.hooks_file and os.path.exists(settings.hooks_file)
-        else None)  # fmt: skip
-    text = read_secret(path, HOOKS_CREDENTIAL, min_length=1) if (path or given) else None
-    urls = parse_urls(text, path or f"credential {HOOKS_CREDENTIAL}") if text else {}
-    return Hooks(urls, settings.failure_command, settings.hook_timeout)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
+from hubsidecars.clock import iso
 from hubsidecars.files import replace_file
 from hubsidecars.logs import log_event
 
@@ -67,6 +68,83 @@ class ChainRecord:
     def succeeded_last(self) -> bool:
         return (not self.in_progress and self.exit_code == 0
                 and self.last_success is not None and self.last_success == self.last_attempt)  # fmt: skip
+
+    # -- what happens to a chain, as the record keeps it ------------------------------------
+
+    def clock_behind(self, now: datetime) -> str | None:
+        """A line naming the host clock when it is behind the chain's newest set (or the last
+        attempt, whose set may be in the target too); None when it is not."""
+        moments = [self.last_set_time, self.last_attempt]
+        newest = max((datetime.fromisoformat(m) for m in moments if m), default=None)
+        if newest is None or now >= newest:
+            return None
+        return (f"the host clock ({iso(now)}) is behind the newest backup of this chain "
+                f"({iso(newest)}): it went backwards; fix the clock (timedatectl, NTP) before "
+                "backing up again")
+
+    def unchanged(self, at: str, seconds: float) -> None:
+        """Nothing in the home changed since the last backup, which counts as this one."""
+        self.last_attempt = self.last_success = at
+        self.last_kind, self.last_bytes, self.last_duration_s = "unchanged", 0, seconds
+        self.history.append({"at": at, "kind": "unchanged", "ok": True, "seconds": seconds,
+                             "bytes": 0})  # fmt: skip
+
+    def began(self, at: str) -> None:
+        """duplicity is about to write a set: until `set_written`, a kill leaves it unfinished."""
+        self.last_attempt = at
+        self.in_progress = self.unfinished = True
+
+    def failed(self, error: str, seconds: float, exit_code: int | None = None,
+               meaning: str | None = None) -> None:  # fmt: skip
+        self.in_progress = False
+        self.exit_code, self.meaning = exit_code, meaning
+        self.error = error[:500]
+        self.last_duration_s = seconds
+        self.history.append({"at": self.last_attempt, "ok": False, "error": self.error})
+
+    def set_written(self, kind: str, owner: int | None, seconds: float, size: int | None,
+                    exit_code: int, meaning: str) -> None:  # fmt: skip
+        """duplicity finished the set of the attempt begun last: a `kind` set, `size` bytes."""
+        self.in_progress = self.unfinished = False
+        self.owner_uid = owner
+        self.last_kind = kind
+        self.last_duration_s = seconds
+        self.last_bytes = size
+        self.exit_code, self.meaning = exit_code, meaning
+        if kind == "full":
+            # the set is in the target, and duplicity counts it as a full chain, complete or not
+            self.newest_full = self.last_attempt
+            self.incrementals = 0
+            self.fulls = [*self.fulls, self.last_attempt]
+        else:
+            self.incrementals += 1
+
+    def written_incomplete(self, error: str) -> None:
+        """The set lacks files: no success; last_success and the set time a default restore
+        and the drill use stay at the last complete backup, and cleanup leaves the chain alone
+        until a complete one follows."""
+        self.incomplete = True
+        self.error = error[:500]
+        self.history.append({"at": self.last_attempt, "kind": self.last_kind, "ok": False,
+                             "incomplete": True, "seconds": self.last_duration_s,
+                             "bytes": self.last_bytes, "error": self.error})  # fmt: skip
+
+    def written_whole(self, ended: str, set_time: str | None, selection: str) -> None:
+        self.incomplete = False
+        self.last_success = self.last_attempt
+        self.last_success_end = ended
+        self.last_set_time = set_time
+        self.selection = selection
+        self.error = None
+        self.history.append({"at": self.last_attempt, "kind": self.last_kind, "ok": True,
+                             "seconds": self.last_duration_s, "bytes": self.last_bytes})  # fmt: skip
+
+    def cleaned(self, at: str, keep_full: int) -> None:
+        self.last_cleanup = at
+        self.fulls = self.fulls[-keep_full:]
+
+    def drilled(self, at: str, ok: bool, detail: str) -> None:
+        self.last_drill, self.drill_ok, self.drill_detail = at, ok, detail
 
 
 class StateStore:

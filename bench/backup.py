@@ -64,7 +64,7 @@ if sys.path[0] == str(Path(__file__).resolve().parent):
     sys.path[0] = str(REPO)
 
 from backup import settings as backup_settings  # noqa: E402
-from backup.cli import build_jobs  # noqa: E402
+from backup.build import build_jobs  # noqa: E402
 from backup.selection import CLOCK_MARGIN_S  # noqa: E402
 from hubsidecars.commands import BASE_ENV  # noqa: E402
 from hubsidecars.config import load_settings  # noqa: E402
@@ -120,10 +120,10 @@ def load_jobs(config: Path):
 
 
 def backup_argv(jobs, chain, log_fd: int, extra: tuple[str, ...] = ()) -> list[str]:
-    """The command line hub-backup runs for `chain` in `run` (BackupJobs._backup_locked ->
+    """The command line hub-backup runs for `chain` in `run` (backup.actions.run ->
     Duplicity.backup): its options mirrored here, the rest from Duplicity.argv itself.
     `extra` options go after them (a variant hub-backup does not run)."""
-    settings = jobs.settings
+    settings = jobs.options
     options = ["--allow-source-mismatch", f"--volsize={jobs.duplicity.volsize_mb}",
                f"--full-if-older-than={max(1, int(settings.full_every))}s"]  # fmt: skip
     options += [f"--exclude={anchored(chain.source, pattern)}" for pattern in settings.excludes]

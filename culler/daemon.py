@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
+from hubsidecars.clock import utcnow
 from hubsidecars.hubapi import HubError
 from hubsidecars.logs import log_event
 from hubsidecars.periodic import PassReport
@@ -24,7 +25,7 @@ class CullerJob:
 
     def __init__(self, *, hub=None, docker=None, dry_run: bool = False, status_file: str = "",
                  metrics_file: str = "",
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+                 now: Callable[[], datetime] = utcnow) -> None:  # fmt: skip
         if hub is None and docker is None:
             raise ValueError("no backend to run")
         self.hub = hub

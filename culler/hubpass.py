@@ -15,9 +15,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote
 
+from hubsidecars.clock import utcnow
 from hubsidecars.config import ConfigError
 from hubsidecars.hubapi import HubClient, HubError, Server, User
 from hubsidecars.logs import log_event
@@ -25,7 +26,7 @@ from hubsidecars.logs import log_event
 from culler.footprints import publish_footprints
 from culler.group_rules import read_group_rules
 from culler.outcomes import Outcome, PassResult
-from culler.policy import Policy, Verdict, format_duration, judge_kernels, judge_server, judge_user
+from culler.policy import Policy, Verdict, hms, judge_kernels, judge_server, judge_user
 from culler.policy import judge_unanswered, policy_for
 from culler.policy import server_label
 from culler.probe import ProbeFailed, ProbeMarks, probe_server
@@ -33,10 +34,6 @@ from culler.probe import ProbeFailed, ProbeMarks, probe_server
 ServerKey = tuple[str, ...]
 MAX_THREADS = 256
 FOLLOW_UP_EVERY = 1.0  # seconds between looks at a server that is stopping
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def server_key(server: Server) -> ServerKey:
@@ -188,7 +185,7 @@ class HubCuller:
             self._rules_seen = rules
             for name, rule in sorted(rules.items()):
                 log_event(self.log, "group rule", group=name, exempt=rule.exempt,
-                          **{key: format_duration(value) for key in ("timeout", "max_age",
+                          **{key: hms(value) for key in ("timeout", "max_age",
                              "max_busy") if (value := getattr(rule, key)) is not None})  # fmt: skip
         groups_of: dict[str, set[str]] = {}
         for group in rules:
@@ -238,12 +235,12 @@ class HubCuller:
         waited = (now - since).total_seconds()
         reason = verdict.reason
         if waited >= self.options.pending_limit:
-            reason = (f"{verdict.reason} for {format_duration(waited)} >= pending_limit "
-                      f"{format_duration(self.options.pending_limit)}")  # fmt: skip
+            reason = (f"{verdict.reason} for {hms(waited)} >= pending_limit "
+                      f"{hms(self.options.pending_limit)}")  # fmt: skip
             if key not in self._reported_pending:
                 self._reported_pending.add(key)
                 log_event(self.log, "server stuck pending", logging.WARNING, target=label,
-                          pending=server.pending, pending_for=format_duration(waited))  # fmt: skip
+                          pending=server.pending, pending_for=hms(waited))  # fmt: skip
         return Outcome("server", label, "skipped", reason)
 
     def _forget_gone(self, present: set[ServerKey], user_names: set[str]) -> None:

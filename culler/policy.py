@@ -116,8 +116,9 @@ def server_label(server: Server) -> str:
     return f"{server.user}/{server.name}" if server.name else server.user
 
 
-def format_duration(seconds: float | None) -> str:
-    """H:MM:SS, as idle-culler logs it."""
+def hms(seconds: float | None) -> str:
+    """H:MM:SS, as idle-culler logs it (settings and help use hubsidecars.config's
+    format_duration: 1h30m)."""
     if seconds is None:
         return "unknown"
     whole = int(seconds)
@@ -152,11 +153,11 @@ def judge_server(
     inactive = _seconds_since(activity, now) if activity else age
     wanted = policy.cull_named_servers if server.name else policy.cull_default_servers
     if inactive is not None and inactive >= policy.timeout and wanted:
-        return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
-                       f"{format_duration(policy.timeout)}{_by(policy)}", inactive, age)  # fmt: skip
+        return Verdict(True, "idle", f"idle {hms(inactive)} >= timeout "
+                       f"{hms(policy.timeout)}{_by(policy)}", inactive, age)  # fmt: skip
     if policy.max_age and age is not None and age >= policy.max_age:
-        return Verdict(True, "max-age", f"age {format_duration(age)} >= max_age "
-                       f"{format_duration(policy.max_age)}{_by(policy)}", inactive, age)  # fmt: skip
+        return Verdict(True, "max-age", f"age {hms(age)} >= max_age "
+                       f"{hms(policy.max_age)}{_by(policy)}", inactive, age)  # fmt: skip
     if inactive is None:
         return Verdict(False, "no-activity", f"{label}: neither last_activity nor started known")
     if not wanted:
@@ -166,11 +167,11 @@ def judge_server(
 
 
 def _active(inactive: float, policy: Policy) -> str:
-    rule = (f" < timeout {format_duration(policy.timeout)}{_by(policy)}" if policy.origin
+    rule = (f" < timeout {hms(policy.timeout)}{_by(policy)}" if policy.origin
             else "")  # fmt: skip
     if inactive < 0:  # activity pinned ahead (POST /users/NAME/activity allows up to an hour)
-        return f"active (last_activity {format_duration(-inactive)} in the future){rule}"
-    return f"active {format_duration(inactive)} ago{rule}"
+        return f"active (last_activity {hms(-inactive)} in the future){rule}"
+    return f"active {hms(inactive)} ago{rule}"
 
 
 def judge_user(
@@ -195,11 +196,11 @@ def judge_user(
     # A hidden admin flag (None) counts as admin: --no-cull-admin-users must never be wrong.
     may_cull_admin = policy.cull_admin_users or user.admin is False
     if inactive is not None and inactive >= policy.timeout and may_cull_admin:
-        return Verdict(True, "idle", f"idle {format_duration(inactive)} >= timeout "
-                       f"{format_duration(policy.timeout)}{_by(policy)}", inactive, age)  # fmt: skip
+        return Verdict(True, "idle", f"idle {hms(inactive)} >= timeout "
+                       f"{hms(policy.timeout)}{_by(policy)}", inactive, age)  # fmt: skip
     if policy.max_age and age is not None and age >= policy.max_age:
-        return Verdict(True, "max-age", f"age {format_duration(age)} >= max_age "
-                       f"{format_duration(policy.max_age)}{_by(policy)}", inactive, age)  # fmt: skip
+        return Verdict(True, "max-age", f"age {hms(age)} >= max_age "
+                       f"{hms(policy.max_age)}{_by(policy)}", inactive, age)  # fmt: skip
     if inactive is None:
         return Verdict(False, "no-activity", "neither last_activity nor created known")
     if not may_cull_admin:
@@ -223,17 +224,17 @@ def judge_kernels(verdict: Verdict, activity: ServerActivity, now: datetime,
         detail = "no kernels or terminals"
         if activity.kernels or activity.terminals:
             detail = (f"{activity.kernels} kernel(s) idle, {activity.terminals} terminal(s), "
-                      f"last used {format_duration(recent)} ago")  # fmt: skip
+                      f"last used {hms(recent)} ago")  # fmt: skip
         return Verdict(True, "idle", f"{verdict.reason}; {detail}", verdict.inactive, verdict.age)
     hub_idle = verdict.inactive or 0.0
     what = (f"{activity.busy_kernels} kernel(s) busy" if working
-            else f"kernel/terminal active {format_duration(recent)} ago")  # fmt: skip
+            else f"kernel/terminal active {hms(recent)} ago")  # fmt: skip
     if hub_idle >= policy.max_busy:
-        return Verdict(True, "idle", f"{what}, but idle {format_duration(hub_idle)} >= max_busy "
-                       f"{format_duration(policy.max_busy)}{_by(policy)}", verdict.inactive,
+        return Verdict(True, "idle", f"{what}, but idle {hms(hub_idle)} >= max_busy "
+                       f"{hms(policy.max_busy)}{_by(policy)}", verdict.inactive,
                        verdict.age)  # fmt: skip
     return Verdict(False, "busy", f"{what} (hub saw no activity for "
-                   f"{format_duration(hub_idle)})", verdict.inactive, verdict.age)  # fmt: skip
+                   f"{hms(hub_idle)})", verdict.inactive, verdict.age)  # fmt: skip
 
 
 def judge_unanswered(verdict: Verdict, problem: str, policy: Policy) -> Verdict:
@@ -245,10 +246,10 @@ def judge_unanswered(verdict: Verdict, problem: str, policy: Policy) -> Verdict:
     hub_idle = verdict.inactive or 0.0
     if hub_idle >= policy.max_busy:
         return Verdict(True, "idle", f"{verdict.reason}; its kernels could not be asked "
-                       f"({problem}), and idle {format_duration(hub_idle)} >= max_busy "
-                       f"{format_duration(policy.max_busy)}{_by(policy)}", verdict.inactive,
+                       f"({problem}), and idle {hms(hub_idle)} >= max_busy "
+                       f"{hms(policy.max_busy)}{_by(policy)}", verdict.inactive,
                        verdict.age)  # fmt: skip
     return Verdict(False, "unanswered", f"kept for this pass: its kernels could not be asked "
-                   f"({problem}); hub saw no activity for {format_duration(hub_idle)}, "
-                   f"stopped anyway at max_busy {format_duration(policy.max_busy)}{_by(policy)}",
+                   f"({problem}); hub saw no activity for {hms(hub_idle)}, "
+                   f"stopped anyway at max_busy {hms(policy.max_busy)}{_by(policy)}",
                    verdict.inactive, verdict.age)  # fmt: skip

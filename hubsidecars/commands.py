@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -148,6 +149,7 @@ def run_command(
     cwd: str | os.PathLike[str] | None = None,
     logger: logging.Logger | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    failure_level: int = logging.WARNING,
 ) -> CommandResult:
     """Run `argv` to completion and return its result.
 
@@ -157,6 +159,8 @@ def run_command(
     pass a file's descriptor, not a pipe that nobody drains while the command runs).
     `on_start` is given the child as soon as it runs (a caller that must be able to stop it
     from another thread, e.g. on SIGTERM, keeps it; it runs in its own process group).
+    `failure_level`: the level of the line logged when the command fails, times out or does
+    not start; a caller that reports the failure itself passes DEBUG (one failure, one line).
     Raises CommandFailed for an exit code outside `ok_codes`, CommandTimeout, CommandNotStarted.
     """
     argv = [os.fspath(arg) for arg in argv]
@@ -184,7 +188,7 @@ def run_command(
         )
     except OSError as error:
         reason = mask(f"{tool.name} could not be started: {error}", secrets)
-        _log_outcome(logger, logging.WARNING, "command not started", tool, shown, started,
+        _log_outcome(logger, failure_level, "command not started", tool, shown, started,
                      reason=reason)  # fmt: skip
         raise CommandNotStarted(reason, tool, shown) from None
 
@@ -195,7 +199,7 @@ def run_command(
     except subprocess.TimeoutExpired as expired:
         stderr = mask(_text(expired.stderr), secrets)
         error = CommandTimeout(tool, shown, timeout, stderr)
-        _log_outcome(logger, logging.WARNING, "command timed out", tool, shown, started,
+        _log_outcome(logger, failure_level, "command timed out", tool, shown, started,
                      timeout_s=timeout, stderr_tail=error.stderr_tail)  # fmt: skip
         raise error from None
 
@@ -203,7 +207,7 @@ def run_command(
     duration_ms = _elapsed_ms(started)
     if exit_code not in ok_codes:
         error = CommandFailed(tool, shown, exit_code, mask(stderr, secrets), stdout)
-        _log_outcome(logger, logging.WARNING, "command failed", tool, shown, started,
+        _log_outcome(logger, failure_level, "command failed", tool, shown, started,
                      exit_code=exit_code, meaning=error.meaning,
                      stderr_tail=error.stderr_tail)  # fmt: skip
         raise error
@@ -244,10 +248,93 @@ def _communicate(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
+    signal_group(process.pid, signal.SIGKILL)
+
+
+class RunningCommands:
+    """The commands one caller has running, so that another thread (a signal handler) can stop
+    them all: pass `started` as run_command's `on_start`, call `forget_ended` when a command
+    returns. `terminate` sends SIGTERM to each one's process group and SIGKILL `grace` seconds
+    later to what is left; from then on the caller must start nothing (`stopping`), and a
+    command that started anyway (a thread past its last look) goes the same way at once."""
+
+    def __init__(self) -> None:
+        self._running: set[subprocess.Popen] = set()
+        # re-entrant: terminate() runs in a signal handler, maybe while the thread it
+        # interrupted holds it
+        self._lock = threading.RLock()
+        self._terminated: list[tuple[int, float]] = []  # (process group, SIGKILL deadline)
+        self._grace: float | None = None  # set by terminate
+
+    @property
+    def stopping(self) -> bool:
+        return self._grace is not None
+
+    def started(self, process: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.add(process)
+            if self._grace is None:
+                return
+            self._terminated.append((process.pid, time.monotonic() + self._grace))
+            grace = self._grace
+        signal_group(process.pid, signal.SIGTERM)
+        _kill_later([process.pid], grace)
+
+    def forget_ended(self) -> None:
+        with self._lock:
+            self._running = {p for p in self._running if p.returncode is None}
+
+    def terminate(self, grace: float) -> int:
+        """SIGTERM to every running command's process group now, SIGKILL after `grace`
+        seconds (from a timer). Returns how many. Call `finish_terminating` before exiting."""
+        with self._lock:
+            self._grace = grace
+            groups = [process.pid for process in self._running]
+            deadline = time.monotonic() + grace
+            self._terminated.extend((group, deadline) for group in groups)
+        for group in groups:
+            signal_group(group, signal.SIGTERM)
+        _kill_later(groups, grace)
+        return len(groups)
+
+    def finish_terminating(self) -> None:
+        """Wait out the grace of every group `terminate` signalled, then SIGKILL what is left:
+        a child that handles SIGTERM and is stuck would otherwise outlive the program, as the
+        timer dies with it."""
+        with self._lock:
+            terminated = list(self._terminated)
+        for group, deadline in terminated:
+            while _group_alive(group) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            signal_group(group, signal.SIGKILL)
+
+
+def signal_group(group: int, signum: int) -> None:
+    """Send `signum` to process group `group`; one that is gone (or not ours) is left alone."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_later(groups: list[int], grace: float) -> None:
+    """SIGKILL `groups` after `grace` seconds, from a timer: a child that ignores SIGTERM
+    holds up the thread waiting on it until then."""
+    if groups:
+        timer = threading.Timer(grace, lambda: [signal_group(g, signal.SIGKILL)
+                                                for g in groups])  # fmt: skip
+        timer.daemon = True
+        timer.start()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _log_outcome(logger, level, msg, tool, shown, started, **fields) -> None:

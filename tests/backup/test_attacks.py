@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from backup.jobs import utcnow
+from hubsidecars.clock import utcnow
 from hubsidecars.config import ConfigError
 from tests.realparts import backupsite
 from tests.realparts.backupsite import HUB_BACKUP, Site, clean_env

@@ -21,14 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from backup.duplicity import (
-    VERIFY_DIFFERENCES,
-    Duplicity,
-    DuplicityFailed,
-    Encryption,
-    parse_collection,
-    parse_log,
-)
+from backup.duplicity import VERIFY_DIFFERENCES, Duplicity, DuplicityFailed, Encryption
+from backup.duplicity_log import parse_collection, parse_log
 from hubsidecars.commands import CommandError, CommandNotStarted
 from tests.realparts.gpg import agents_for, make_key, stop_agent
 
@@ -271,7 +265,9 @@ def test_a_full_killed_midway_is_discarded_and_made_afresh_as_a_full(tmp_path):
 
     killer_result = []
     killer = threading.Thread(
-        target=lambda: killer_result.append(kill_when(volumes_written, "--name=alice"))
+        # this test's duplicity only: another worker's test may run a duplicity --name=alice
+        target=lambda: killer_result.append(
+            kill_when(volumes_written, f"--archive-dir={made.duplicity.archive_dir}"))
     )
     killer.start()
     try:
@@ -531,7 +527,7 @@ def test_once_terminated_no_duplicity_starts_and_a_late_one_is_stopped(setup, tm
         stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     assert stubborn.stdout.readline() == "ready\n"
     started = time.monotonic()
-    setup.duplicity._started(stubborn)
+    setup.duplicity._running.started(stubborn)  # as run_command's on_start hands it over
     stubborn.wait(timeout=10)
     stubborn.stdout.close()
     assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - started < 5

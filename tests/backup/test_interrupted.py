@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.duplicity import lock_holder
 from backup.settings import BackupSettings
 from tests.realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.jobs import JobBusy
 from backup.settings import BackupSettings
 from tests.realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
@@ -223,6 +223,43 @@ def test_unreachable_target_and_wrong_passphrase_fail_per_chain_in_one_line(setu
     assert not outcome.ok and "gpg" in outcome.detail.lower() and "\n" not in outcome.detail
     assert sorted(p.name for p in (work / "backups" / "ada").iterdir()) == before
     assert jobs.run(["ada"]).exit_code == 0  # the right passphrase goes on with the chain
+
+
+def test_one_failed_chain_gives_one_error_line_also_in_the_journal(setup):
+    """A chain whose target cannot be written fails with exactly one line at warning level or
+    above, whether read in a terminal or as journald reads it (priority prefixes): the line
+    naming the chain and why, not also the command runner's, the job's and the summary's."""
+    settings, _, work = setup
+    blocker = work / "not-a-directory"
+    blocker.write_text("")
+    config = write_config(settings, work / "unreachable.toml",
+                          target=f"file://{blocker}/{{user}}", retry_delay=1.0, retries=0)  # fmt: skip
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("HUB_BACKUP") and key != "JOURNAL_STREAM"}  # fmt: skip
+    done = subprocess.run([str(HUB_BACKUP), "run", "--config", str(config), "ada"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 1
+    alarming = [line for line in done.stderr.splitlines()
+                if line.startswith("hub-backup: ") or " level=warning " in f" {line} "
+                or " level=error " in f" {line} "]  # fmt: skip
+    assert len(alarming) == 1, done.stderr
+    assert alarming[0].startswith("hub-backup: home-ada: duplicity backup failed")
+
+    # under systemd: stderr is the journal stream, every line carries its priority
+    journal = work / "journal.txt"
+    with journal.open("w") as stream:
+        status = os.fstat(stream.fileno())
+        done = subprocess.run([str(HUB_BACKUP), "run", "--config", str(config), "ada"],
+                              env={**env, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"},
+                              stdout=subprocess.DEVNULL, stderr=stream, timeout=300,
+                              check=False)  # fmt: skip
+    assert done.returncode == 1
+    lines = journal.read_text().splitlines()
+    assert all(line[:1] == "<" and line[2:3] == ">" for line in lines), lines
+    errors = [line for line in lines if int(line[1]) <= 4]  # err, warning and worse
+    assert len(errors) == 1, lines
+    # (the first run's set is unfinished: this one fails removing it, before backing up)
+    assert errors[0].startswith("<3>hub-backup: home-ada: ") and "exit 50" in errors[0]
 
 
 def test_verify_and_drill_report_per_user_and_catch_a_damaged_backup(setup):

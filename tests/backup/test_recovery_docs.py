@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import pytest
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.settings import BackupSettings
 from tests.realparts.gpg import make_key, stop_agent
 from tests.realparts.homes import MEGABYTE, compare, make_homes, mutate, snapshot

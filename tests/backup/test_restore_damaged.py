@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from backup.cli import build_jobs
-from backup.duplicity import parse_duplicity_time
+from backup.build import build_jobs
+from backup.duplicity_log import parse_duplicity_time
 from backup.settings import BackupSettings
 from tests.realparts.backupsite import site_settings
 from tests.realparts.gpg import stop_agent

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.settings import BackupSettings
 from hubsidecars.config import ConfigError
 from tests.realparts.homes import compare, make_homes, snapshot

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.settings import BackupSettings
 from hubsidecars.commands import CommandError
 from hubsidecars.config import ConfigError

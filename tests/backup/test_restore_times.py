@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backup.restore import absolute_time
+from backup.actions.restore import absolute_time
 from hubsidecars.config import ConfigError
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)

@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.settings import BackupSettings
 from tests.realparts.gpg import make_key, stop_agent
 from tests.realparts.homes import compare, is_junk, make_homes, mutate, snapshot

@@ -15,7 +15,7 @@ from culler.policy import (
     Policy,
     ServerActivity,
     Verdict,
-    format_duration,
+    hms as format_duration,
     judge_kernels,
     judge_server,
     judge_user,

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backup.cli import build_jobs
+from backup.build import build_jobs
 from backup.settings import BackupSettings
 from tests.realparts.homes import make_homes
 

@@ -14,10 +14,13 @@ import contextlib
 import logging
 import os
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from backup import safe_fs
+from backup.chains import Chain
+from backup.context import JobContext
 from hubsidecars.config import ConfigError
 from hubsidecars.errors import Busy
 from hubsidecars.locking import LockTimeout
@@ -29,10 +32,28 @@ WORK_NAME = ".hub-backup-restoring-"  # + a random part: root-only, made by us, 
 RESTORED = "restored"  # what duplicity makes inside it
 
 
-def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | None,
-            in_place: bool, previous_owner: bool = False) -> int:  # fmt: skip
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did: `where` the files are now, where the live ones went (`aside`,
+    in place only), and a `note` for the admin ("" when none)."""
+
+    user: str
+    path: str  # relative to the home; "" for the whole home
+    where: Path
+    aside: Path | None = None
+    note: str = ""
+
+    def lines(self) -> list[str]:
+        said = f"restored {self.user}:{self.path or '(whole home)'} to {self.where}"
+        if self.aside:
+            said += f" (the live one moved to {self.aside})"
+        return [*([self.note] if self.note else []), said]
+
+
+def restore(ctx: JobContext, user: str, path: str | None, *, time: str | None, to: str | None,
+            in_place: bool, previous_owner: bool = False) -> Restored:  # fmt: skip
     """Restore `user`'s home (or `path` in it) as of `time` into `to`, or over the live files
-    with `in_place` (the live ones are renamed aside first, never overwritten). Returns 0."""
+    with `in_place` (the live ones are renamed aside first, never overwritten)."""
     if bool(to) == bool(in_place):
         raise ConfigError("give --to DIR (a staging directory) or --in-place, one of them")
     relative = (path or "").strip("/")
@@ -40,26 +61,26 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
     if any(part in ("..", ".") for part in parts):
         raise ConfigError(f"PATH must stay inside the home, got {path!r}")
     relative = "/".join(parts)
-    chains = [chain for chain in jobs.chains() if chain.user in (user, "")]
+    chains = [chain for chain in ctx.chains() if chain.user in (user, "")]
     if not chains:
         raise ConfigError(f"no backups of {user!r} (no home and no record)")
     chain = chains[0]
     in_chain = "/".join(parts) if chain.user else "/".join([user, *parts])
-    asked = absolute_time(time, jobs.now()) if time is not None else None
-    time, note = _complete_time(jobs, chain, asked)
+    asked = absolute_time(time, ctx.now()) if time is not None else None
+    time, note = _complete_time(ctx, chain, asked)
     if not previous_owner:
-        _refuse_the_previous_owners(jobs, chain, user, time)
-    stamp = jobs.now().strftime("%Y%m%dT%H%M%SZ")
-    wait = max(jobs.settings.lock_wait, 60.0)
+        _refuse_the_previous_owners(ctx, chain, user, time)
+    stamp = ctx.now().strftime("%Y%m%dT%H%M%SZ")
+    wait = max(ctx.options.lock_wait, 60.0)
     try:
-        with jobs.chain_lock(chain, wait).held():
+        with ctx.chain_lock(chain, wait).held():
             if asked is not None:
-                _refuse_before_the_oldest(jobs, chain, user, asked)
+                _refuse_before_the_oldest(ctx, chain, user, asked)
             if in_place:
-                where, aside = _in_place(jobs, chain, user, parts, in_chain, time, stamp,
+                where, aside = _in_place(ctx, chain, user, parts, in_chain, time, stamp,
                                          numeric_owner=previous_owner)
             else:
-                where = _into_staging(jobs, chain, to, parts, in_chain, time,
+                where = _into_staging(ctx, chain, to, parts, in_chain, time,
                                       numeric_owner=previous_owner)
                 aside = None
     except LockTimeout:
@@ -67,16 +88,12 @@ def restore(jobs, user: str, path: str | None, *, time: str | None, to: str | No
                    "try again later") from None  # fmt: skip
     finally:
         try:
-            jobs.duplicity.stop_agent()
+            ctx.duplicity.stop_agent()
         except Exception:  # noqa: BLE001 - a leftover agent is not worth failing a restore for
             pass
     log_event(log, "restored", user=user, path=relative or "(home)", time=time or "latest",
               to=str(where), moved_aside=str(aside or ""))  # fmt: skip
-    if note:
-        print(note)
-    print(f"restored {user}:{relative or '(whole home)'} to {where}"
-          + (f" (the live one moved to {aside})" if aside else ""))  # fmt: skip
-    return 0
+    return Restored(user, relative, where, aside, note)
 
 
 def absolute_time(text: str, now: datetime) -> datetime:
@@ -114,10 +131,11 @@ _INTERVAL_PART = re.compile(r"([0-9]+)([smhDWMY])")
 _INTERVAL = re.compile(r"(?:[0-9]+[smhDWMY])+")
 
 
-def _refuse_the_previous_owners(jobs, chain, user: str, time: str | None) -> None:
+def _refuse_the_previous_owners(ctx: JobContext, chain: Chain, user: str,
+                                time: str | None) -> None:  # fmt: skip
     """A time before the home passed to another uid restores the previous person's files
     under the new one's name: refused unless --previous-owner says that is the intent."""
-    record = jobs.state.load(chain.name)
+    record = ctx.state.load(chain.name)
     if not (record and record.owner_since and time):
         return
     since = datetime.fromisoformat(record.owner_since)
@@ -127,24 +145,26 @@ def _refuse_the_previous_owners(jobs, chain, user: str, time: str | None) -> Non
                           "--previous-owner to restore them anyway")  # fmt: skip
 
 
-def _refuse_before_the_oldest(jobs, chain, user: str, moment: datetime) -> None:
+def _refuse_before_the_oldest(ctx: JobContext, chain: Chain, user: str,
+                              moment: datetime) -> None:  # fmt: skip
     """duplicity restores the oldest backup kept when asked for a time before it, and says
     nothing: the admin would hand out files as of another day than the one asked for."""
-    collection = jobs.duplicity.collection_status(chain.target, name=chain.name,
-                                                  encryption=jobs.encryption)  # fmt: skip
+    collection = ctx.duplicity.collection_status(chain.target, name=chain.name,
+                                                 encryption=ctx.encryption)  # fmt: skip
     if collection.chains and moment < collection.chains[0].start:
         oldest = collection.chains[0].start.isoformat()
         raise ConfigError(f"no backup of {user} as old as {moment.isoformat()}; the oldest "
                           f"kept is {oldest}")  # fmt: skip
 
 
-def _complete_time(jobs, chain, asked: datetime | None) -> tuple[str | None, str]:
+def _complete_time(ctx: JobContext, chain: Chain,
+                   asked: datetime | None) -> tuple[str | None, str]:  # fmt: skip
     """duplicity's --time (epoch seconds; None: the latest) and a note to print. Without
     --time, the latest *complete* backup: after a run that failed or was killed, duplicity's
     "latest" would include the half-written set of that run."""
     if asked is not None:
         return _duplicity_time(asked), ""
-    record = jobs.state.load(chain.name)
+    record = ctx.state.load(chain.name)
     if record is None or record.succeeded_last or not record.complete_time:
         return None, ""
     return _duplicity_time(datetime.fromisoformat(record.complete_time)), (
@@ -152,8 +172,8 @@ def _complete_time(jobs, chain, asked: datetime | None) -> tuple[str | None, str
         f"one ({record.complete_time})")
 
 
-def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str, time: str | None, *,
-                  numeric_owner: bool) -> Path:  # fmt: skip
+def _into_staging(ctx: JobContext, chain: Chain, to: str, parts: list[str], in_chain: str,
+                  time: str | None, *, numeric_owner: bool) -> Path:  # fmt: skip
     """duplicity restores into a root-only directory that hub-backup makes inside DIR (so the
     moves out of it are renames on one file system) and reaches only through its descriptor;
     the restored entries then move into DIR by renames relative to descriptors."""
@@ -174,7 +194,7 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str, time: s
             raise ConfigError(f"--to {to}: {error}") from None
         work_identity = safe_fs.identity(work)
         try:
-            _duplicity_restore(jobs, chain, work, in_chain, time, numeric_owner)
+            _duplicity_restore(ctx, chain, work, in_chain, time, numeric_owner)
             if parts:
                 _move(work, RESTORED, fd, parts[-1])
                 where = staging / parts[-1]
@@ -204,15 +224,15 @@ def _into_staging(jobs, chain, to: str, parts: list[str], in_chain: str, time: s
         opened.close()
 
 
-def _duplicity_restore(jobs, chain, into: int, in_chain: str, time: str | None,
-                       numeric_owner: bool) -> None:  # fmt: skip
+def _duplicity_restore(ctx: JobContext, chain: Chain, into: int, in_chain: str,
+                       time: str | None, numeric_owner: bool) -> None:  # fmt: skip
     """duplicity writes below the root-only directory `into` through /proc/self/fd/N: the
     name of the open directory itself, which no rename or planted link can redirect. With
     `numeric_owner` (a previous owner's files) files keep the uid they had, not the one
     their owner's name has now."""
-    jobs.duplicity.restore(chain.target, f"/proc/self/fd/{into}/{RESTORED}", name=chain.name,
-                           encryption=jobs.encryption, path=in_chain or None, time=time,
-                           pass_fds=(into,), numeric_owner=numeric_owner)  # fmt: skip
+    ctx.duplicity.restore(chain.target, f"/proc/self/fd/{into}/{RESTORED}", name=chain.name,
+                          encryption=ctx.encryption, path=in_chain or None, time=time,
+                          pass_fds=(into,), numeric_owner=numeric_owner)  # fmt: skip
 
 
 def _move(source_dir: int, name: str, target_dir: int, target_name: str) -> None:
@@ -224,11 +244,12 @@ def _move(source_dir: int, name: str, target_dir: int, target_name: str) -> None
                           f"{error.strerror}") from None  # fmt: skip
 
 
-def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str | None,
-              stamp: str, *, numeric_owner: bool) -> tuple[Path, Path | None]:  # fmt: skip
+def _in_place(ctx: JobContext, chain: Chain, user: str, parts: list[str], in_chain: str,
+              time: str | None, stamp: str, *,
+              numeric_owner: bool) -> tuple[Path, Path | None]:  # fmt: skip
     """Stage beside the live path (same file system, so the final steps are renames), in a
     root-only directory reached without following any symlink below the source."""
-    source = Path(jobs.settings.source)
+    source = Path(ctx.options.source)
     if parts:
         parent = _open_beneath(source, [user, *parts[:-1]])
         name = parts[-1]
@@ -249,7 +270,7 @@ def _in_place(jobs, chain, user: str, parts: list[str], in_chain: str, time: str
             raise ConfigError(f"cannot restore in place in {live.parent}: {error}") from None
         stage_identity = safe_fs.identity(stage)
         try:
-            _duplicity_restore(jobs, chain, stage, in_chain, time, numeric_owner)
+            _duplicity_restore(ctx, chain, stage, in_chain, time, numeric_owner)
             aside = None
             try:
                 os.rename(name, aside_name, src_dir_fd=parent, dst_dir_fd=parent)
