@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 
@@ -27,7 +26,6 @@ a new full chain every full_every, cleanup keeping keep_full full chains, status
 verify and a restore drill. Every option can also be set in the TOML file given with --config
 (default /etc/hub-sidecars/backup.toml when it exists) or in the environment variable shown.
 """
-DEFAULT_CONFIG = "/etc/hub-sidecars/backup.toml"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,8 +98,6 @@ def dispatch(args: dict) -> int:
     command = args.pop("command", None)
     if command is None:
         raise ConfigError("give a command: run, cleanup, status, restore, verify or drill")
-    if "config" not in args and os.path.exists(DEFAULT_CONFIG):
-        args["config"] = DEFAULT_CONFIG
     settings = backup_settings.resolve(
         load_settings(backup_settings.BackupSettings, backup_settings.ENV_PREFIX, args)
     )

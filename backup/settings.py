@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, render_example, setting
 from hubsidecars.secrets import read_secret
 
@@ -147,8 +148,8 @@ class BackupSettings:
         max=10000,
     )  # fmt: skip
     dry_run: bool = setting(False, "run and cleanup: say what would be done, change nothing")
-    log_format: Literal["kv", "json"] = setting("kv", "log line format")
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info", "log level")
+    log_format: shared.LogFormat = shared.log_format_setting()
+    log_level: shared.LogLevel = shared.log_level_setting()
 
 
 def example_config() -> str:

@@ -32,7 +32,10 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Idleness:
+    """What judge() found from a container's counters (the hub's servers get a
+    culler.policy.Verdict instead: a rule, an age, a reason for the log)."""
+
     idle: bool
     reason: str
     keep: tuple[Sample, ...]  # the samples to remember for the next pass
@@ -44,7 +47,7 @@ def judge(
     timeout: float,
     cpu_threshold: float,
     net_threshold: int,
-) -> Verdict:
+) -> Idleness:
     """Is the container idle, given its earlier samples (oldest first) and the current one?"""
     history = [s for s in history if s.at < now.at]
     if any(
@@ -55,7 +58,7 @@ def judge(
     anchors = [s for s in history if s.at <= now.at - timeout]
     if not anchors:
         watched = now.at - history[0].at if history else 0.0
-        return Verdict(
+        return Idleness(
             False,
             f"observed {format_duration(round(watched))} of timeout {format_duration(timeout)}",
             (*history, now),
@@ -67,8 +70,8 @@ def judge(
     keep = (anchor, *(s for s in history if s.at > anchor.at), now)
     moved = f"cpu +{cpu:.2f}s, net +{net}B in {span}"
     if cpu > cpu_threshold or net > net_threshold:
-        return Verdict(False, f"{moved} (thresholds {cpu_threshold:g}s, {net_threshold}B)", keep)
-    return Verdict(True, f"idle: {moved} (thresholds {cpu_threshold:g}s, {net_threshold}B)", keep)
+        return Idleness(False, f"{moved} (thresholds {cpu_threshold:g}s, {net_threshold}B)", keep)
+    return Idleness(True, f"idle: {moved} (thresholds {cpu_threshold:g}s, {net_threshold}B)", keep)
 
 
 def sample_from_stats(stats: dict, at: float) -> Sample | None:
