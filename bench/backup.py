@@ -1,6 +1,6 @@
 """Benchmark hub-backup against bare duplicity doing the same work, and an unchanged hourly run.
 
-Homes: --homes homes of --files files each (tests/realparts/homes.py make_homes: nested dirs,
+Homes: --homes homes of --files files each (realparts/homes.py make_homes: nested dirs,
 small files, junk the backup excludes, distinct owners) and one home of --big-mb MB of random
 bytes (big_home). Encryption: a symmetric passphrase (hub-backup reads it from a 0600 file, bare
 duplicity gets it as PASSPHRASE, as hub-backup hands it over). Targets: file:// on the same disk.
@@ -68,7 +68,7 @@ from backup.build import build_jobs  # noqa: E402
 from backup.selection import CLOCK_MARGIN_S  # noqa: E402
 from hubsidecars.commands import BASE_ENV  # noqa: E402
 from hubsidecars.config import load_settings  # noqa: E402
-from tests.realparts.homes import big_home, make_homes  # noqa: E402
+from realparts.homes import big_home, make_homes  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
 HUB_BACKUP = VENV_BIN / "hub-backup"

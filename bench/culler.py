@@ -51,7 +51,7 @@ if sys.path[0] == str(Path(__file__).resolve().parent):
 
 from bench.counting_proxy import CountingProxy, Exchange  # noqa: E402
 from bench.hub_state import CULLER, HubState, Population  # noqa: E402
-from tests.realparts.net import free_port  # noqa: E402
+from realparts.net import free_port  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
 STOP_PATH = re.compile(r"^/hub/api/users/([^/?]+)/(?:server|servers/)/?(?:\?.*)?$")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.realparts.hub import HubService, RealHub
+from realparts.hub import HubService, RealHub
 
 BENCH = "bench"
 CULLER = "culler"

@@ -90,7 +90,7 @@ DOCKER_SPAWNERS=("dockerspawner==14.0.0" "jhub-swarmspawner==0.6.3")
 ensure_hub_venv() {
     local major=$1 venv="$REPO_DIR/.venv-hub$1" stamp
     local wanted=("jupyterhub>=$major.0,<$((major + 1))" "jupyter-server>=2.14,<3")
-    # The Docker spawners the culler and stats are tested with (tests/realparts/swarm.py runs
+    # The Docker spawners the culler and stats are tested with (realparts/swarm.py runs
     # hubs with them on a swarm of the test's own); jhub-swarmspawner needs JupyterHub > 5.1.
     [ "$major" = 5 ] && wanted+=("${DOCKER_SPAWNERS[@]}")
     stamp="$venv/.installed"

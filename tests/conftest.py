@@ -12,9 +12,9 @@ import pytest
 
 from hubsidecars.config import CONFIG_DIR_ENV
 from restuser.prefix import init_prefix
-from tests.realparts import hostcheck, proctree
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.restuser import REPO, RestuserProcess
+from realparts import hostcheck, proctree
+from realparts.net import Endpoint, free_port
+from realparts.restuser import REPO, RestuserProcess
 
 _HOST_CHECK = pytest.StashKey[tuple]()
 
@@ -88,7 +88,7 @@ def _root_for_real_parts(request):
                     "mounts): run the suite as root", pytrace=False)  # fmt: skip
 
 
-# --- the host as the suite found it (tests/realparts/hostcheck.py) -----------------------------
+# --- the host as the suite found it (realparts/hostcheck.py) -----------------------------
 
 
 BASETEMP_PREFIX = "/tmp/hst-"  # short: GnuPG homes and unix sockets below it have 107 bytes
@@ -207,10 +207,10 @@ def start_restuser(tmp_path: Path, prefix_root: Path):
 
 @pytest.fixture
 def start_hub(tmp_path: Path):
-    """Factory: start a real JupyterHub for one test (tests/realparts/hub.py):
+    """Factory: start a real JupyterHub for one test (realparts/hub.py):
     `start_hub(services, extra_config="", spawner="simple"|"responder", version="6"|"5"|"4")`.
     Every hub it started is stopped at teardown."""
-    from tests.realparts.hub import HubStarter
+    from realparts.hub import HubStarter
 
     starter = HubStarter(tmp_path)
     yield starter
@@ -221,7 +221,7 @@ def start_hub(tmp_path: Path):
 def start_module_hub(tmp_path_factory):
     """Like start_hub, but the hubs live until the module's last test: for tests that share a
     hub without disturbing each other."""
-    from tests.realparts.hub import HubStarter
+    from realparts.hub import HubStarter
 
     starter = HubStarter(tmp_path_factory.mktemp("hubs"))
     yield starter
@@ -231,7 +231,7 @@ def start_module_hub(tmp_path_factory):
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory):
     """A real Docker engine (started here with --bridge=none unless one already answers)."""
-    from tests.realparts.docker import DockerEngine
+    from realparts.docker import DockerEngine
 
     engine = DockerEngine(tmp_path_factory.mktemp("dockerd") / "dockerd.log").start()
     yield engine
@@ -241,9 +241,9 @@ def docker_engine(tmp_path_factory):
 @pytest.fixture(scope="session")
 def swarm_engine(tmp_path_factory):
     """A one-node Docker Swarm of the run's own, in a network namespace the test creates
-    (tests/realparts/swarm.py); talk to it with `swarm_engine.env()` (DOCKER_HOST), never the
+    (realparts/swarm.py); talk to it with `swarm_engine.env()` (DOCKER_HOST), never the
     default engine's socket. Torn down completely at the end, checked."""
-    from tests.realparts.swarm import SwarmEngine
+    from realparts.swarm import SwarmEngine
 
     engine = SwarmEngine(tmp_path_factory.mktemp("swarm")).start()
     yield engine
@@ -255,7 +255,7 @@ def swarm_hubs(swarm_engine, tmp_path_factory):
     """Factory: `swarm_hubs(kind, services, extra_config="")` starts a real JupyterHub 5 in the
     swarm's namespace spawning with dockerspawner's DockerSpawner ("docker") or SwarmSpawner
     ("swarm"), or jhub-swarmspawner ("jhub"); all stopped at the module's end."""
-    from tests.realparts.swarm import SwarmHubs
+    from realparts.swarm import SwarmHubs
 
     hubs = SwarmHubs(swarm_engine, tmp_path_factory.mktemp("swarmhubs"))
     yield hubs
@@ -264,7 +264,7 @@ def swarm_hubs(swarm_engine, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def systemd_image(docker_engine, tmp_path_factory) -> str:
-    from tests.realparts.systemd import ensure_image
+    from realparts.systemd import ensure_image
 
     return ensure_image(tmp_path_factory.mktemp("systemd-image"))
 
@@ -275,7 +275,7 @@ def wheelhouse(tmp_path_factory) -> Path:
     import subprocess
     import sys
 
-    from tests.realparts.restuser import REPO
+    from realparts.restuser import REPO
 
     target = tmp_path_factory.mktemp("wheels")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(target), str(REPO)],
@@ -291,8 +291,8 @@ def wheelhouse(tmp_path_factory) -> Path:
 def installed_image(systemd_image, wheelhouse):
     """(image, what scripts/install printed): the systemd image with this checkout installed
     by scripts/install once per run (tests/e2e/test_install_systemd.py tests installing again)."""
-    from tests.realparts.docker import docker
-    from tests.realparts.systemd import build_installed_image
+    from realparts.docker import docker
+    from realparts.systemd import build_installed_image
 
     image, output = build_installed_image(systemd_image, REPO, wheelhouse)
     yield image, output
@@ -307,7 +307,7 @@ def systemd_container(installed_image):
     One boot per test module: tests sharing it must leave units as they found them (reset
     what they change) and use names of their own.
     """
-    from tests.realparts.systemd import SystemdContainer
+    from realparts.systemd import SystemdContainer
 
     container = SystemdContainer(installed_image[0]).start()
     try:
@@ -318,9 +318,9 @@ def systemd_container(installed_image):
 
 @pytest.fixture(scope="module")
 def ssh_server(tmp_path_factory):
-    """A real OpenSSH sshd on 127.0.0.1 (tests/realparts/sshd.py) accepting one throwaway key
+    """A real OpenSSH sshd on 127.0.0.1 (realparts/sshd.py) accepting one throwaway key
     for root, shared by the tests of a module; a test that stops or kills it restarts it."""
-    from tests.realparts.sshd import SSHServer
+    from realparts.sshd import SSHServer
 
     server = SSHServer(tmp_path_factory.mktemp("sshd")).start()
     yield server
@@ -329,7 +329,7 @@ def ssh_server(tmp_path_factory):
 
 @pytest.fixture
 def homes_root(tmp_path: Path) -> Path:
-    """An empty directory for tests/realparts/homes.make_homes to build homes in."""
+    """An empty directory for realparts/homes.make_homes to build homes in."""
     root = tmp_path / "homes"
     root.mkdir()
     return root

@@ -1,4 +1,4 @@
-"""The suite's own host check (tests/realparts/hostcheck.py) sees each kind of leftover."""
+"""The suite's own host check (realparts/hostcheck.py) sees each kind of leftover."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.realparts.hostcheck import MARKER, HostSnapshot, leftovers
+from realparts.hostcheck import MARKER, HostSnapshot, leftovers
 
 LISTENER = "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); " \
            "print(s.getsockname()[1], flush=True); time.sleep(60)"  # fmt: skip

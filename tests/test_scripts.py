@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.realparts.restuser import REPO
+from realparts.restuser import REPO
 
 
 def lib_free_port(preferred: int) -> int:
@@ -73,3 +75,12 @@ def test_the_worker_groups_scripts_test_relies_on_are_honoured(tmp_path):
     for module, worker in ran:
         per_group.setdefault(module, set()).add(worker)
     assert [len(workers) for workers in per_group.values()] == [1, 1], ran
+
+
+def test_the_benchmarks_import_nothing_from_the_tests():
+    """bench/ and tests/ share real-part helpers through realparts/, never one through the
+    other (a benchmark must run from a checkout whatever the tests become)."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    importing = [path.name for path in sorted(bench.glob("*.py"))
+                 if re.search(r"^\s*(from|import) tests\b", path.read_text(), re.M)]
+    assert importing == []

@@ -1,4 +1,4 @@
-"""The test swarm itself (tests/realparts/swarm.py): a second engine that is a swarm manager,
+"""The test swarm itself (realparts/swarm.py): a second engine that is a swarm manager,
 runs a service from a local image on the namespace's host network, and leaves nothing behind:
 no network namespace, mount, cgroup or daemon, and the default engine untouched."""
 
@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from tests.realparts.docker import busybox_image
-from tests.realparts.hostcheck import mounts
-from tests.realparts.swarm import ADVERTISE, SwarmEngine, engine_objects
-from tests.realparts.waiting import wait_until
+from realparts.docker import busybox_image
+from realparts.hostcheck import mounts
+from realparts.swarm import ADVERTISE, SwarmEngine, engine_objects
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.swarm
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.realparts.gpg import agent_homes_below, stop_agent
+from realparts.gpg import agent_homes_below, stop_agent
 
 
 @pytest.fixture(autouse=True)

@@ -25,10 +25,10 @@ import pytest
 
 from hubsidecars.clock import utcnow
 from hubsidecars.config import ConfigError
-from tests.realparts import backupsite
-from tests.realparts.backupsite import HUB_BACKUP, Site, clean_env
-from tests.realparts.homes import big_home, compare, make_homes, mutate, snapshot
-from tests.realparts.proctree import (
+from realparts import backupsite
+from realparts.backupsite import HUB_BACKUP, Site, clean_env
+from realparts.homes import big_home, compare, make_homes, mutate, snapshot
+from realparts.proctree import (
     alive,
     descendants,
     describe,
@@ -36,7 +36,7 @@ from tests.realparts.proctree import (
     process_group,
     program,
 )
-from tests.realparts.tmpfs import fill, small_tmpfs
+from realparts.tmpfs import fill, small_tmpfs
 
 PASSPHRASE = "attack at dawn, 0123456789 passphrase"
 NOBODY = 65534

@@ -24,7 +24,7 @@ import pytest
 from backup.duplicity import VERIFY_DIFFERENCES, Duplicity, DuplicityFailed, Encryption
 from backup.duplicity_log import parse_collection, parse_log
 from hubsidecars.commands import CommandError, CommandNotStarted
-from tests.realparts.gpg import agents_for, make_key, stop_agent
+from realparts.gpg import agents_for, make_key, stop_agent
 
 REPO = Path(__file__).resolve().parents[2]
 DUPLICITY = str(REPO / ".venv" / "bin" / "duplicity")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.realparts.backupsite import HUB_BACKUP, clean_env, make_site
+from realparts.backupsite import HUB_BACKUP, clean_env, make_site
 
 BUSY = 75
 

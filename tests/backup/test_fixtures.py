@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from tests.realparts.homes import (
+from realparts.homes import (
     MEGABYTE,
     big_home,
     compare,
@@ -24,7 +24,7 @@ from tests.realparts.homes import (
     mutate,
     snapshot,
 )
-from tests.realparts.sshd import SSHServer, make_key_pair
+from realparts.sshd import SSHServer, make_key_pair
 
 DUPLICITY = str(Path(sys.executable).parent / "duplicity")
 USERS = {"ada": 2000, "bob": 2001, "cy": 2002}

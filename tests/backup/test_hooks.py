@@ -1,5 +1,5 @@
 """Monitoring hooks of `hub-backup run` through the real command line, real duplicity, and a
-push monitor on 127.0.0.1 (tests/realparts/pushrecorder): start, success and failure pushes
+push monitor on 127.0.0.1 (realparts/pushrecorder): start, success and failure pushes
 in healthchecks.io and Uptime Kuma style, the failure command, a URL kept secret, and hooks
 that hang or fail without holding up or failing the backup."""
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.realparts.backupsite import config_file, hub_backup, site_settings
-from tests.realparts.gpg import stop_agent
-from tests.realparts.homes import make_homes
-from tests.realparts.pushrecorder import push_recorder
+from realparts.backupsite import config_file, hub_backup, site_settings
+from realparts.gpg import stop_agent
+from realparts.homes import make_homes
+from realparts.pushrecorder import push_recorder
 
 TOKEN = "f00dfeed-5ecr-e7t0-ken0-1234567890ab"
 

@@ -17,11 +17,11 @@ import pytest
 from backup.build import build_jobs
 from backup.duplicity import lock_holder
 from backup.settings import BackupSettings
-from tests.realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
-from tests.realparts.gpg import stop_agent
-from tests.realparts.homes import compare, snapshot
-from tests.realparts.proctree import alive, descendants, describe
-from tests.realparts.tmpfs import grow, small_tmpfs
+from realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
+from realparts.gpg import stop_agent
+from realparts.homes import compare, snapshot
+from realparts.proctree import alive, descendants, describe
+from realparts.tmpfs import grow, small_tmpfs
 
 MEGABYTE = 1024 * 1024
 BIG_MB = 48  # incompressible: with VOLSIZE 8 a full has 7 volumes

@@ -18,14 +18,14 @@ import pytest
 from backup.build import build_jobs
 from backup.jobs import JobBusy
 from backup.settings import BackupSettings
-from tests.realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
-from tests.realparts.gpg import stop_agent
-from tests.realparts.homes import big_home, compare, is_junk, make_homes, mutate, snapshot
-from tests.realparts.proctree import descendants
+from realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
+from realparts.gpg import stop_agent
+from realparts.homes import big_home, compare, is_junk, make_homes, mutate, snapshot
+from realparts.proctree import descendants
 
 
 def settings_in(work: Path, **changes) -> BackupSettings:
-    """The shared site's settings (tests/realparts/backupsite.py), two chains side by side."""
+    """The shared site's settings (realparts/backupsite.py), two chains side by side."""
     return site_settings(work, parallelism=2, **changes)
 
 

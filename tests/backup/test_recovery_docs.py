@@ -27,8 +27,8 @@ import pytest
 
 from backup.build import build_jobs
 from backup.settings import BackupSettings
-from tests.realparts.gpg import make_key, stop_agent
-from tests.realparts.homes import MEGABYTE, compare, make_homes, mutate, snapshot
+from realparts.gpg import make_key, stop_agent
+from realparts.homes import MEGABYTE, compare, make_homes, mutate, snapshot
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "backup.md"
 BIN = Path(sys.executable).parent

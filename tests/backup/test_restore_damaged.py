@@ -20,9 +20,9 @@ import pytest
 from backup.build import build_jobs
 from backup.duplicity_log import parse_duplicity_time
 from backup.settings import BackupSettings
-from tests.realparts.backupsite import site_settings
-from tests.realparts.gpg import stop_agent
-from tests.realparts.homes import compare, make_homes, snapshot
+from realparts.backupsite import site_settings
+from realparts.gpg import stop_agent
+from realparts.homes import compare, make_homes, snapshot
 
 PASSPHRASE = "damaged but not silent, 0123456789"
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ import pytest
 from backup.build import build_jobs
 from backup.settings import BackupSettings
 from hubsidecars.config import ConfigError
-from tests.realparts.homes import compare, make_homes, snapshot
+from realparts.homes import compare, make_homes, snapshot
 
 
 def test_a_home_that_is_a_mount_point_is_refused_in_place_and_nothing_is_left(tmp_path):

@@ -19,8 +19,8 @@ from backup.build import build_jobs
 from backup.settings import BackupSettings
 from hubsidecars.commands import CommandError
 from hubsidecars.config import ConfigError
-from tests.realparts.backupsite import site_settings
-from tests.realparts.homes import compare, make_homes, snapshot
+from realparts.backupsite import site_settings
+from realparts.homes import compare, make_homes, snapshot
 
 BOB = 3301
 PASSPHRASE = "race you to the restore, 0123456789"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.realparts.backupsite import (
+from realparts.backupsite import (
     HUB_BACKUP,
     PASSPHRASE,
     config_file,
     hub_backup,
     site_settings,
 )
-from tests.realparts.homes import make_homes
+from realparts.homes import make_homes
 
 
 def configure(work: Path, homes: Path, **extra) -> Path:

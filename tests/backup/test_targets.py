@@ -11,8 +11,8 @@ from pathlib import Path
 
 from backup.build import build_jobs
 from backup.settings import BackupSettings
-from tests.realparts.gpg import make_key, stop_agent
-from tests.realparts.homes import compare, is_junk, make_homes, mutate, snapshot
+from realparts.gpg import make_key, stop_agent
+from realparts.homes import compare, is_junk, make_homes, mutate, snapshot
 
 PASSPHRASE = "correct horse battery staple 0123"
 

@@ -22,7 +22,7 @@ from bench.backup import (
     time_split,
     write_config,
 )
-from tests.realparts.homes import make_homes
+from realparts.homes import make_homes
 
 
 @pytest.fixture

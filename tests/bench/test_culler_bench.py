@@ -16,8 +16,8 @@ import requests
 from bench.counting_proxy import CountingProxy
 from bench.culler import most_in_flight, stops_answered
 from bench.hub_state import Population
-from tests.realparts.net import free_port
-from tests.realparts.process import ManagedProcess
+from realparts.net import free_port
+from realparts.process import ManagedProcess
 
 RESPONDER = Path(__file__).resolve().parents[1] / "realparts" / "responder.py"
 

@@ -19,16 +19,16 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.realparts.culler import CULLER, CULLER_SCOPES, CullerDaemon, culler_env, run_once
-from tests.realparts.hostile import (
+from realparts.culler import CULLER, CULLER_SCOPES, CullerDaemon, culler_env, run_once
+from realparts.hostile import (
     Gigantic,
     HostileServer,
     answer_json,
     answer_raw,
     half_body,
 )
-from tests.realparts.hub import HubService
-from tests.realparts.waiting import wait_until
+from realparts.hub import HubService
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from tests.realparts.culler import CULLER_SCOPES, run_once, running
-from tests.realparts.hub import HubService
-from tests.realparts.kernels import UserServer
+from realparts.culler import CULLER_SCOPES, run_once, running
+from realparts.hub import HubService
+from realparts.kernels import UserServer
 
 pytestmark = pytest.mark.realhub
 

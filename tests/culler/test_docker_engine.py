@@ -21,7 +21,7 @@ from culler.docker.backend import DockerCuller, connect_docker, own_container_id
 from culler.outcomes import PassResult
 from culler.settings import CullerSettings
 from hubsidecars.config import ConfigError
-from tests.realparts.docker import busybox_image
+from realparts.docker import busybox_image
 
 TEST_LABEL = {"hub-sidecars-test": "1"}
 

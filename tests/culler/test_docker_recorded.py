@@ -1,6 +1,6 @@
 """The Docker backend against recorded Engine API answers (tests/culler/recorded/, replayed by
 tests/culler/docker_replay.py over real HTTP), kept only for what the test swarm
-(tests/realparts/swarm.py, one node, real spawners: tests/culler/test_docker_spawners.py) cannot
+(realparts/swarm.py, one node, real spawners: tests/culler/test_docker_spawners.py) cannot
 show: services named by the md5 of the user (SwarmSpawner releases before jhub-swarmspawner 0.6,
 which need an older JupyterHub), a service whose task runs on another node, an engine that is
 no swarm manager (a worker node), network counters (the test servers run on the host network,

@@ -1,5 +1,5 @@
 """`hub-culler --docker` beside real hubs whose real spawners start real servers on a real
-one-node swarm (tests/realparts/swarm.py): dockerspawner 14's DockerSpawner (containers) and
+one-node swarm (realparts/swarm.py): dockerspawner 14's DockerSpawner (containers) and
 SwarmSpawner (services), and jhub-swarmspawner 0.6.3 (services), each with its default naming.
 
 Per spawner, one hub (cleanup_servers off) and these servers: `live` (default and, but for jhub,
@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.realparts.culler import CULLER_SCOPES, run_once
-from tests.realparts.docker import busybox_image
-from tests.realparts.hub import HubService
-from tests.realparts.swarm import engine_objects, hub_venv, restart_forgetting
-from tests.realparts.waiting import wait_until
+from realparts.culler import CULLER_SCOPES, run_once
+from realparts.docker import busybox_image
+from realparts.hub import HubService
+from realparts.swarm import engine_objects, hub_venv, restart_forgetting
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.hub
 

@@ -12,9 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once
-from tests.realparts.hub import HubService
-from tests.realparts.waiting import wait_until
+from realparts.culler import CULLER_SCOPES, CullerDaemon, run_once
+from realparts.hub import HubService
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 

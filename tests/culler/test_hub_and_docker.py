@@ -12,9 +12,9 @@ import docker
 import docker.errors
 import pytest
 
-from tests.realparts.culler import CULLER_SCOPES, run_once
-from tests.realparts.docker import busybox_image
-from tests.realparts.hub import HubService
+from realparts.culler import CULLER_SCOPES, run_once
+from realparts.docker import busybox_image
+from realparts.hub import HubService
 
 pytestmark = pytest.mark.realhub
 

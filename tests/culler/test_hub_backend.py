@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
-from tests.realparts.hub import HubService
+from realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
+from realparts.hub import HubService
 
 pytestmark = pytest.mark.realhub
 

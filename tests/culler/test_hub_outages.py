@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
-from tests.realparts.hub import HubService
+from realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
+from realparts.hub import HubService
 
 pytestmark = pytest.mark.realhub
 

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import time
 
-from tests.realparts.culler import CULLER, culler_env
-from tests.realparts.process import ManagedProcess
+from realparts.culler import CULLER, culler_env
+from realparts.process import ManagedProcess
 
 NOWHERE = "http://127.0.0.1:9/hub/api"
 TOKEN = "a-token-of-enough-length-0123456789"

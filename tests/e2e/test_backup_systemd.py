@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from tests.realparts.systemd import show
-from tests.realparts.waiting import wait_until
+from realparts.systemd import show
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realsystemd
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.hub import VENV_BIN, HubService
-from tests.realparts.restuser import REPO
-from tests.realparts.waiting import wait_until
+from realparts.hub import VENV_BIN, HubService
+from realparts.restuser import REPO
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 

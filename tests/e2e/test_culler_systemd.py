@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.realparts.hub import HubService
+from realparts.hub import HubService
 
 pytestmark = [pytest.mark.realsystemd, pytest.mark.realhub]
 

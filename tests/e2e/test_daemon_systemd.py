@@ -1,5 +1,5 @@
 """The periodic runner under a real systemd (PID 1 in a container): a Type=notify unit with
-WatchdogSec= running tests/realparts/periodic_daemon.py with the installed suite's python."""
+WatchdogSec= running realparts/periodic_daemon.py with the installed suite's python."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.waiting import wait_until
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realsystemd
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.realparts.net import free_port
-from tests.realparts.process import as_if_from_a_terminal
-from tests.realparts.restuser import REPO
-from tests.realparts.waiting import wait_until
+from realparts.net import free_port
+from realparts.process import as_if_from_a_terminal
+from realparts.restuser import REPO
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 

@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from tests.realparts.accountdb import accounts
-from tests.realparts.hub import HubService
-from tests.realparts.restuser import REPO, UID_MAX, UID_MIN
+from realparts.accountdb import accounts
+from realparts.hub import HubService
+from realparts.restuser import REPO, UID_MAX, UID_MIN
 
 SNIPPET = (REPO / "docs" / "jupyterhub_config_restuser.py").read_text()
 pytestmark = pytest.mark.realhub

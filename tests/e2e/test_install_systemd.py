@@ -1,5 +1,5 @@
 """scripts/install on a host booted with systemd (PID 1 in a container): the first install
-(made once per run, tests/realparts/systemd.build_installed_image) says what to enable next and
+(made once per run, realparts/systemd.build_installed_image) says what to enable next and
 lays out the example configuration; installing again keeps everything the admin changed, the
 skeleton home included, and still works."""
 

@@ -1,4 +1,4 @@
-"""The busy-kernel helpers (tests/realparts/kernels.py) against a real JupyterHub 6 with real
+"""The busy-kernel helpers (realparts/kernels.py) against a real JupyterHub 6 with real
 single-user servers, and the facts about probing a server that the culler relies on."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hubsidecars.hubapi import parse_time
-from tests.realparts.hub import HubService
-from tests.realparts.kernels import UserServer
+from realparts.hub import HubService
+from realparts.kernels import UserServer
 
 INTERVAL = 5  # the hub copies the proxy's activity every INTERVAL seconds
 CONFIG = f"c.JupyterHub.last_activity_interval = {INTERVAL}\n"

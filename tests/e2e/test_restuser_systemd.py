@@ -104,7 +104,7 @@ def test_units_verify_clean_and_score_inside_real_systemd(installed):
 
 def test_tcp_socket_with_token_credential(installed):
     """Loopback TCP as docs/restuser.md describes: a drop-in per unit, token as a credential."""
-    from tests.realparts.net import free_port
+    from realparts.net import free_port
 
     c, port, token = installed, free_port(), "tcp-test-token-0123456789abcdef"
     c.run("sh", "-c", f"umask 077; printf %s {token} > /etc/hub-sidecars/restuser.token")

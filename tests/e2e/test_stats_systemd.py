@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from tests.realparts.hub import HubService
-from tests.realparts.systemd import show
-from tests.realparts.waiting import wait_until
+from realparts.hub import HubService
+from realparts.systemd import show
+from realparts.waiting import wait_until
 
 pytestmark = [pytest.mark.realsystemd, pytest.mark.realhub]
 

@@ -20,7 +20,7 @@ from hubsidecars.commands import (
     Tool,
     run_command,
 )
-from tests.realparts.process import as_if_from_a_terminal
+from realparts.process import as_if_from_a_terminal
 
 SH = Tool("sh", {3: "bad argument", 9: "name already in use"})
 PY = Tool("python")

@@ -13,7 +13,7 @@ from hubsidecars import errors
 from hubsidecars.cli_main import run_main
 from hubsidecars.config import SettingsParser
 from hubsidecars.logs import setup_logging
-from tests.realparts.restuser import REPO
+from realparts.restuser import REPO
 
 DOC = REPO / "docs/exit-codes.md"
 

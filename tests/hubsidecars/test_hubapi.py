@@ -23,7 +23,7 @@ from hubsidecars.hubapi import (
     load_token,
     parse_time,
 )
-from tests.realparts.hub import HubService
+from realparts.hub import HubService
 
 pytestmark = pytest.mark.realhub
 

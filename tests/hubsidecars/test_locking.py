@@ -12,8 +12,8 @@ import time
 import pytest
 
 from hubsidecars.locking import FileLock, HeldElsewhere, LockTimeout, hold_process_lock
-from tests.realparts.locks import can_lock_from_another_process
-from tests.realparts.restuser import REPO
+from realparts.locks import can_lock_from_another_process
+from realparts.restuser import REPO
 
 THREADS = 16
 ROUNDS = 200

@@ -13,7 +13,7 @@ import pytest
 from hubsidecars.config import ConfigError
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.secrets import read_secret
-from tests.realparts.restuser import REPO
+from realparts.restuser import REPO
 
 
 def _emit(capsys, log_format, monkeypatch, journal=False):

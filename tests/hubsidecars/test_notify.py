@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.notify import Notifier
-from tests.realparts.restuser import REPO
+from realparts.restuser import REPO
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The periodic runner as a daemon sees it: a real process on hubsidecars.periodic
-(tests/realparts/periodic_daemon.py), real signals, real timing, a real notify socket."""
+(realparts/periodic_daemon.py), real signals, real timing, a real notify socket."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.process import ManagedProcess
-from tests.realparts.restuser import REPO
+from realparts.process import ManagedProcess
+from realparts.restuser import REPO
 
 SCRIPT = Path(__file__).parents[1] / "realparts" / "periodic_daemon.py"
 # Timing slack for a loaded 2-core machine shared with other test runs.

@@ -7,7 +7,7 @@ import pytest
 from hubsidecars.config import load_settings
 from restuser import settings as restuser_settings
 from restuser.cli import build_store
-from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
+from realparts.restuser import SKEL, UID_MAX, UID_MIN
 
 
 def store_settings(prefix_root: Path, **overrides) -> restuser_settings.RestuserSettings:

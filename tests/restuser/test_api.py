@@ -6,7 +6,7 @@ import falcon.testing
 import pytest
 
 from restuser.app import create_app
-from tests.realparts.accountdb import snapshot
+from realparts.accountdb import snapshot
 
 ACCOUNT_KEYS = {"name", "uid", "gid", "home", "shell", "created"}
 

@@ -11,8 +11,8 @@ import pytest
 from hubsidecars.config import load_settings, options
 from restuser.cli import main
 from restuser.settings import RestuserSettings
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.restuser import REPO, SKEL, restuser_command
+from realparts.net import Endpoint, free_port
+from realparts.restuser import REPO, SKEL, restuser_command
 
 
 def run(*args, env=None, timeout=20):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.realparts.accountdb import accounts
-from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
-from tests.realparts.locks import can_lock_from_another_process
+from realparts.accountdb import accounts
+from realparts.restuser import SKEL, UID_MAX, UID_MIN
+from realparts.locks import can_lock_from_another_process
 
 NAMES = [f"student{index:02d}" for index in range(50)]
 

@@ -21,8 +21,8 @@ import pytest
 
 from restuser.accounts import AccountError, AccountIncomplete, AccountStore, HomeInTheWay
 from restuser.home import HomeBuilder
-from tests.realparts.accountdb import snapshot
-from tests.realparts.restuser import REPO, SKEL
+from realparts.accountdb import snapshot
+from realparts.restuser import REPO, SKEL
 
 OLD_UID = 12345  # the owner of a leftover home: a deleted account's uid
 ADOPT_DEPTH_LIMIT = 200  # documented in docs/restuser.md (restuser.home.MAX_ADOPT_DEPTH)

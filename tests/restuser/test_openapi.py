@@ -10,8 +10,8 @@ from hypothesis import settings
 
 from restuser.openapi import openapi_document
 from restuser.prefix import init_prefix
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.restuser import RestuserProcess
+from realparts.net import Endpoint, free_port
+from realparts.restuser import RestuserProcess
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 

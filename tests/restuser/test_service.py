@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.restuser import SKEL, restuser_command
+from realparts.net import Endpoint, free_port
+from realparts.restuser import SKEL, restuser_command
 
 
 def test_unix_socket_carries_the_configured_mode_and_group(start_restuser):

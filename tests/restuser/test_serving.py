@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.realparts.accountdb import accounts
-from tests.realparts.net import Endpoint, free_port, open_slow_connections
-from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN, restuser_command
+from realparts.accountdb import accounts
+from realparts.net import Endpoint, free_port, open_slow_connections
+from realparts.restuser import SKEL, UID_MAX, UID_MIN, restuser_command
 
 
 def timed(endpoint: Endpoint, method: str, path: str, headers=None):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError
-from tests.realparts.restuser import SKEL, UID_MAX, UID_MIN
-from tests.realparts.tmpfs import fill, tmpfs_prefix_root
+from realparts.restuser import SKEL, UID_MAX, UID_MIN
+from realparts.tmpfs import fill, tmpfs_prefix_root
 
 
 def adapter(prefix_root: Path, **overrides) -> UserAdd:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.hostile import HostileServer, answer_raw, half_body, send
-from tests.realparts.hub import HubService
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.process import ManagedProcess
-from tests.realparts.stats import (
+from realparts.hostile import HostileServer, answer_raw, half_body, send
+from realparts.hub import HubService
+from realparts.net import Endpoint, free_port
+from realparts.process import ManagedProcess
+from realparts.stats import (
     STATS_SCOPES,
     argv,
     check_whole_polls,
@@ -35,8 +35,8 @@ from tests.realparts.stats import (
     run_once,
     stats_env,
 )
-from tests.realparts.stats_serve import StatsServeProcess
-from tests.realparts.waiting import wait_until
+from realparts.stats_serve import StatsServeProcess
+from realparts.waiting import wait_until
 
 HUB_TOKEN = "hub-token-for-the-attack-tests-0123456789abcdef"
 SERVE_TOKEN = "serve-token-for-the-attack-tests-fedcba9876543210"
@@ -429,7 +429,7 @@ def test_a_second_collector_through_a_symlink_is_refused(played, tmp_path):
 
 
 def test_a_full_disk_fails_polls_cleanly_and_recording_resumes_when_space_is_back(played, tmp_path):
-    from tests.realparts.tmpfs import fill, tmpfs_prefix_root
+    from realparts.tmpfs import fill, tmpfs_prefix_root
 
     with tmpfs_prefix_root(tmp_path / "small", size="4m") as root:
         db = root / "activity.sqlite"
@@ -826,7 +826,7 @@ def test_export_while_an_analyst_holds_the_write_lock_still_copies(small_db, tmp
 
 
 def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(small_db, tmp_path):
-    from tests.realparts.tmpfs import tmpfs_prefix_root
+    from realparts.tmpfs import tmpfs_prefix_root
 
     conn = sqlite3.connect(small_db)
     conn.execute("CREATE TABLE padding (blob BLOB)")

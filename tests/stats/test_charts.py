@@ -12,7 +12,7 @@ import pytest
 
 from stats.charts import build_charts, render_charts
 from stats.schema import connect
-from tests.realparts.stats_serve import HUB_STATS
+from realparts.stats_serve import HUB_STATS
 from tests.stats import activity_data as known
 
 NAMES = ["daily_active_users", "concurrent_servers", "hour_of_week"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.hub import HubService
-from tests.realparts.hub_proxy import HubProxy
-from tests.realparts.stats import (
+from realparts.hub import HubService
+from realparts.hub_proxy import HubProxy
+from realparts.stats import (
     STATS_SCOPES,
     StatsDaemon,
     check_whole_polls,

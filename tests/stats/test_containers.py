@@ -14,7 +14,7 @@ from hubsidecars.config import ConfigError
 from stats.containers import ContainerSampler, cpu_percent, cpu_reading, parse_engine_time
 from stats.recorder import record_poll
 from stats.schema import connect
-from tests.realparts.docker import busybox_image
+from realparts.docker import busybox_image
 
 LABEL = "hub-sidecars-test"
 LABEL_VALUE = "stats-containers"
@@ -177,8 +177,8 @@ def test_many_containers_are_sampled_together_not_one_tick_each(engine, containe
 def test_hub_stats_once_with_docker_records_the_poll_and_its_containers(
     engine, containers, start_hub, tmp_path
 ):
-    from tests.realparts.hub import HubService
-    from tests.realparts.restuser import REPO
+    from realparts.hub import HubService
+    from realparts.restuser import REPO
 
     tag = containers
     scopes = ["list:users", "read:users:activity", "read:servers", "read:users"]

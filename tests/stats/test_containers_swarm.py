@@ -1,4 +1,4 @@
-"""hub-stats --docker beside real hubs on the test's swarm (tests/realparts/swarm.py): the CPU
+"""hub-stats --docker beside real hubs on the test's swarm (realparts/swarm.py): the CPU
 and memory of real servers, swarm tasks (dockerspawner's SwarmSpawner) and plain containers
 (DockerSpawner), recorded per node, only the hub's own, and shown per node by /stats.json's
 figures (running servers, their CPU and memory, and the node's capacity as far as the samples
@@ -11,10 +11,10 @@ import sqlite3
 import pytest
 
 from stats.web import ActivityStore
-from tests.realparts.hub import HubService
-from tests.realparts.process import ManagedProcess
-from tests.realparts.stats import argv, stats_env
-from tests.realparts.waiting import wait_until
+from realparts.hub import HubService
+from realparts.process import ManagedProcess
+from realparts.stats import argv, stats_env
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.hub
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from stats.footprints import SLACK
-from tests.realparts.culler import run_once as cull_once
-from tests.realparts.hub import HubService
-from tests.realparts.kernels import UserServer
-from tests.realparts.stats import STATS_SCOPES, rows, run_once, stamp
+from realparts.culler import run_once as cull_once
+from realparts.hub import HubService
+from realparts.kernels import UserServer
+from realparts.stats import STATS_SCOPES, rows, run_once, stamp
 
 pytestmark = pytest.mark.realhub
 

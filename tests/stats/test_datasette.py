@@ -13,7 +13,7 @@ import pytest
 
 from stats import datasette
 from stats.export import export_snapshot
-from tests.realparts.restuser import REPO
+from realparts.restuser import REPO
 from tests.stats.activity_data import record_some_polls
 
 SHIPPED = REPO / "stats" / "datasette-metadata.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts.hub import HubService
-from tests.realparts.stats import (
+from realparts.hub import HubService
+from realparts.stats import (
     STATS_SCOPES,
     argv,
     check_whole_polls,
@@ -141,7 +141,7 @@ def test_reader_holding_the_file_never_blocks_the_collector(hub, tmp_path):
 def test_reader_during_the_daemon(hub, tmp_path):
     """The daemon polls every 5 s while a reader keeps a read transaction open and queries
     the views in a loop: every poll of the daemon is recorded, none failed."""
-    from tests.realparts.stats import StatsDaemon
+    from realparts.stats import StatsDaemon
 
     db = tmp_path / "activity.sqlite"
     daemon = StatsDaemon(hub, "stats", db, tmp_path, interval=5).start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from tests.realparts.stats import HUB_STATS, argv, run_command, stats_env
+from realparts.stats import HUB_STATS, argv, run_command, stats_env
 
 NOWHERE = "http://127.0.0.1:9/hub/api"
 TOKEN = "a-token-of-enough-length-0123456789"

@@ -23,8 +23,8 @@ from hubsidecars.hubapi import User
 from stats.export import ExportError, export_csv, export_snapshot, spreadsheet_safe
 from stats.recorder import record_poll
 from stats.schema import SCHEMA_VERSION, VIEWS, connect
-from tests.realparts.restuser import REPO
-from tests.realparts.tmpfs import fill
+from realparts.restuser import REPO
+from realparts.tmpfs import fill
 from tests.stats.activity_data import record_some_polls
 
 USERS, SERVERS = 60, 20

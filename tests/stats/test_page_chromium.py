@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.realparts.chromium import HeadlessChromium
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.stats_serve import StatsServeProcess
+from realparts.chromium import HeadlessChromium
+from realparts.net import Endpoint, free_port
+from realparts.stats_serve import StatsServeProcess
 from tests.stats import activity_data as known
 
 TOKEN = "stats-page-token-0123456789abcdef"

@@ -14,7 +14,7 @@ import sqlite_utils
 from hubsidecars.hubapi import Server, User
 from stats import schema
 from stats.recorder import format_time, record_failed_poll, record_poll
-from tests.realparts.stats import check_whole_polls, rows, run_command, stats_env
+from realparts.stats import check_whole_polls, rows, run_command, stats_env
 
 # A compmodels-era file: the one table its notebooks read, written one row per user per poll.
 COMPMODELS_ROWS = [
@@ -143,7 +143,7 @@ def test_newer_database_one_line_from_the_command(tmp_path):
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()
-    from tests.realparts.stats import HUB_STATS
+    from realparts.stats import HUB_STATS
 
     command = [str(HUB_STATS), "--once", "--url", "http://127.0.0.1:9/hub/api", "--db", str(path)]
     run = run_command(command, stats_env("unused-token-never-sent-0123"), timeout=60)

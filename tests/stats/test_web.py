@@ -22,8 +22,8 @@ import pytest
 from stats.schema import VIEW_DOCS, VIEWS, connect
 from stats.queries import ActivityStore
 from stats.web import create_app
-from tests.realparts.net import Endpoint, free_port
-from tests.realparts.stats_serve import HUB_STATS, StatsServeProcess
+from realparts.net import Endpoint, free_port
+from realparts.stats_serve import HUB_STATS, StatsServeProcess
 from tests.stats import activity_data as known
 
 TOKEN = "stats-test-token-0123456789abcdef"
@@ -585,8 +585,8 @@ def test_stalled_downloads_share_a_copy_are_capped_and_dropped(activity_db, tmp_
     import os
     import sys
 
-    from tests.realparts.process import ManagedProcess
-    from tests.realparts.waiting import wait_until
+    from realparts.process import ManagedProcess
+    from realparts.waiting import wait_until
 
     conn = sqlite3.connect(activity_db)
     conn.execute("CREATE TABLE padding (blob BLOB)")

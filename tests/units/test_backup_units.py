@@ -14,8 +14,8 @@ import pytest
 from backup.cli import build_parser
 from backup.settings import ENV_PREFIX, PASSPHRASE_CREDENTIAL, BackupSettings, example_config
 from hubsidecars.config import load_settings
-from tests.realparts.restuser import REPO
-from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
+from realparts.restuser import REPO
+from realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
 
 UNITS = REPO / "units"
 RUN = UNITS / "hub-backup.service"

@@ -12,8 +12,8 @@ import pytest
 
 from culler.settings import CullerSettings, example_config
 from hubsidecars.config import load_settings, options
-from tests.realparts.restuser import REPO
-from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
+from realparts.restuser import REPO
+from realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
 
 UNITS = REPO / "units"
 UNIT = UNITS / "hub-culler.service"

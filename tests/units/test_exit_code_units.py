@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from hubsidecars.errors import EXIT_BUSY, EXIT_USAGE
-from tests.realparts.restuser import REPO
-from tests.realparts.units import unit_settings
+from realparts.restuser import REPO
+from realparts.units import unit_settings
 
 UNITS = REPO / "units"
 DAEMONS = ["hub-restuser.service", "hub-culler.service", "hub-stats.service",

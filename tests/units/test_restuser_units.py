@@ -10,8 +10,8 @@ import pytest
 
 from hubsidecars.config import load_settings, options
 from restuser.settings import RestuserSettings, example_config
-from tests.realparts.restuser import REPO, restuser_command
-from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, verify
+from realparts.restuser import REPO, restuser_command
+from realparts.units import SYSTEMD_UNIT_DIR, exposure, verify
 
 UNITS = REPO / "units"
 

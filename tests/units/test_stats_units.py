@@ -12,8 +12,8 @@ import pytest
 
 from hubsidecars.config import load_settings
 from stats.settings import ENV_PREFIX, SERVE_TOKEN_CREDENTIAL, StatsSettings, example_config
-from tests.realparts.restuser import REPO
-from tests.realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
+from realparts.restuser import REPO
+from realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
 
 UNITS = REPO / "units"
 COLLECTOR = UNITS / "hub-stats.service"

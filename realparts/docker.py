@@ -10,8 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.realparts.hostcheck import mounts
-from tests.realparts.process import ManagedProcess
+from realparts.hostcheck import mounts
+from realparts.process import ManagedProcess
 
 
 def docker(

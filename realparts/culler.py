@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.realparts.process import LoggedDaemon, ManagedProcess
+from realparts.process import LoggedDaemon, ManagedProcess
 
 CULLER = Path(sys.executable).parent / "hub-culler"
 # The scopes docs/culler.md tells an admin to give the culler's token.

@@ -19,7 +19,7 @@ from typing import Any
 
 import websocket
 
-from tests.realparts.process import ManagedProcess
+from realparts.process import ManagedProcess
 
 DEAD_PROXY = "127.0.0.1:9"
 

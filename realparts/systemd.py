@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.realparts.docker import docker
+from realparts.docker import docker
 
 IMAGE = "hub-sidecars/systemd-bookworm:2"
 MIRROR = os.environ.get("HUB_SIDECARS_DEBIAN_MIRROR", "http://deb.debian.org/debian")

@@ -25,7 +25,7 @@ import requests
 import websocket
 
 if TYPE_CHECKING:
-    from tests.realparts.hub import RealHub
+    from realparts.hub import RealHub
 
 LONG_CELL = "import time; time.sleep(600)"
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.realparts.net import free_port
+from realparts.net import free_port
 
 Behaviour = Callable[[BaseHTTPRequestHandler], None]
 

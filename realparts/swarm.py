@@ -24,11 +24,11 @@ import threading
 import time
 from pathlib import Path
 
-from tests.realparts.hostcheck import mounts
-from tests.realparts.net import free_port
-from tests.realparts.waiting import wait_until
+from realparts.hostcheck import mounts
+from realparts.net import free_port
+from realparts.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ADVERTISE = "10.213.0.1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 DAEMONS = ("containerd", "dockerd", "runc", "docker-")
@@ -419,9 +419,9 @@ def server_image(engine: SwarmEngine, name: str = SERVER_IMAGE) -> str:
 
 SPAWNER_KINDS = ("docker", "swarm", "jhub")
 SPAWNER_CLASSES = {
-    "docker": "tests.realparts.swarm_spawners.HostDockerSpawner",
-    "swarm": "tests.realparts.swarm_spawners.HostSwarmSpawner",
-    "jhub": "tests.realparts.swarm_spawners.HostJhubSwarmSpawner",
+    "docker": "realparts.swarm_spawners.HostDockerSpawner",
+    "swarm": "realparts.swarm_spawners.HostSwarmSpawner",
+    "jhub": "realparts.swarm_spawners.HostJhubSwarmSpawner",
 }
 
 
@@ -468,7 +468,7 @@ class SwarmHubs:
         self.forwarders: list[Forwarder] = []
 
     def __call__(self, kind: str, services: list, extra_config: str = ""):
-        from tests.realparts.hub import RealHub
+        from realparts.hub import RealHub
 
         if kind not in SPAWNER_KINDS:
             raise ValueError(f"kind must be one of {SPAWNER_KINDS}, not {kind!r}")

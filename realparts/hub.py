@@ -24,10 +24,10 @@ from pathlib import Path
 
 import requests
 
-from tests.realparts.net import free_port
-from tests.realparts.process import ManagedProcess
+from realparts.net import free_port
+from realparts.process import ManagedProcess
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PROXY = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 VENV_BIN = Path(sys.executable).parent
 HUB_VERSIONS = {"6": VENV_BIN, "5": REPO / ".venv-hub5" / "bin", "4": REPO / ".venv-hub4" / "bin"}
@@ -69,7 +69,7 @@ class RealHub:
         self.bin = HUB_VERSIONS[version]
         # False keeps running servers across a hub restart (the responder's survive it).
         self.cleanup_servers = cleanup_servers
-        # e.g. nsenter into a network namespace (tests/realparts/swarm.py), and what it needs
+        # e.g. nsenter into a network namespace (realparts/swarm.py), and what it needs
         self.command_prefix = tuple(command_prefix)
         self.extra_env = dict(extra_env or {})
         self.proxy_port, self.proxy_api_port, self.hub_port = free_port(), free_port(), free_port()
@@ -84,7 +84,7 @@ class RealHub:
     def spawner_config(self) -> str:
         if self.spawner == "responder":
             return f"""
-c.JupyterHub.spawner_class = "tests.realparts.responder.ResponderSpawner"
+c.JupyterHub.spawner_class = "realparts.responder.ResponderSpawner"
 c.ResponderSpawner.responder_url = "http://127.0.0.1:{self.responder_port}"
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
@@ -142,7 +142,7 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
         env = {
             **os.environ,
             "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            # the hub imports tests.realparts.responder by name, whichever venv it runs from
+            # the hub imports realparts.responder by name, whichever venv it runs from
             "PYTHONPATH": str(REPO),
             **self.extra_env,
         }

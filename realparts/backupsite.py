@@ -1,5 +1,5 @@
 """One hub-backup installation in a scratch directory, as every backup test builds it: homes in
-WORK/homes (tests/realparts/homes.py fills them), backups to file://WORK/backups/USER, the
+WORK/homes (realparts/homes.py fills them), backups to file://WORK/backups/USER, the
 cache and the records in WORK, a 0600 passphrase file; and the real `hub-backup` command run
 against it with a TOML file, as an admin would."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from backup.build import build_jobs
 from backup.settings import BackupSettings
-from tests.realparts.homes import make_homes
+from realparts.homes import make_homes
 
 PASSPHRASE = "correct horse battery staple 0123"
 HUB_BACKUP = Path(sys.executable).parent / "hub-backup"

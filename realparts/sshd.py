@@ -15,9 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.realparts.net import free_port
-from tests.realparts.process import ManagedProcess
-from tests.realparts.proctree import descendants
+from realparts.net import free_port
+from realparts.process import ManagedProcess
+from realparts.proctree import descendants
 
 SSHD = "/usr/sbin/sshd"  # sshd refuses to start without an absolute path (it re-executes itself)
 PRIVSEP_DIR = Path("/run/sshd")

@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from tests.realparts.net import Endpoint
-from tests.realparts.process import ManagedProcess
+from realparts.net import Endpoint
+from realparts.process import ManagedProcess
 
 HUB_STATS = Path(sys.executable).parent / "hub-stats"
 

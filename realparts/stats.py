@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.realparts.process import LoggedDaemon, ManagedProcess
+from realparts.process import LoggedDaemon, ManagedProcess
 
 HUB_STATS = Path(sys.executable).parent / "hub-stats"
 # What a full recording needs: every user, their servers and activity, admin/created, groups.

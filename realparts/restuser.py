@@ -7,10 +7,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.realparts.net import Endpoint
-from tests.realparts.process import ManagedProcess
+from realparts.net import Endpoint
+from realparts.process import ManagedProcess
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SKEL = REPO / "skel"
 UID_MIN, UID_MAX = 20000, 29999
 
