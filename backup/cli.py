@@ -8,15 +8,14 @@ import logging
 import signal
 import sys
 
+from backup import settings as backup_settings
+from backup.build import build_jobs
 from hubsidecars import suite_version
-from hubsidecars.commands import CommandError
 from hubsidecars.cli_main import run_main, say, unforeseen
+from hubsidecars.commands import CommandError
 from hubsidecars.config import GenerateConfig, SettingsParser, add_commands, load_settings
 from hubsidecars.errors import Busy, ConfigError, Failed, SidecarError
 from hubsidecars.logs import log_event, setup_logging
-
-from backup import settings as backup_settings
-from backup.build import build_jobs
 
 log = logging.getLogger("backup")
 

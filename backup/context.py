@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from hubsidecars.errors import EXIT_FAILED, EXIT_OK
-from hubsidecars.files import private_directory
-from hubsidecars.locking import FileLock
-from hubsidecars.logs import log_event
-
 from backup.chains import Chain, list_chains
 from backup.duplicity import Duplicity, Encryption
 from backup.selection import Selection, fingerprint
 from backup.state import ChainRecord, StateStore
+from hubsidecars.errors import EXIT_FAILED, EXIT_OK
+from hubsidecars.files import private_directory
+from hubsidecars.locking import FileLock
+from hubsidecars.logs import log_event
 
 log = logging.getLogger("backup")
 

@@ -23,12 +23,11 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from backup.settings import HOOKS_CREDENTIAL
 from hubsidecars.commands import CommandError, Tool, run_command
 from hubsidecars.config import ConfigError
 from hubsidecars.logs import log_event
 from hubsidecars.secrets import read_secret
-
-from backup.settings import HOOKS_CREDENTIAL
 
 log = logging.getLogger("backup")
 EVENTS = ("start", "success", "failure")

@@ -15,11 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
-from hubsidecars.clock import utcnow
-from hubsidecars.errors import Busy
-from hubsidecars.locking import FileLock, LockTimeout
-from hubsidecars.logs import log_event
-
 from backup.actions import cleanup as cleanup_action
 from backup.actions import drill as drill_action
 from backup.actions import restore as restore_action
@@ -31,6 +26,10 @@ from backup.context import ChainOutcome, JobContext, JobOptions, JobReport
 from backup.duplicity import Duplicity, Encryption
 from backup.hooks import HookOptions
 from backup.state import StateStore
+from hubsidecars.clock import utcnow
+from hubsidecars.errors import Busy
+from hubsidecars.locking import FileLock, LockTimeout
+from hubsidecars.logs import log_event
 
 __all__ = ["BackupJobs", "ChainOutcome", "JobBusy", "JobReport", "Reporting"]
 

@@ -33,11 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 # This file is named restuser.py: its own directory must not shadow the restuser package.
 sys.path[0] = str(REPO)
 
-from restuser.prefix import init_prefix  # noqa: E402
-from restuser.useradd import UserAdd  # noqa: E402
 from realparts.net import Endpoint, free_port, open_slow_connections  # noqa: E402
 from realparts.process import ManagedProcess  # noqa: E402
 from realparts.restuser import SKEL, UID_MAX, UID_MIN, RestuserProcess  # noqa: E402
+from restuser.prefix import init_prefix  # noqa: E402
+from restuser.useradd import UserAdd  # noqa: E402
 
 CLIENTS = 16
 

@@ -54,10 +54,10 @@ if sys.path[0] == str(Path(__file__).resolve().parent):
 
 from bench.hub_state import BENCH, HubState, Population  # noqa: E402
 from hubsidecars.hubapi import HubClient, Server, User  # noqa: E402
-from stats import schema  # noqa: E402
-from stats.recorder import record_poll  # noqa: E402
 from realparts.hub import HubService  # noqa: E402
 from realparts.stats import STATS_SCOPES, argv, run_command, stats_env  # noqa: E402
+from stats import schema  # noqa: E402
+from stats.recorder import record_poll  # noqa: E402
 
 STATS = "stats"
 POLL_SECONDS = 300

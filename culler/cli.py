@@ -10,23 +10,27 @@ import os
 import sys
 from urllib.parse import urlsplit
 
-from hubsidecars import suite_version
-from hubsidecars.cli_main import run_main
-from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_options,
-                                load_settings)  # fmt: skip
-from hubsidecars.config import config_file as config_file_to_read
-from hubsidecars.hubapi import HubError
-from hubsidecars.hubsettings import HUB_URL_ENV, hub_client
-from hubsidecars.logs import log_event, setup_logging
-from hubsidecars.notify import Notifier
-from hubsidecars.periodic import PeriodicRunner
-
 from culler import group_rules
 from culler import settings as culler_settings
 from culler.daemon import CullerJob
 from culler.hubpass import HubCuller, HubOptions
 from culler.instance import hold_instance_lock, lock_path
 from culler.policy import Policy
+from hubsidecars import suite_version
+from hubsidecars.cli_main import run_main
+from hubsidecars.config import (
+    ConfigError,
+    GenerateConfig,
+    SettingsParser,
+    add_options,
+    load_settings,  # fmt: skip
+)
+from hubsidecars.config import config_file as config_file_to_read
+from hubsidecars.hubapi import HubError
+from hubsidecars.hubsettings import HUB_URL_ENV, hub_client
+from hubsidecars.logs import log_event, setup_logging
+from hubsidecars.notify import Notifier
+from hubsidecars.periodic import PeriodicRunner
 
 log = logging.getLogger("culler")
 

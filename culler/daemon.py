@@ -7,13 +7,12 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
+from culler import report
+from culler.outcomes import PassResult
 from hubsidecars.clock import utcnow
 from hubsidecars.hubapi import HubError
 from hubsidecars.logs import log_event
 from hubsidecars.periodic import PassReport
-
-from culler import report
-from culler.outcomes import PassResult
 
 log = logging.getLogger("culler")
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 
-from hubsidecars.config import ConfigError, parse_bool, parse_duration
-
 from culler.policy import GroupRule
+from hubsidecars.config import ConfigError, parse_bool, parse_duration
 
 SECTION = "groups"
 YEAR = 365 * 86400.0

@@ -18,18 +18,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
+from culler.footprints import publish_footprints
+from culler.group_rules import read_group_rules
+from culler.outcomes import Outcome, PassResult
+from culler.policy import (
+    Policy,
+    Verdict,
+    hms,
+    judge_kernels,
+    judge_server,
+    judge_unanswered,
+    judge_user,
+    policy_for,
+    server_label,
+)
+from culler.probe import ProbeFailed, ProbeMarks, probe_server
 from hubsidecars.clock import utcnow
 from hubsidecars.config import ConfigError
 from hubsidecars.hubapi import HubClient, HubError, Server, User
 from hubsidecars.logs import log_event
-
-from culler.footprints import publish_footprints
-from culler.group_rules import read_group_rules
-from culler.outcomes import Outcome, PassResult
-from culler.policy import Policy, Verdict, hms, judge_kernels, judge_server, judge_user
-from culler.policy import judge_unanswered, policy_for
-from culler.policy import server_label
-from culler.probe import ProbeFailed, ProbeMarks, probe_server
 
 ServerKey = tuple[str, ...]
 MAX_THREADS = 256

@@ -20,9 +20,8 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hubsidecars.hubapi import HubClient, HubError, MissingScope, Server, parse_time
-
 from culler.policy import ServerActivity
+from hubsidecars.hubapi import HubClient, HubError, MissingScope, Server, parse_time
 
 # How far the hub's timestamp of our own request may lie outside the time we measured around
 # it (the proxy stamps the request when it passes; the hub copies it later).

@@ -12,11 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from culler.outcomes import RESULTS, PassResult
 from hubsidecars.files import replace_file
 from hubsidecars.logs import log_event
 from hubsidecars.prometheus import MetricsText
-
-from culler.outcomes import RESULTS, PassResult
 
 log = logging.getLogger("culler.report")
 

@@ -12,11 +12,10 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from culler.docker.settings import DockerSettings
 from hubsidecars import servicesettings as shared
 from hubsidecars.config import ConfigError, Duration, render_example, setting
 from hubsidecars.hubsettings import HubConnectionSettings, resolve_hub_connection
-
-from culler.docker.settings import DockerSettings
 
 ENV_PREFIX = "HUB_CULLER"
 YEAR = 365 * 86400.0

@@ -32,8 +32,9 @@ import sys
 import textwrap
 import tomllib
 import typing
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Collection, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from hubsidecars.cli_main import say
 from hubsidecars.errors import EXIT_USAGE, ConfigError  # ConfigError: still importable here

@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from hubsidecars.config import ConfigError
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import MutableMapping
 
 from hubsidecars.config import ConfigError
 

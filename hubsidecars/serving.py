@@ -28,8 +28,9 @@ import logging
 import os
 import resource
 import signal
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication

@@ -15,7 +15,8 @@ import base64
 import binascii
 import hmac
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import falcon
 import falcon.asgi

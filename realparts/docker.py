@@ -40,7 +40,7 @@ class DockerEngine:
         self.process: ManagedProcess | None = None
         self.mounts_before: set[str] = set()
 
-    def start(self, timeout: float = 60) -> "DockerEngine":
+    def start(self, timeout: float = 60) -> DockerEngine:
         if engine_answers():
             return self
         if not shutil.which("dockerd"):

@@ -35,7 +35,7 @@ class HostSnapshot:
     tmp_entries: set[str] = field(default_factory=set)
 
     @classmethod
-    def take(cls, tmp: Path = Path("/tmp")) -> "HostSnapshot":
+    def take(cls, tmp: Path = Path("/tmp")) -> HostSnapshot:
         return cls(mounts(), _listeners(), _processes(), {entry.name for entry in tmp.iterdir()})
 
 

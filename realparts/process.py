@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def as_if_from_a_terminal() -> None:

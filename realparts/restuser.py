@@ -49,7 +49,7 @@ class RestuserProcess:
 
     def start(
         self, timeout: float = 20.0, headers: dict[str, str] | None = None
-    ) -> "RestuserProcess":
+    ) -> RestuserProcess:
         def healthy() -> bool:
             return self.endpoint.request("GET", "/healthz", headers, timeout=2).status == 200
 

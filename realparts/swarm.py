@@ -116,7 +116,7 @@ class SwarmEngine:
 
     # --- up ---
 
-    def start(self, timeout: float = 60) -> "SwarmEngine":
+    def start(self, timeout: float = 60) -> SwarmEngine:
         self.mounts_before = set(mounts())
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "containerd.toml").write_text(CONTAINERD_CONFIG.format(dir=self.dir))

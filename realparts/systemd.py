@@ -97,7 +97,7 @@ class SystemdContainer:
         self.image = image
         self.name = f"hub-sidecars-test-{uuid.uuid4().hex[:10]}"
 
-    def start(self, timeout: float = 60) -> "SystemdContainer":
+    def start(self, timeout: float = 60) -> SystemdContainer:
         # systemd makes "/" a shared mount only when the kernel starts it, not under a container
         # manager; LoadCredential= needs /run shared (systemd issue 38103), as it is on a host.
         boot = "mount --make-rshared / && exec /lib/systemd/systemd"

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from hubsidecars.locking import FileLock, LockTimeout
 from hubsidecars.logs import log_event
 from restuser.home import HomeBuilder, TooDeep, UnsafeHome, lstat_or_none
-from hubsidecars.locking import FileLock, LockTimeout
 from restuser.names import NamePolicy, RefusedName
 from restuser.passwd import Account, PasswdFile
 from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError

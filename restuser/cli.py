@@ -10,8 +10,13 @@ from pathlib import Path
 
 from hubsidecars import suite_version
 from hubsidecars.cli_main import run_main
-from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_commands,
-                                load_settings)  # fmt: skip
+from hubsidecars.config import (
+    ConfigError,
+    GenerateConfig,
+    SettingsParser,
+    add_commands,
+    load_settings,  # fmt: skip
+)
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.secrets import read_bearer_token
 from hubsidecars.serving import checked_listeners, run_server

@@ -74,7 +74,7 @@ def _day_axis(values: list[dict[str, Any]], title: str) -> dict[str, Any]:
 def _rows(db: sqlite_utils.Database, sql: str) -> list[dict[str, Any]]:
     cursor = db.execute(sql)
     names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def daily_active_users_chart(db: sqlite_utils.Database) -> Chart:

@@ -8,12 +8,17 @@ import sys
 
 from hubsidecars import suite_version
 from hubsidecars.cli_main import run_main
-from hubsidecars.config import (ConfigError, GenerateConfig, SettingsParser, add_commands,
-                                add_options, load_settings)  # fmt: skip
+from hubsidecars.config import (
+    ConfigError,
+    GenerateConfig,
+    SettingsParser,
+    add_commands,
+    add_options,  # fmt: skip
+    load_settings,
+)
 from hubsidecars.logs import log_event, setup_logging
 from hubsidecars.notify import Notifier
 from hubsidecars.periodic import PeriodicRunner
-
 from stats import settings as stats_settings
 
 log = logging.getLogger("stats")

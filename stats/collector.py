@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from hubsidecars.hubapi import HubClient, HubError, MissingScope
 from hubsidecars.logs import log_event
 from hubsidecars.periodic import PassReport
-
 from stats.footprints import Footprints, load_footprints
 from stats.recorder import record_failed_poll, record_poll
 from stats.schema import check_file, connect

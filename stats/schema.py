@@ -398,7 +398,7 @@ def check_file(path: str) -> None:
     except FileNotFoundError:
         return
     except IsADirectoryError:
-        raise ConfigError(f"cannot open the activity database {path}: it is a directory")
+        raise ConfigError(f"cannot open the activity database {path}: it is a directory") from None
     except OSError as error:
         raise ConfigError(f"cannot open the activity database {path}: {error.strerror}") from None
     if not header:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.config import CONFIG_DIR_ENV
-from restuser.prefix import init_prefix
 from realparts import hostcheck, proctree
 from realparts.net import Endpoint, free_port
 from realparts.restuser import REPO, RestuserProcess
+from restuser.prefix import init_prefix
 
 _HOST_CHECK = pytest.StashKey[tuple]()
 

@@ -4,15 +4,14 @@ succeeded, and remove duplicity's leftovers; a chain whose last backup did not i
 
 from __future__ import annotations
 
-from hubsidecars.clock import iso
-from hubsidecars.commands import CommandError
-from hubsidecars.locking import LockTimeout
-from hubsidecars.logs import log_event
-
 from backup.actions.run import CHAIN_LOCKED
 from backup.chains import Chain
 from backup.context import ChainOutcome, JobContext, log
 from backup.state import ChainRecord
+from hubsidecars.clock import iso
+from hubsidecars.commands import CommandError
+from hubsidecars.locking import LockTimeout
+from hubsidecars.logs import log_event
 
 
 def cleanup_chain(ctx: JobContext, chain: Chain) -> ChainOutcome:

@@ -10,13 +10,12 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+from backup.chains import Chain
+from backup.context import ChainOutcome, JobContext, log
 from hubsidecars.clock import iso
 from hubsidecars.commands import CommandError
 from hubsidecars.locking import LockTimeout
 from hubsidecars.logs import log_event
-
-from backup.chains import Chain
-from backup.context import ChainOutcome, JobContext, log
 
 
 def drill_chain(ctx: JobContext, chain: Chain) -> ChainOutcome:

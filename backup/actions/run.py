@@ -11,14 +11,13 @@ import logging
 import os
 from datetime import datetime
 
+from backup.chains import Chain
+from backup.context import ChainOutcome, JobContext, log
+from backup.state import ChainRecord
 from hubsidecars.clock import iso
 from hubsidecars.commands import CommandError
 from hubsidecars.locking import LockTimeout
 from hubsidecars.logs import log_event
-
-from backup.chains import Chain
-from backup.context import ChainOutcome, JobContext, log
-from backup.state import ChainRecord
 
 CHAIN_LOCKED = "its chain is locked by a restore, verify or drill"
 

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
+from backup.chains import Chain
+from backup.context import ChainOutcome, JobContext, log
 from hubsidecars.commands import CommandError
 from hubsidecars.locking import LockTimeout
 from hubsidecars.logs import log_event
-
-from backup.chains import Chain
-from backup.context import ChainOutcome, JobContext, log
 
 
 def verify_chain(ctx: JobContext, chain: Chain) -> ChainOutcome:

@@ -419,7 +419,7 @@ def test_dry_runs_change_no_file(site):
         assert "would" in done.stderr
     after = [tree(place) for place in places]
     # the gpg-agent's random seed and sockets come and go; everything else stays as it was
-    for old, new in zip(before, after):
+    for old, new in zip(before, after, strict=True):
         assert [line for line in compare(old, new) if ".gnupg" not in line] == []
 
 

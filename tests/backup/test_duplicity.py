@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -134,12 +134,12 @@ def test_symmetric_full_then_incremental(setup):
 
 
 def test_collection_status_two_chains_in_utc(setup):
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     runs = [setup.backup(SYMMETRIC), setup.backup(SYMMETRIC)]
     runs.append(setup.backup(SYMMETRIC, full=True))
     assert runs[-1].kind == "full"
     runs += [setup.backup(SYMMETRIC), setup.backup(SYMMETRIC)]
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     collection = setup.status(SYMMETRIC)
     assert [chain.incrementals for chain in collection.chains] == [1, 2]
@@ -147,7 +147,7 @@ def test_collection_status_two_chains_in_utc(setup):
     assert (collection.orphaned_sets, collection.incomplete_sets) == (0, 0)
     old, new = collection.chains
     assert before <= old.start < old.end < new.start < new.end <= after
-    assert all(s.time.tzinfo == timezone.utc for chain in collection.chains for s in chain.sets)
+    assert all(s.time.tzinfo == UTC for chain in collection.chains for s in chain.sets)
     assert collection.last_full == new.start and collection.last_backup == new.end
     # each run knows the time duplicity gave the set it wrote (what a restore --time names)
     assert [run.set_time for run in runs] == [
@@ -497,7 +497,7 @@ def test_parse_log_reads_secondary_chains_and_counts():
     collection = parse_collection(parse_log(text))
     old, new = collection.chains
     assert (old.complete, old.incrementals, old.volumes) == (False, 1, 3)
-    assert old.end == datetime(2026, 11, 21, 1, 2, 3, tzinfo=timezone.utc)
+    assert old.end == datetime(2026, 11, 21, 1, 2, 3, tzinfo=UTC)
     assert (new.complete, new.incrementals) == (True, 0)
     assert (collection.orphaned_sets, collection.incomplete_sets) == (1, 2)
 

@@ -54,7 +54,7 @@ def filled(block: str, **values: str) -> str:
     for name, value in values.items():
         line = re.compile(rf"^{name}=.*$", re.M)
         assert len(line.findall(block)) == 1, f"the recipe has no single {name}= line"
-        block = line.sub(lambda _: f"{name}={shlex.quote(value)}", block)
+        block = line.sub(lambda _, name=name, value=value: f"{name}={shlex.quote(value)}", block)
     return block
 
 

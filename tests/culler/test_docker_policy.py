@@ -10,8 +10,8 @@ import string
 import pytest
 
 from culler.docker.idle import DockerState, Sample, StateFile, judge, sample_from_stats
-from hubsidecars.usercontainers import BadTemplate, NameMatcher, Owner, hub_env, unescape, user_md5
 from culler.docker.settings import DOCKERSPAWNER_NAMES, SWARMSPAWNER_NAMES
+from hubsidecars.usercontainers import BadTemplate, NameMatcher, Owner, hub_env, unescape, user_md5
 
 
 def dockerspawner_escape(text: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -98,7 +98,7 @@ def backup_db(hub, destination) -> None:
 
 
 def mark_active(hub, user: str, servers: list[str]) -> None:
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     reply = hub.api("POST", f"/users/{user}/activity", "admin",
                     json={"last_activity": now,
                           "servers": {name: {"last_activity": now}
@@ -110,7 +110,7 @@ def idle_for(hub, user: str) -> float:
     model = hub.api("GET", f"/users/{user}", "admin").json()
     last = model["servers"][""]["last_activity"]
     then = datetime.fromisoformat(last.replace("Z", "+00:00"))
-    return (datetime.now(timezone.utc) - then).total_seconds()
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 @pytest.mark.parametrize("kind", ["docker", "swarm", "jhub"])

@@ -15,11 +15,13 @@ from culler.policy import (
     Policy,
     ServerActivity,
     Verdict,
-    hms as format_duration,
     judge_kernels,
     judge_server,
     judge_user,
     server_label,
+)
+from culler.policy import (
+    hms as format_duration,
 )
 from hubsidecars.hubapi import Server, User
 

@@ -27,7 +27,7 @@ def snippet_with(**constants: str) -> str:
     for name, expression in constants.items():
         line = re.compile(rf"^{name} = .*$", re.MULTILINE)
         assert len(line.findall(text)) == 1, f"{name} is not one line of the snippet"
-        text = line.sub(lambda _: f"{name} = {expression}", text)
+        text = line.sub(lambda _, name=name, expression=expression: f"{name} = {expression}", text)
     return text
 
 

@@ -169,7 +169,7 @@ def test_servers_of_several_users_run_kernels_at_once(hub):
         kernels = list(pool.map(lambda s: s.make_busy(s.wait_ready(s.start_kernel()["id"])["id"]),
                                 servers))  # fmt: skip
     assert [k["execution_state"] for k in kernels] == ["busy", "busy"]
-    for server, kernel in zip(servers, kernels):
+    for server, kernel in zip(servers, kernels, strict=True):
         server.shutdown_kernel(kernel["id"])
         assert server.kernels() == []
     for name in ("eve", "fay"):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.config import load_settings
+from realparts.restuser import SKEL, UID_MAX, UID_MIN
 from restuser import settings as restuser_settings
 from restuser.cli import build_store
-from realparts.restuser import SKEL, UID_MAX, UID_MIN
 
 
 def store_settings(prefix_root: Path, **overrides) -> restuser_settings.RestuserSettings:

@@ -12,14 +12,14 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
+from realparts.accountdb import snapshot
+from realparts.restuser import SKEL, UID_MIN
+from realparts.tmpfs import fill, tmpfs_prefix_root
 from restuser.accounts import AccountBusy, AccountError, AccountIncomplete
 from restuser.app import create_app
 from restuser.cli import build_store
 from restuser.home import HomeBuilder
 from restuser.names import BadName, RefusedName
-from realparts.accountdb import snapshot
-from realparts.restuser import SKEL, UID_MIN
-from realparts.tmpfs import fill, tmpfs_prefix_root
 from tests.restuser.conftest import store_settings
 
 SKEL_FILES = sorted(str(path.relative_to(SKEL)) for path in SKEL.rglob("*"))

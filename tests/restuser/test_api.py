@@ -5,8 +5,8 @@ from __future__ import annotations
 import falcon.testing
 import pytest
 
-from restuser.app import create_app
 from realparts.accountdb import snapshot
+from restuser.app import create_app
 
 ACCOUNT_KEYS = {"name", "uid", "gid", "home", "shell", "created"}
 

@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from hubsidecars.config import load_settings, options
-from restuser.cli import main
-from restuser.settings import RestuserSettings
 from realparts.net import Endpoint, free_port
 from realparts.restuser import REPO, SKEL, restuser_command
+from restuser.cli import main
+from restuser.settings import RestuserSettings
 
 
 def run(*args, env=None, timeout=20):

@@ -6,8 +6,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from realparts.accountdb import accounts
-from realparts.restuser import SKEL, UID_MAX, UID_MIN
 from realparts.locks import can_lock_from_another_process
+from realparts.restuser import SKEL, UID_MAX, UID_MIN
 
 NAMES = [f"student{index:02d}" for index in range(50)]
 
@@ -61,7 +61,7 @@ def test_sixteen_threads_share_one_store(make_store, prefix_root):
         results = list(pool.map(ensure, calls))
 
     created_flags = {}
-    for name, (account, created) in results:
+    for name, (_account, created) in results:
         created_flags.setdefault(name, []).append(created)
     assert all(sorted(flags) == [False, True] for flags in created_flags.values()), created_flags
     created = accounts(prefix_root, UID_MIN, UID_MAX)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from restuser.accounts import AccountError, AccountIncomplete, AccountStore, HomeInTheWay
-from restuser.home import HomeBuilder
 from realparts.accountdb import snapshot
 from realparts.restuser import REPO, SKEL
+from restuser.accounts import AccountError, AccountIncomplete, AccountStore, HomeInTheWay
+from restuser.home import HomeBuilder
 
 OLD_UID = 12345  # the owner of a leftover home: a deleted account's uid
 ADOPT_DEPTH_LIMIT = 200  # documented in docs/restuser.md (restuser.home.MAX_ADOPT_DEPTH)

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from realparts.accountdb import snapshot
+from realparts.restuser import UID_MIN
 from restuser.app import create_app
 from restuser.cli import build_store
 from restuser.names import DEFAULT_DENY_NAMES
 from restuser.prefix import init_prefix
-from realparts.accountdb import snapshot
-from realparts.restuser import UID_MIN
 from tests.restuser.conftest import store_settings
 
 # (raw request path exactly as sent, expected status)

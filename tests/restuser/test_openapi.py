@@ -8,10 +8,10 @@ import pytest
 import schemathesis
 from hypothesis import settings
 
-from restuser.openapi import openapi_document
-from restuser.prefix import init_prefix
 from realparts.net import Endpoint, free_port
 from realparts.restuser import RestuserProcess
+from restuser.openapi import openapi_document
+from restuser.prefix import init_prefix
 
 schema = schemathesis.openapi.from_dict(openapi_document())
 

@@ -124,7 +124,7 @@ def test_stop_signal_lets_creations_in_flight_finish(start_restuser, prefix_root
     assert sorted(created) == sorted(f"inflight{n}" for n in range(6))
     pending = prefix_root / "var/lib/hub-sidecars/restuser/pending"
     assert list(pending.iterdir()) == []
-    for name, (uid, gid, home) in created.items():
+    for uid, gid, home in created.values():
         landed = (prefix_root / home.lstrip("/") / ".jupyter/jupyter_server_config.json").lstat()
         assert (landed.st_uid, landed.st_gid) == (uid, gid)
     pool.shutdown()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError
 from realparts.restuser import SKEL, UID_MAX, UID_MIN
 from realparts.tmpfs import fill, tmpfs_prefix_root
+from restuser.useradd import DatabaseBusy, NameTaken, UserAdd, UserAddError
 
 
 def adapter(prefix_root: Path, **overrides) -> UserAdd:

@@ -10,9 +10,9 @@ from xml.etree import ElementTree
 
 import pytest
 
+from realparts.stats_serve import HUB_STATS
 from stats.charts import build_charts, render_charts
 from stats.schema import connect
-from realparts.stats_serve import HUB_STATS
 from tests.stats import activity_data as known
 
 NAMES = ["daily_active_users", "concurrent_servers", "hour_of_week"]

@@ -11,10 +11,10 @@ import docker
 import pytest
 
 from hubsidecars.config import ConfigError
+from realparts.docker import busybox_image
 from stats.containers import ContainerSampler, cpu_percent, cpu_reading, parse_engine_time
 from stats.recorder import record_poll
 from stats.schema import connect
-from realparts.docker import busybox_image
 
 LABEL = "hub-sidecars-test"
 LABEL_VALUE = "stats-containers"

@@ -10,11 +10,10 @@ import sqlite3
 
 import pytest
 
-from stats.web import ActivityStore
 from realparts.hub import HubService
 from realparts.process import ManagedProcess
 from realparts.stats import argv, stats_env
-from realparts.waiting import wait_until
+from stats.web import ActivityStore
 
 pytestmark = pytest.mark.hub
 
@@ -66,7 +65,7 @@ def test_hub_stats_records_swarm_tasks_and_containers_per_node(swarm_hubs, swarm
                                 env=stats_env(hub.token("admin"),
                                               DOCKER_HOST=swarm_engine.docker_host))  # fmt: skip
         try:
-            daemon.start(lambda: sampled_polls(db) >= 2, 60, "hub-stats with two sampled polls")
+            daemon.start(lambda db=db: sampled_polls(db) >= 2, 60, "hub-stats with two sampled polls")
         finally:
             daemon.stop()
         rows = samples(db)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from stats.footprints import SLACK
 from realparts.culler import run_once as cull_once
 from realparts.hub import HubService
 from realparts.kernels import UserServer
 from realparts.stats import STATS_SCOPES, rows, run_once, stamp
+from stats.footprints import SLACK
 
 pytestmark = pytest.mark.realhub
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from realparts.restuser import REPO
 from stats import datasette
 from stats.export import export_snapshot
-from realparts.restuser import REPO
 from tests.stats.activity_data import record_some_polls
 
 SHIPPED = REPO / "stats" / "datasette-metadata.json"

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.hubapi import User
+from realparts.restuser import REPO
+from realparts.tmpfs import fill
 from stats.export import ExportError, export_csv, export_snapshot, spreadsheet_safe
 from stats.recorder import record_poll
 from stats.schema import SCHEMA_VERSION, VIEWS, connect
-from realparts.restuser import REPO
-from realparts.tmpfs import fill
 from tests.stats.activity_data import record_some_polls
 
 USERS, SERVERS = 60, 20

@@ -12,9 +12,9 @@ import pytest
 import sqlite_utils
 
 from hubsidecars.hubapi import Server, User
+from realparts.stats import check_whole_polls, rows, run_command, stats_env
 from stats import schema
 from stats.recorder import format_time, record_failed_poll, record_poll
-from realparts.stats import check_whole_polls, rows, run_command, stats_env
 
 # A compmodels-era file: the one table its notebooks read, written one row per user per poll.
 COMPMODELS_ROWS = [

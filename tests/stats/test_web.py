@@ -19,11 +19,11 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from stats.schema import VIEW_DOCS, VIEWS, connect
-from stats.queries import ActivityStore
-from stats.web import create_app
 from realparts.net import Endpoint, free_port
 from realparts.stats_serve import HUB_STATS, StatsServeProcess
+from stats.queries import ActivityStore
+from stats.schema import VIEW_DOCS, VIEWS, connect
+from stats.web import create_app
 from tests.stats import activity_data as known
 
 TOKEN = "stats-test-token-0123456789abcdef"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.config import load_settings, options
-from restuser.settings import RestuserSettings, example_config
 from realparts.restuser import REPO, restuser_command
 from realparts.units import SYSTEMD_UNIT_DIR, exposure, verify
+from restuser.settings import RestuserSettings, example_config
 
 UNITS = REPO / "units"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from hubsidecars.config import load_settings
-from stats.settings import ENV_PREFIX, SERVE_TOKEN_CREDENTIAL, StatsSettings, example_config
 from realparts.restuser import REPO
 from realparts.units import SYSTEMD_UNIT_DIR, exposure, unit_settings, verify
+from stats.settings import ENV_PREFIX, SERVE_TOKEN_CREDENTIAL, StatsSettings, example_config
 
 UNITS = REPO / "units"
 COLLECTOR = UNITS / "hub-stats.service"
