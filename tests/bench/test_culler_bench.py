@@ -19,7 +19,7 @@ from bench.hub_state import Population
 from realparts.net import free_port
 from realparts.process import ManagedProcess
 
-RESPONDER = Path(__file__).resolve().parents[1] / "realparts" / "responder.py"
+RESPONDER = Path(__file__).resolve().parents[2] / "realparts" / "responder.py"
 
 
 @pytest.fixture

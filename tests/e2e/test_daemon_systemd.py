@@ -12,7 +12,7 @@ from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realsystemd
 
-DAEMON = Path(__file__).parents[1] / "realparts" / "periodic_daemon.py"
+DAEMON = Path(__file__).parents[2] / "realparts" / "periodic_daemon.py"
 PYTHON = "/opt/hub-sidecars/bin/python"
 UNIT = """\
 [Unit]

@@ -18,7 +18,7 @@ import pytest
 from realparts.process import ManagedProcess
 from realparts.restuser import REPO
 
-SCRIPT = Path(__file__).parents[1] / "realparts" / "periodic_daemon.py"
+SCRIPT = Path(__file__).parents[2] / "realparts" / "periodic_daemon.py"
 # Timing slack for a loaded 2-core machine shared with other test runs.
 SLACK = 0.3
 
