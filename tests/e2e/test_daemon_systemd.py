@@ -137,7 +137,14 @@ def test_journalctl_p_err_finds_a_failed_pass_and_only_that(container, daemon_un
 
     # journald files what it reads from a service's stream in its own time: on a loaded
     # machine pass 3's line was filed while pass 2's error was not yet (CI, no terminal)
-    wait_until(lambda: "pass_number=2" in errors_now(), 20, "the failed pass at priority err")
+    try:
+        wait_until(lambda: "pass_number=2" in errors_now(), 20, "the failed pass at priority err")
+    except AssertionError:
+        entries = c.run("journalctl", "--no-pager", "-o", "verbose", "-u", unit).stdout
+        pass_two = [entry for entry in entries.split("\n    _SOURCE_REALTIME")
+                    if "pass_number=2" in entry or "PRIORITY=3" in entry]  # fmt: skip
+        raise AssertionError("pass 2's lines as the journal filed them:\n"
+                             + "\n---\n".join(pass_two)[-6000:]) from None  # fmt: skip
     errors = errors_now()
     verbose = c.run("journalctl", "--no-pager", "-o", "verbose", "-u", unit).stdout
     assert "pass_number=2" in errors and "level=error" in errors, verbose[-3000:]
