@@ -31,6 +31,7 @@ from realparts.waiting import wait_until
 REPO = Path(__file__).resolve().parents[1]
 ADVERTISE = "10.213.0.1"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+NETNS_DIR = Path("/run/netns")
 DAEMONS = ("containerd", "dockerd", "runc", "docker-")
 
 CONTAINERD_CONFIG = """\
@@ -118,6 +119,7 @@ class SwarmEngine:
 
     def start(self, timeout: float = 60) -> SwarmEngine:
         self.mounts_before = set(mounts())
+        self.netns_dir_before = (NETNS_DIR.is_dir(), str(NETNS_DIR) in self.mounts_before)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "containerd.toml").write_text(CONTAINERD_CONFIG.format(dir=self.dir))
         (self.dir / "daemon.json").write_text("{}\n")
@@ -173,6 +175,7 @@ class SwarmEngine:
         self.launcher = None
         if self.netns in self._netns_list():
             self._ip("netns", "del", self.netns)
+        self._undo_netns_dir()
         self._remove_cgroups()
         shutil.rmtree(self.dir / "data", ignore_errors=True)
         shutil.rmtree(self.dir / "containerd", ignore_errors=True)
@@ -204,11 +207,23 @@ class SwarmEngine:
         # the engine's directory are its in the host's (the default engine's /run/docker/...
         # mounts come and go with other tests' containers).
         for point in set(mounts()) - self.mounts_before:
-            if point.startswith(str(self.dir)) or point == f"/run/netns/{self.netns}":
+            if point.startswith(str(self.dir)) or point in (f"/run/netns/{self.netns}",
+                                                             str(NETNS_DIR)):
                 found.append(f"mount {point}")
         found += [f"cgroup {path}" for path in self._cgroups()]
         found += [f"process {pid} {argv}" for pid, argv in self._processes()]
         return found
+
+    def _undo_netns_dir(self) -> None:
+        """The first `ip netns add` of a host makes /run/netns (a directory bound onto itself):
+        gone again once the last namespace is, when it was not there before."""
+        existed, was_mounted = getattr(self, "netns_dir_before", (True, True))
+        if not NETNS_DIR.is_dir() or any(NETNS_DIR.iterdir()):
+            return  # another namespace lives there
+        if not was_mounted and str(NETNS_DIR) in mounts():
+            subprocess.run(["umount", str(NETNS_DIR)], check=False, capture_output=True)
+        if not existed and str(NETNS_DIR) not in mounts():
+            NETNS_DIR.rmdir()
 
     # --- helpers ---
 
