@@ -7,7 +7,6 @@ into the test's directory so that every run can be read back.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from realparts.process import LoggedDaemon, ManagedProcess
+from realparts.process import LoggedDaemon, ManagedProcess, hub_client_env
 
 CULLER = Path(sys.executable).parent / "hub-culler"
 # The scopes docs/culler.md tells an admin to give the culler's token.
@@ -24,11 +23,7 @@ CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:se
 
 
 def culler_env(token: str, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("HUB_CULLER_", "JUPYTERHUB_"))}  # fmt: skip
-    env["JUPYTERHUB_API_TOKEN"] = token
-    env.update(extra)
-    return env
+    return hub_client_env("HUB_CULLER_", token, **extra)
 
 
 @dataclass

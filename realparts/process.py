@@ -98,3 +98,13 @@ class LoggedDaemon:
             time.sleep(0.1)
         raise AssertionError(f"{needle!r} x{count} not in {self.name}'s log in {timeout} s:\n"
                              f"{self.log()[-4000:]}")  # fmt: skip
+
+
+def hub_client_env(prefix: str, token: str, **extra: str) -> dict[str, str]:
+    """This process's environment for a hub client command: none of its PREFIX_* settings nor
+    the JUPYTERHUB_* variables a test run may carry, the hub token, and `extra`."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith((prefix, "JUPYTERHUB_"))}  # fmt: skip
+    env["JUPYTERHUB_API_TOKEN"] = token
+    env.update(extra)
+    return env

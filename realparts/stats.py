@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from realparts.process import LoggedDaemon, ManagedProcess
+from realparts.process import LoggedDaemon, ManagedProcess, hub_client_env
 
 HUB_STATS = Path(sys.executable).parent / "hub-stats"
 # What a full recording needs: every user, their servers and activity, admin/created, groups.
@@ -52,11 +52,7 @@ if _needle:
 
 
 def stats_env(token: str, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("HUB_STATS_", "JUPYTERHUB_"))}  # fmt: skip
-    env["JUPYTERHUB_API_TOKEN"] = token
-    env.update(extra)
-    return env
+    return hub_client_env("HUB_STATS_", token, **extra)
 
 
 def killer_env(workdir: Path, needle: str) -> dict[str, str]:
