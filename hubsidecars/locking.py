@@ -82,8 +82,9 @@ def _wait_for_lock(fd: int, timeout: float) -> bool:
     return False
 
 
-class HeldElsewhere(Exception):
-    """Another process holds a process lock; `holder` is the pid it wrote, "" when unknown."""
+class HeldElsewhere(Busy):
+    """Another process holds a process lock; `holder` is the pid it wrote, "" when unknown.
+    A Busy (exit 75) as it is; the services catch it to say what the other process is."""
 
     def __init__(self, path: str, holder: str) -> None:
         super().__init__(f"{path} is locked by {holder or 'another process'}")

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from hubsidecars.errors import EXIT_BUSY
 from hubsidecars.locking import FileLock, HeldElsewhere, LockTimeout, hold_process_lock
 from realparts.locks import can_lock_from_another_process
 from realparts.restuser import REPO
@@ -101,6 +102,7 @@ def test_a_process_lock_is_held_for_the_life_of_its_process(tmp_path, record_pid
         with pytest.raises(HeldElsewhere) as refused:
             hold_process_lock(str(path), record_pid=record_pid)
         assert refused.value.holder == (str(holder.pid) if record_pid else "")
+        assert refused.value.exit_code == EXIT_BUSY  # uncaught, it still exits 75
     finally:
         holder.communicate("", timeout=30)
     fd = hold_process_lock(str(path), record_pid=record_pid)
