@@ -148,19 +148,32 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
 # greatest one is simply the latest event up to p: one seek in activity_events_own. Events of
 # earlier lives of the same name (a user deleted and created again) come before the life's
 # first poll and are taken as a max, asked only for a users row that is a later life (that set
-# is computed once per query, not per row). The server check runs only for a user whose
-# activity is recent enough, in two seeks of sessions_open_at (a run still open, or one that
-# ends after p). A poll that listed no server at all (servers_running and servers_pending 0,
-# counted from the same listing as the sessions) has nobody active: its rows need no seek, which
-# on a simulated year is half the polls (the nights). Rows are generated poll by
-# poll (CROSS JOIN keeps polls as the outer loop): a WHERE on `date` is pushed into the polls
+# is computed once per query, not per row). The server check comes first, as most users have
+# no server at a poll: one seek of sessions_open_at for a run that ended after p and started by
+# p, bounded by the longest run that ended (computed once per query: a run that ends later
+# started after p), so that it never walks through the user's later runs; and a run still open
+# is looked for only at polls after the oldest open run began. The activity seek follows only
+# for a user who had a server. A poll that listed no server at all (servers_running and
+# servers_pending 0, counted from the same listing as the sessions) has nobody active: its rows
+# need no seek, which on a simulated year is half the polls (the nights). Rows are generated
+# poll by poll (CROSS JOIN keeps polls as the outer loop): a WHERE on `date` is pushed into the polls
 # loop and read through polls_time, so one day costs a day's rows, not the year's.
 VIEWS: dict[str, str] = {
     "activity": """
         SELECT date, user, active FROM compmodels_activity
         UNION ALL
         SELECT p.time AS date, u.name AS user,
-            CASE WHEN coalesce(p.servers_running + p.servers_pending, 1) > 0 AND (
+            CASE WHEN coalesce(p.servers_running + p.servers_pending, 1) > 0
+                AND ((p.id >= (SELECT min(first_poll) FROM sessions WHERE end_poll IS NULL)
+                      AND EXISTS (
+                        SELECT 1 FROM sessions s
+                        WHERE s.user = u.name AND s.end_poll IS NULL AND s.first_poll <= p.id))
+                    OR EXISTS (
+                        SELECT 1 FROM sessions s
+                        WHERE s.user = u.name AND s.end_poll > p.id AND s.first_poll <= p.id
+                          AND s.end_poll <= p.id + (SELECT max(end_poll - first_poll)
+                                                    FROM sessions)))
+                AND (
                     julianday((
                         SELECT e.last_activity FROM activity_events e
                         WHERE e.user = u.name AND e.server_name IS NULL
@@ -175,12 +188,6 @@ VIEWS: dict[str, str] = {
                         WHERE e.user = u.name AND e.server_name IS NULL
                           AND e.poll_id < u.first_poll
                     )) >= julianday(p.time) - p.interval_s / 86400.0)
-                AND (EXISTS (
-                        SELECT 1 FROM sessions s
-                        WHERE s.user = u.name AND s.end_poll IS NULL AND s.first_poll <= p.id)
-                    OR EXISTS (
-                        SELECT 1 FROM sessions s
-                        WHERE s.user = u.name AND s.end_poll > p.id AND s.first_poll <= p.id))
             THEN 1 ELSE 0 END AS active
         FROM polls p
         CROSS JOIN users u
