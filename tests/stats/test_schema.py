@@ -4,6 +4,7 @@ analyst expects, row by row."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -275,6 +276,79 @@ def test_a_user_with_many_runs_costs_the_same_per_row_however_long_the_history(t
         active = rows(path, "SELECT user, sum(active) FROM activity GROUP BY user ORDER BY user")
         assert active == [("always", 0)] + [(f"often{n}", days * 24) for n in range(5)], active
     assert per_row[8] <= 1.25 * per_row[2], per_row
+
+
+def _random_history(path: Path, seed: int) -> None:
+    """40 polls of 6 names at random: named servers whose runs overlap, runs that stay open,
+    activity moving forward or not, users deleted and created again, a few failed polls."""
+    chance = random.Random(seed)
+    db = schema.connect(str(path))
+    last = {name: MONDAY - timedelta(days=1) for name in "abcdef"}
+    started: dict[tuple[str, str], datetime] = {}
+    for step in range(40):
+        moment = MONDAY + timedelta(minutes=5 * step)
+        if chance.random() < 0.05:
+            record_failed_poll(db, time=moment, interval=300, error="hub down")
+            continue
+        users = []
+        for name in "abcdef":
+            if chance.random() < 0.1:  # not listed: deleted (its runs end with it)
+                started = {key: at for key, at in started.items() if key[0] != name}
+                last[name] = MONDAY - timedelta(days=2)  # a new life starts idle
+                continue
+            if chance.random() < 0.4:
+                last[name] = moment - timedelta(seconds=chance.choice((10, 200, 400, 900)))
+            servers = []
+            for server_name in ("", "lab", "gpu"):
+                key = (name, server_name)
+                if key in started and chance.random() < 0.25:
+                    del started[key]
+                elif key not in started and chance.random() < 0.15:
+                    started[key] = moment
+                if key in started:
+                    servers.append(server(server_name, name, started[key], last[name]))
+            users.append(user(name, last[name], *servers))
+        record_poll(db, users, time=moment, interval=300)
+    db.close()
+
+
+def _activity_as_documented(path: Path) -> list[tuple]:
+    """The legacy rows computed plainly from the tables, by the meaning docs/stats.md gives:
+    one row per user per successful poll, active when the user had a server at that poll and
+    their own last_activity as of it (the greatest up to that poll) is within its interval."""
+    conn = sqlite3.connect(path)
+    try:
+        polls = conn.execute("SELECT id, time, interval_s FROM polls WHERE ok = 1 "
+                             "ORDER BY id").fetchall()  # fmt: skip
+        lives = conn.execute("SELECT id, name, first_poll, gone_poll FROM users").fetchall()
+        runs = conn.execute("SELECT user, first_poll, end_poll FROM sessions").fetchall()
+        events = conn.execute("SELECT user, poll_id, last_activity FROM activity_events "
+                              "WHERE server_name IS NULL").fetchall()  # fmt: skip
+    finally:
+        conn.close()
+    expected = []
+    for poll_id, time, interval in polls:
+        at = datetime.fromisoformat(time)
+        for _, name, first_poll, gone_poll in sorted(lives):
+            if first_poll > poll_id or (gone_poll is not None and gone_poll <= poll_id):
+                continue
+            had_server = any(who == name and first <= poll_id and (end is None or end > poll_id)
+                             for who, first, end in runs)  # fmt: skip
+            seen = [datetime.fromisoformat(moment) for who, event_poll, moment in events
+                    if who == name and event_poll <= poll_id]  # fmt: skip
+            recent = bool(seen) and max(seen) >= at - timedelta(seconds=interval)
+            expected.append((time, name, int(had_server and recent)))
+    return expected
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_legacy_view_says_what_its_documentation_says(tmp_path, seed):
+    path = tmp_path / "random.sqlite"
+    _random_history(path, seed)
+    view = rows(path, "SELECT * FROM activity")
+    expected = _activity_as_documented(path)
+    assert sorted(view) == sorted(expected)
+    assert sum(active for _, _, active in expected) > 0  # the history had active rows at all
 
 
 def test_rows_of_polls_with_no_server_cost_no_more_than_listing_them(tmp_path):
