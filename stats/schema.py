@@ -150,9 +150,10 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
 # first poll and are taken as a max, asked only for a users row that is a later life (that set
 # is computed once per query, not per row). The server check comes first, as most users have
 # no server at a poll: one seek of sessions_open_at for a run that ended after p and started by
-# p, bounded by the longest run that ended (computed once per query: a run that ends later
-# started after p), so that it never walks through the user's later runs; and a run still open
-# is looked for only at polls after the oldest open run began. The activity seek follows only
+# p, bounded by the longest run that ended (a run that ends later started after p), so that it
+# never walks through the user's later runs; and a run still open is looked for only at polls
+# after the oldest open run began. Both bounds are asked once per query, each in one seek
+# (sessions_run_length, sessions_open_since). The activity seek follows only
 # for a user who had a server. A poll that listed no server at all (servers_running and
 # servers_pending 0, counted from the same listing as the sessions) has nobody active: its rows
 # need no seek, which on a simulated year is half the polls (the nights). Rows are generated
@@ -266,6 +267,9 @@ VIEW_INDEXES: dict[str, str] = {
     "activity_events_own": "activity_events(user, poll_id, last_activity) "
                            "WHERE server_name IS NULL",
     "sessions_open_at": "sessions(user, end_poll, first_poll)",
+    # the longest run that ended, and the oldest run still open: each in one seek
+    "sessions_run_length": "sessions(end_poll - first_poll)",
+    "sessions_open_since": "sessions(first_poll) WHERE end_poll IS NULL",
     "compmodels_activity_date": "compmodels_activity(date)",
 }
 

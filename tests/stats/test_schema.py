@@ -243,6 +243,25 @@ def test_one_day_of_the_legacy_view_costs_the_same_however_long_the_history(tmp_
     assert costs[8][1] <= 1.25 * costs[2][1], costs  # per row of the whole view
 
 
+def test_one_day_costs_the_same_however_many_runs_came_before(tmp_path):
+    """The view bounds its server check by the longest run there was: asked through an index,
+    not by reading every run, so one day of a file with ten years of runs costs what it does
+    in a new file."""
+    path = tmp_path / "activity.sqlite"
+    day = _weeks_of_polls(path, 2)
+    next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    one_day = "SELECT * FROM activity WHERE date >= ? AND date < ?"
+    fresh = _steps(path, one_day, (day, next_day))
+    conn = sqlite3.connect(path)
+    with conn:  # 100,000 short runs of an earlier user, before the day
+        conn.executemany("INSERT INTO sessions (user, server_name, first_poll, end_poll) "
+                         "VALUES ('earlier', '', 1, 2)", [()] * 100_000)  # fmt: skip
+    conn.close()
+    crowded = _steps(path, one_day, (day, next_day))
+    assert crowded[1] == fresh[1] == 288 * 8
+    assert crowded[0] <= 1.25 * fresh[0], (fresh, crowded)
+
+
 def _hourly_runs(path: Path, days: int) -> None:
     """`days` of polls every 5 minutes: `always` keeps one server running (every poll has a
     server), five users each run a server for one poll every hour (24 runs a day) and are
