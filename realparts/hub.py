@@ -387,7 +387,10 @@ class HubStarter:
     def __call__(self, services: list[HubService], extra_config: str = "", **options) -> RealHub:
         workdir = self.parent / f"hub{len(self.hubs)}"
         workdir.mkdir()
-        hub = RealHub(workdir, services, extra_config, **options)
+        return self._start(RealHub(workdir, services, extra_config, **options))
+
+    def _start(self, hub: RealHub) -> RealHub:
+        """Start `hub`, kept for close(); stopped at once when it fails to start."""
         self.hubs.append(hub)
         try:
             return hub.start()

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from realparts.hostcheck import mounts
+from realparts.hub import HubStarter, RealHub
 from realparts.net import free_port
 from realparts.waiting import wait_until
 
@@ -472,19 +473,16 @@ c.SwarmSpawner.container_spec = {{"mounts": {spec_mounts!r}}}
 """
 
 
-class SwarmHubs:
+class SwarmHubs(HubStarter):
     """Real JupyterHubs (5.x, from .venv-hub5) in the swarm's namespace, one spawner kind each;
     `hub.url` is a Forwarder's, so the test and hub-culler use the hub as any other."""
 
     def __init__(self, engine: SwarmEngine, parent: Path) -> None:
+        super().__init__(parent)
         self.engine = engine
-        self.parent = parent
-        self.hubs: list = []
         self.forwarders: list[Forwarder] = []
 
-    def __call__(self, kind: str, services: list, extra_config: str = ""):
-        from realparts.hub import RealHub
-
+    def __call__(self, kind: str, services: list, extra_config: str = "") -> RealHub:
         if kind not in SPAWNER_KINDS:
             raise ValueError(f"kind must be one of {SPAWNER_KINDS}, not {kind!r}")
         image = server_image(self.engine)
@@ -502,16 +500,10 @@ class SwarmHubs:
         # what the servers get as JUPYTERHUB_API_URL: the hub's own address in the namespace
         hub.server_api_url = f"http://127.0.0.1:{hub.hub_port}/hub/api"
         hub.kind = kind
-        self.hubs.append(hub)
-        try:
-            return hub.start()
-        except Exception:
-            hub.close()
-            raise
+        return self._start(hub)
 
     def close(self) -> None:
-        for hub in self.hubs:
-            hub.close()
+        super().close()
         for forwarder in self.forwarders:
             forwarder.close()
 
