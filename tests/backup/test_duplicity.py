@@ -238,20 +238,29 @@ def test_verify_ok_then_differences_are_a_result_not_a_crash(setup):
 
 def kill_when(predicate, marker: str, timeout: float = 60) -> list[int]:
     """SIGKILL the process group of every process whose argv holds `marker`, once
-    `predicate()` holds; return the pids killed."""
+    `predicate()` holds; return the process groups killed."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "the condition to kill duplicity never came"
         time.sleep(0.02)
-    killed = []
+    groups = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            if marker.encode() in argv:
+                groups.add(os.getpgid(int(pid)))
+        except (OSError, ProcessLookupError):
+            continue  # gone meanwhile
+    killed = []
+    # duplicity forks children with its own argv: kill each group once, and a group
+    # that ended between the listing and the kill was not killed by this test
+    assert os.getpgrp() not in groups, "duplicity runs in the test's own process group"
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
             continue
-        if marker.encode() in argv:
-            os.killpg(int(pid), signal.SIGKILL)
-            killed.append(int(pid))
+        killed.append(group)
     return killed
 
 
