@@ -8,6 +8,7 @@ outside the scratch directory is Debian's compiled-in privilege-separation direc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -154,7 +155,8 @@ class SSHServer:
             for child in descendants(pid):
                 _signal(child, signal.SIGKILL if signum == signal.SIGKILL else signum)
             if signum == signal.SIGKILL:
-                os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # sshd may have died already
+                    os.killpg(pid, signal.SIGKILL)
         self._process.stop(timeout=10)
         self._process = None
         self._wait_port_closed()
