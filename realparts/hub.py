@@ -20,12 +20,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 
 from realparts.net import free_port
 from realparts.process import ManagedProcess
+from realparts.proctree import command_line
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -341,7 +343,10 @@ c.JupyterHub.cleanup_servers = {self.cleanup_servers!r}
             _kill(pid)
         pid_file = self.workdir / "proxy.pid"
         if pid_file.exists() and pid_file.read_text().strip().isdigit():
-            _kill(int(pid_file.read_text()))
+            pid = int(pid_file.read_text())
+            # a stale file's pid may belong to another process by now
+            if b"configurable-http-proxy" in command_line(pid):
+                _kill(pid)
 
     def close(self) -> None:
         """Stop everything, the shared responder included."""
@@ -361,6 +366,14 @@ def _processes_with_env(needle: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def idle_seconds(hub, user: str, server: str = "", service: str = "admin") -> float:
+    """How long ago the hub last saw activity on a user's server (its last_activity)."""
+    model = hub.api("GET", f"/users/{user}", service).json()
+    last = model["servers"][server]["last_activity"]
+    then = datetime.fromisoformat(last.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def _kill(pid: int) -> None:

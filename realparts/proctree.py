@@ -53,12 +53,17 @@ def process_group(pid: int) -> int | None:
         return None
 
 
+def command_line(pid: int) -> bytes:
+    """The process's argv, NUL-separated (b"" when gone: a gpg may end while it is read)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def program(pid: int) -> str:
     """The base name of the program's argv[0] ("" when gone)."""
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return ""
+    argv0 = command_line(pid).split(b"\0", 1)[0]
     return os.path.basename(argv0.decode(errors="replace"))
 
 

@@ -18,3 +18,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str | Callabl
             return value
         time.sleep(every)
     raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
+
+
+def wait_steady(read: Callable[[], Any], period: float, timeout: float, what: str) -> Any:
+    """Return what `read()` gives once two reads `period` seconds apart agree: for values that
+    settle by themselves (a hub that copies activity every few seconds, a terminal's prompt)."""
+    deadline = time.monotonic() + timeout
+    before = read()
+    while True:
+        time.sleep(period)
+        now = read()
+        if now == before:
+            return now
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not steady within {timeout} s: {what} ({before!r}, {now!r})")
+        before = now

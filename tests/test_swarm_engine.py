@@ -40,7 +40,11 @@ def test_a_swarm_of_its_own_comes_and_goes_without_a_trace(tmp_path):
     assert engine.leftovers() == []
     assert "hswtest" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                            text=True).stdout  # fmt: skip
-    assert set(mounts()) - mounts_before == set()
+    # other workers' tests mount tmpfs under their own tmp_path meanwhile: not this engine's
+    others = str(tmp_path.parent.parent)
+    new = {point for point in set(mounts()) - mounts_before
+           if point.startswith(str(tmp_path)) or not point.startswith(others)}  # fmt: skip
+    assert new == set()
     # the default engine's socket is where it was (its own tests run beside this group)
     assert subprocess.run(["ls", "/var/run/docker.sock"],
                           capture_output=True).returncode == default_before  # fmt: skip

@@ -20,7 +20,7 @@ from backup.settings import BackupSettings
 from realparts.backupsite import HUB_BACKUP, PASSPHRASE, config_file, site_settings
 from realparts.gpg import stop_agent
 from realparts.homes import compare, snapshot
-from realparts.proctree import alive, descendants, describe
+from realparts.proctree import alive, command_line, descendants, describe
 from realparts.tmpfs import grow, small_tmpfs
 
 MEGABYTE = 1024 * 1024
@@ -189,7 +189,7 @@ def test_duplicity_dies_with_hub_backup_when_only_hub_backup_is_killed(work):
         assert time.monotonic() < deadline and run.poll() is None, run.stdout.read()
         time.sleep(0.02)
     below = descendants(run.pid)
-    assert any(b"duplicity" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
+    assert any(b"duplicity" in command_line(pid) for pid in below)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     written = len(volumes(target, "full"))

@@ -4,6 +4,7 @@ and modes, cleanup keeping the newest full chains, the job lock, a run killed mi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -148,7 +149,8 @@ def test_killed_mid_full_then_the_next_run_makes_a_fresh_full_and_cleanup_waits(
     assert row["in_progress"] and row["problem"] == "stale: never backed up", row
     # as systemd stops a unit: everything it started, duplicity in its own session included
     for pid in [run.pid, *descendants(run.pid)]:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # died with its parent meanwhile
+            os.kill(pid, signal.SIGKILL)
     run.wait()
     cut = {path.name.split(".")[1] for path in target.glob("*.vol*")}  # the killed set's time
 
@@ -557,15 +559,20 @@ def test_run_full_starts_a_new_full_chain_now(setup):
     assert row["full_chains"] == 2 and row["incrementals"] == 0
 
 
-def gpg_agent_environments() -> list[bytes]:
-    """The environment of every gpg-agent running now."""
+def gpg_agent_environments(below: Path) -> list[bytes]:
+    """The environment of every gpg-agent running now for a GnuPG home below `below` (other
+    workers' tests run agents of their own, an admin's by-hand duplicity among them)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "gpg-agent":
-                found.append(Path(f"/proc/{pid}/environ").read_bytes())
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "gpg-agent":
+                continue
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
+        if str(below).encode() in environ + argv:
+            found.append(environ)
     return found
 
 
@@ -580,7 +587,7 @@ def test_the_passphrase_never_reaches_the_gpg_agent(setup):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     seen = []
     while run.poll() is None:
-        seen.extend(gpg_agent_environments())
+        seen.extend(gpg_agent_environments(work))
         time.sleep(0.05)
     assert run.returncode == 0, run.stdout.read()
     assert seen, "no gpg-agent was seen during the run"

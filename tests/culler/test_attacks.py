@@ -128,8 +128,8 @@ def test_a_stalled_server_costs_one_probe_timeout_is_kept_and_others_go_on(
 
     assert run.returncode == 0, run.log
     # six 2 s timeouts side by side, not one after another (that would be 12 s)
-    assert run.status["duration_s"] < 7, run.status
-    assert took < 15
+    assert run.status["duration_s"] < 10, run.status
+    assert took < 25
     # a server that does not answer may have a kernel at work: kept this pass, with a warning
     # each, naming why; the one that answered is culled
     assert mine(run, [*names, "calm0"]) == {**dict.fromkeys(names, "kept-busy"),
@@ -151,7 +151,7 @@ def test_a_dribbling_server_cannot_hold_the_pass(hub, hostile, tmp_path):
                        "2", timeout=30)  # fmt: skip
     except subprocess.TimeoutExpired:
         pytest.fail("the pass was still running 30 s after it began (probe timeout 2 s)")
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 25  # the subprocess timeout is 30 s or more
     assert run.returncode == 0 and decisions(run)["bystander"] == "culled", run.log
     assert decisions(run)["dribbler"] == "kept-busy", run.log
 
@@ -417,7 +417,7 @@ def test_a_hub_that_never_answers_fails_the_pass_within_its_timeouts(fake_hub, t
     run = run_once(FakeHub(fake_hub), "culler", tmp_path, "--timeout", "3",
                    "--request-timeout", "1", timeout=60)  # fmt: skip
     # 4 attempts of 1 s and 0.5 + 1 + 2 s of backoff
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 25  # the subprocess timeout is 30 s or more
     assert run.returncode == 1
     [failed] = run.lines('msg="pass failed"')
     assert "ReadTimeout" in failed and "Traceback" not in run.log
@@ -444,7 +444,7 @@ def test_a_hub_that_dribbles_its_headers_fails_the_pass_within_its_timeouts(fake
     except subprocess.TimeoutExpired:
         pytest.fail("--once was still running after 40 s with --request-timeout 1")
     # 4 attempts of 1 s and 0.5 + 1 + 2 s of backoff
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 25  # the subprocess timeout is 30 s or more
     assert run.returncode == 1
     [failed] = run.lines('msg="pass failed"')
     assert "within the timeout" in failed, failed
@@ -461,7 +461,7 @@ def test_sigterm_stops_the_daemon_stuck_on_a_dribbling_hub(fake_hub, tmp_path):
         code, took = daemon.signal(signal.SIGTERM)
     finally:
         daemon.stop()
-    assert code == 0 and took < 10, daemon.log()
+    assert code == 0 and took < 15, daemon.log()  # before TimeoutStopSec=20 kills
     # each request now ends at its timeout however slowly the answer comes, so the pass ends
     # on its own (or is abandoned if a stop is asked mid-request): either way, a clean stop
     assert "msg=stopped" in daemon.log() and "Traceback" not in daemon.log()

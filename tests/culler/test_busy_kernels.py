@@ -13,8 +13,9 @@ import time
 import pytest
 
 from realparts.culler import CULLER_SCOPES, run_once, running
-from realparts.hub import HubService
+from realparts.hub import HubService, idle_seconds
 from realparts.kernels import UserServer
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 
@@ -81,8 +82,12 @@ def test_a_kernel_computing_with_no_browser_keeps_its_server_until_it_is_idle(
     # 4. kim's cell is interrupted: the kernel is idle, and once that is TIMEOUT old the
     #    same server is culled, although the culler's own questions went through the proxy.
     server, kernel_id = kernels["kim"]
+    # This pass's timeout is longer than TIMEOUT, so that a culler slow to start on a loaded
+    # machine does not find the interrupt already too old; kim's server is idle in the hub's
+    # view for longer than that timeout.
+    wait_until(lambda: idle_seconds(hub, "kim") > 4 * TIMEOUT, 60, "kim idle in the hub")
     server.interrupt(kernel_id)
-    recent = run_once(hub, "culler", tmp_path, "--timeout", str(TIMEOUT))
+    recent = run_once(hub, "culler", tmp_path, "--timeout", str(3 * TIMEOUT))
     assert decisions(recent)["kim"] == "kept-busy", recent.log
     assert "active" in recent.lines("target=kim")[0]
     time.sleep(TIMEOUT + 1)

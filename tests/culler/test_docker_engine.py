@@ -195,7 +195,7 @@ def test_stops_run_side_by_side_up_to_concurrency(client, containers, tag, tmp_p
     took = time.monotonic() - started
     assert {by_target(result)[c.name].result for c in idle} == {"culled"}, result.outcomes
     assert all(state_of(client, c) == "exited" for c in idle)
-    assert took < 8, f"four 3 s stops took {took:.1f} s: one after another"
+    assert took < 11, f"four 3 s stops took {took:.1f} s: one after another"
 
 
 def test_observations_survive_a_restart(client, containers, tag, tmp_path, caplog):

@@ -118,7 +118,7 @@ def test_the_unit_culls_an_idle_server_and_reports_each_pass(culler, hub):
     asked = time.monotonic()
     c.run("systemctl", "stop", UNIT)
     took = time.monotonic() - asked
-    assert took < 5, f"systemctl stop took {took:.1f} s"
+    assert took < 12, f"systemctl stop took {took:.1f} s"  # TimeoutStopSec=20 would kill
     after = show(c, "ActiveState", "Result")
     assert (after["ActiveState"], after["Result"]) == ("inactive", "success"), after
     journal = c.journal(UNIT)

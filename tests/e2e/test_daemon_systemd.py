@@ -64,17 +64,19 @@ def show(c, unit: str) -> dict[str, str]:
 
 def test_the_unit_is_active_only_after_ready_then_shows_each_pass_summary(container, daemon_unit):
     c = container
-    unit = daemon_unit("ready-test", "--startup-delay 2 --interval 0.5")
+    unit = daemon_unit("ready-test", "--startup-delay 4 --interval 0.5")
     started = time.monotonic()
     c.run("systemctl", "start", "--no-block", unit)
     states = []
     while (state := show(c, unit))["ActiveState"] != "active":
-        assert state["ActiveState"] == "activating", (state, c.journal(unit))
-        states.append(state["SubState"])
+        # (inactive until systemd takes the queued start job: --no-block returns before)
+        if not (state["ActiveState"] == "inactive" and not states):
+            assert state["ActiveState"] == "activating", (state, c.journal(unit))
+            states.append(state["SubState"])
         assert time.monotonic() - started < 20, c.journal(unit)
         time.sleep(0.1)
-    # The daemon sleeps 2 s before its runner starts; systemd waited for READY=1 meanwhile.
-    assert time.monotonic() - started >= 1.9
+    # The daemon sleeps 4 s before its runner starts; systemd waited for READY=1 meanwhile.
+    assert time.monotonic() - started >= 3.9
     assert states and set(states) == {"start"}
     assert show(c, unit)["SubState"] == "running"
     status = wait_until(
@@ -100,7 +102,7 @@ def test_systemctl_stop_during_a_pass_ends_the_daemon_cleanly(container, daemon_
     took = time.monotonic() - asked
     state = show(c, unit)
     journal = c.journal(unit)
-    assert took < 5, f"systemctl stop took {took:.1f} s"
+    assert took < 12, f"systemctl stop took {took:.1f} s"  # TimeoutStopSec=20 would kill
     assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state
     # systemd forgets ExecMainStatus once the unit is gone; its own journal lines stay.
     assert "Main process exited, code=exited, status=0/SUCCESS" in journal, journal

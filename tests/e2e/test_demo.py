@@ -27,7 +27,9 @@ from realparts.process import as_if_from_a_terminal
 from realparts.restuser import REPO
 from realparts.waiting import wait_until
 
-pytestmark = pytest.mark.realhub
+# One worker: each demo takes the hub's and the proxy's usual ports (8081, 8001) when they are
+# free when it checks, so two demos starting together on two workers could both pick them.
+pytestmark = [pytest.mark.realhub, pytest.mark.xdist_group("demo")]
 
 DEMO = REPO / "scripts" / "demo"
 BANNER = re.compile(r"The demo hub is up .* Open (http://127\.0\.0\.1:\d+) and log in")

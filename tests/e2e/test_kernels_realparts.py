@@ -12,6 +12,7 @@ import pytest
 from hubsidecars.hubapi import parse_time
 from realparts.hub import HubService
 from realparts.kernels import UserServer
+from realparts.waiting import wait_steady
 
 INTERVAL = 5  # the hub copies the proxy's activity every INTERVAL seconds
 CONFIG = f"c.JupyterHub.last_activity_interval = {INTERVAL}\n"
@@ -78,8 +79,8 @@ def test_a_kernel_nobody_connected_to_reports_starting_however_long_it_has_been_
 def test_listing_moves_no_kernel_or_terminal_last_activity(hub, ada):
     kernel = ada.make_busy(ada.wait_ready(ada.start_kernel()["id"])["id"])
     assert set(ada.start_terminal()) == {"name", "last_activity"}
-    time.sleep(1)  # the shell's prompt is terminal output: it moves last_activity once
-    [terminal] = ada.terminals()
+    # the shell's prompt is terminal output: it moves last_activity once
+    [terminal] = wait_steady(ada.terminals, 1.5, 30, "the terminal's last_activity")
     # asked the way a culler would, through the proxy, with activity tracking left on
     public = UserServer.through_proxy(hub, "ada", "prober", track_activity=True)
     for _ in range(3):
@@ -108,8 +109,8 @@ def test_a_probe_through_the_proxy_is_activity_unless_refused_or_unchanged(hub):
     public = UserServer.through_proxy(hub, "ada", "prober")
     blind = UserServer.through_proxy(hub, "ada", "blind")
     etag = public.request("GET", "api/kernels").headers["Etag"]
-    time.sleep(INTERVAL + 1)
-    quiet = hub_activity(hub)
+    # the hub has copied that request's activity from the proxy, and nothing moves it now
+    quiet = wait_steady(lambda: hub_activity(hub), INTERVAL + 1, 60, "the hub's activity")
 
     assert blind.request("GET", "api/kernels").status_code == 403
     unchanged = public.request("GET", "api/kernels", headers={"If-None-Match": etag})
@@ -129,7 +130,7 @@ def test_a_probe_through_the_proxy_is_activity_unless_refused_or_unchanged(hub):
     # The proxy stamps the route (in milliseconds) once the answer is sent, which it may
     # notice a moment after the client has read it.
     assert asked.replace(microsecond=asked.microsecond // 1000 * 1000) <= seen
-    assert seen <= answered + timedelta(seconds=0.25)
+    assert seen <= answered + timedelta(seconds=2)
 
 
 def test_what_a_probe_gets_without_access_and_from_a_stopped_server(hub):

@@ -112,7 +112,7 @@ def test_collector_records_the_real_hub_and_the_web_socket_serves_it(installed, 
         asked = time.monotonic()
         c.run("systemctl", "stop", unit)
         took = time.monotonic() - asked
-        assert took < 5, f"systemctl stop {unit} took {took:.1f} s"
+        assert took < 12, f"systemctl stop {unit} took {took:.1f} s"  # TimeoutStopSec: 20, 30
         after = show(c, unit, "ActiveState", "Result")
         assert (after["ActiveState"], after["Result"]) == ("inactive", "success"), (
             after, c.journal(unit))  # fmt: skip

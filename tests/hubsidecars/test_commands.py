@@ -158,7 +158,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     with pytest.raises(CommandTimeout, match=r"^sh did not finish within 0.5 s and was killed: "
                                              r"started$"):  # fmt: skip
         sh(script, str(pids), timeout=0.5)
-    assert time.monotonic() - started < 4, "waited for the grandchild's sleep"
+    assert time.monotonic() - started < 10, "waited for the grandchild's sleep"
     shell, grandchild = map(int, pids.read_text().split())
     assert _wait_gone(shell) and _wait_gone(grandchild)
 
@@ -273,13 +273,13 @@ def _interrupt_driver(tmp_path: Path, where: str, sleep: float, grace: float) ->
 
 
 def test_ctrl_c_in_the_terminal_does_not_reach_a_running_command(tmp_path):
-    output, done = _interrupt_driver(tmp_path, "thread", sleep=0.5, grace=5)
+    output, done = _interrupt_driver(tmp_path, "thread", sleep=2, grace=10)
     assert "driver interrupted" in output, output  # the SIGINT did reach the driver's group
     assert done and "command exited 0" in output, output
 
 
 def test_an_interrupted_caller_lets_the_command_finish_before_it_exits(tmp_path):
-    output, done = _interrupt_driver(tmp_path, "main", sleep=0.5, grace=5)
+    output, done = _interrupt_driver(tmp_path, "main", sleep=2, grace=10)
     assert "driver interrupted" in output and "command exited" not in output, output
     assert done, "the driver exited while its command was still running"
 

@@ -203,7 +203,7 @@ def test_retries_with_backoff_then_works_again_after_a_hub_restart(hub, caplog):
     waited_503 = time.monotonic() - started
     assert proxied.value.status == 503
     assert api.requests_made - before == 4
-    assert 0.2 + 0.4 + 0.8 <= waited_503 < 5
+    assert 0.2 + 0.4 + 0.8 <= waited_503 < 8
 
     # Nothing listens any more: connection refused, retried as well.
     hub.stop()
@@ -213,7 +213,7 @@ def test_retries_with_backoff_then_works_again_after_a_hub_restart(hub, caplog):
     waited_refused = time.monotonic() - started
     assert refused.value.status is None and "Connection refused" in str(refused.value)
     assert api.requests_made - before == 4
-    assert 1.4 <= waited_refused < 5
+    assert 1.4 <= waited_refused < 8
 
     retry_lines = [r for r in caplog.records if r.getMessage() == "hub request failed, retrying"]
     assert [r.hub_fields["attempt"] for r in retry_lines] == [1, 2, 3, 1, 2, 3]
@@ -252,7 +252,7 @@ def test_a_hub_that_never_answers_times_out_after_the_retries(silent_listener):
         api.get_user("ada")
     waited = time.monotonic() - started
     assert "ReadTimeout" in str(error.value) and api.requests_made == 3
-    assert 3 * 0.3 + 0.1 + 0.2 <= waited < 3
+    assert 3 * 0.3 + 0.1 + 0.2 <= waited < 5
 
 
 def test_a_post_that_may_have_arrived_is_not_sent_twice(silent_listener):

@@ -17,6 +17,7 @@ import pytest
 
 from realparts.process import ManagedProcess
 from realparts.restuser import REPO
+from realparts.waiting import wait_until
 
 SCRIPT = Path(__file__).parents[2] / "realparts" / "periodic_daemon.py"
 # Timing slack for a loaded 2-core machine shared with other test runs.
@@ -98,20 +99,20 @@ def passes(daemon: Daemon) -> dict[int, dict[str, float]]:
 def test_a_pass_slower_than_the_interval_never_overlaps_and_missed_ticks_do_not_pile_up(
     start_daemon,
 ):
-    d = start_daemon("--interval", "0.4", "--pass-seconds", "0.6")
-    d.wait_for("end", 4)
+    d = start_daemon("--interval", "1.0", "--pass-seconds", "1.5")
+    d.wait_for("end", 4, timeout=30)
     d.signal(signal.SIGTERM)
     assert d.wait()[0] == 0, d.log()
     table = {n: row for n, row in passes(d).items() if "end" in row}
     numbers = sorted(table)
     for earlier, later in itertools.pairwise(numbers):
         assert table[later]["start"] >= table[earlier]["end"], f"overlap: {table}"
-    # Every pass starts on a tick of the first pass's schedule (0, 0.8, 1.6, ...): ticks that
-    # fell during a pass were dropped, not queued to run back to back (at 0.6, 1.2, ...).
+    # Every pass starts on a tick of the first pass's schedule (0, 2, 4, ...): ticks that
+    # fell during a pass were dropped, not queued to run back to back (at 1.5, 3, ...).
     first = table[1]["start"]
     for number in numbers:
-        offset = (table[number]["start"] - first) % 0.4
-        assert min(offset, 0.4 - offset) < 0.12, f"pass {number} off the schedule: {table}"
+        offset = (table[number]["start"] - first) % 1.0
+        assert min(offset, 1.0 - offset) < SLACK, f"pass {number} off the schedule: {table}"
     # the dropped ticks are said in one line per pass that overran, not one warning per tick
     log = d.log()
     assert "maximum number of running instances" not in log
@@ -154,8 +155,8 @@ def test_a_stop_signal_during_a_pass_lets_it_finish_then_exits_0(start_daemon, s
     assert code == 0, log
     ended = d.seen("end", 1)
     assert ended is not None and ended > sent, "the running pass was not allowed to finish"
-    assert exited - ended < 1.0, f"exit took {exited - ended:.2f} s after the pass ended"
-    assert ended - started < 1.5 + SLACK
+    assert exited - ended < 3.0, f"exit took {exited - ended:.2f} s after the pass ended"
+    assert ended - started < 1.5 + 1.0
     assert d.seen("start", 2) is None, "a new pass began after the stop request"
     assert f"msg=stopping signal={signal.Signals(signum).name} pass_running=True" in log, log
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
@@ -168,7 +169,7 @@ def test_a_stop_signal_cuts_a_pass_that_checks_the_stop_event_short(start_daemon
     code, exited = d.wait()
     assert code == 0, d.log()
     assert d.seen("aborted", 1) is not None
-    assert exited - sent < 2.0
+    assert exited - sent < 5.0  # not the pass's 30 s
 
 
 def test_a_pass_ignoring_the_stop_is_abandoned_after_the_stop_timeout(start_daemon):
@@ -179,7 +180,7 @@ def test_a_pass_ignoring_the_stop_is_abandoned_after_the_stop_timeout(start_daem
     log = d.log()
     assert code == 0, log
     # 1 s of waiting, then out: the stuck pass's thread must not hold the process open.
-    assert 0.9 <= exited - sent < 1.0 + 2 * SLACK + 1.0, f"{exited - sent:.2f} s"
+    assert 0.9 <= exited - sent < 4.0, f"{exited - sent:.2f} s"  # not the pass's 60 s
     assert 'msg="pass still running after 1 s; abandoning it"' in log
     assert d.seen("end", 1) is None
 
@@ -260,7 +261,7 @@ def test_systemd_hears_ready_each_summary_watchdog_pings_and_stopping(start_daem
     d.wait_for("start", 4)
     d.signal(signal.SIGTERM)
     assert d.wait()[0] == 0, d.log()
-    time.sleep(0.2)
+    wait_until(lambda: notify_socket.with_line("STOPPING=1"), 5, "STOPPING=1 heard")
     messages = [message for _, message in notify_socket.messages]
     first_status = "STATUS=started; first pass now, then every 0.3 s"
     assert messages[0].split("\n") == ["READY=1", first_status]
@@ -283,7 +284,7 @@ def test_a_wedged_scheduler_stops_the_watchdog_pings(start_daemon, notify_socket
     assert d.seen("start", 3) is None
     pings = notify_socket.with_line("WATCHDOG=1")
     assert len([p for p in pings if p < wedged]) >= 1
-    assert [p for p in pings if p > wedged + 0.1] == [], "pings went on with the scheduler paused"
+    assert [p for p in pings if p > wedged + 0.5] == [], "pings went on with the scheduler paused"
 
 
 def test_watchdog_variables_meant_for_another_process_send_no_pings(start_daemon, notify_socket):

@@ -13,7 +13,8 @@ NAMES = [f"student{index:02d}" for index in range(50)]
 
 
 def test_100_parallel_posts_for_50_names(start_restuser, prefix_root):
-    service = start_restuser(extra_args=["--workers", "4"])
+    # correctness, not latency: 50 creations queue on one lock, slowly on a loaded machine
+    service = start_restuser(extra_args=["--workers", "4", "--lock-timeout", "120"])
     requests = NAMES * 2
     barrier = threading.Barrier(len(requests))
 

@@ -41,7 +41,7 @@ def test_hundreds_of_slow_connections_do_not_stall_tcp(start_restuser, token_fil
         for path in ("/healthz", "/users/alice"):
             for _ in range(5):
                 reply, seconds = timed(endpoint, "GET", path, bearer(token_file))
-                assert reply.status == 200 and seconds < 1.0, (path, seconds)
+                assert reply.status == 200 and seconds < 5.0, (path, seconds)  # the stall was 120 s
         reply, seconds = timed(endpoint, "POST", "/users/bob", bearer(token_file))
         assert reply.status == 201 and seconds < 5.0
     finally:
@@ -55,7 +55,7 @@ def test_slow_connections_on_the_unix_socket(start_restuser):
     slow = open_slow_connections(service.endpoint, 200)
     try:
         reply, seconds = timed(service.endpoint, "GET", "/healthz")
-        assert reply.status == 200 and seconds < 1.0
+        assert reply.status == 200 and seconds < 5.0
     finally:
         for sock in slow:
             sock.close()
@@ -82,7 +82,7 @@ def test_lookups_and_health_do_not_queue_behind_waiting_creations(start_restuser
         assert not any(future.done() for future in waiting)
         for path in ("/healthz", "/users/alice", "/openapi.json"):
             reply, seconds = timed(endpoint, "GET", path)
-            assert reply.status == 200 and seconds < 0.5, (path, seconds)
+            assert reply.status == 200 and seconds < 5.0, (path, seconds)  # queued: 20 s
     finally:
         os.close(fd)
     assert sorted(future.result().status for future in waiting) == [201] * 16
@@ -91,7 +91,7 @@ def test_lookups_and_health_do_not_queue_behind_waiting_creations(start_restuser
 
 def test_threads_share_a_store_safely(start_restuser, prefix_root):
     """Many creation threads per worker share one store and one lock object."""
-    service = start_restuser(extra_args=["--workers", "2", "--threads", "16"])
+    service = start_restuser(extra_args=["--workers", "2", "--threads", "16", "--lock-timeout", "120"])
     names = [f"t{n:02d}" for n in range(40)] * 2
     with ThreadPoolExecutor(len(names)) as pool:
         statuses = list(pool.map(lambda n: service.endpoint.request("POST", f"/users/{n}").status,
@@ -113,7 +113,7 @@ def test_stop_signal_lets_creations_in_flight_finish(start_restuser, prefix_root
     try:
         waiting = [pool.submit(service.endpoint.request, "POST", f"/users/inflight{n}", None,
                                None, 30) for n in range(6)]  # fmt: skip
-        time.sleep(1.0)
+        time.sleep(3.0)  # every request accepted and waiting for the lock
         os.killpg(service.process.process.pid, sig)
         time.sleep(0.5)
     finally:
@@ -272,7 +272,7 @@ def test_a_connection_flood_beyond_the_descriptor_limit_does_not_lock_clients_ou
         time.sleep(1.0)
         for _ in range(5):
             reply, seconds = timed(service.endpoint, "GET", "/healthz")
-            assert reply.status == 200 and seconds < 2.0, seconds
+            assert reply.status == 200 and seconds < 5.0, seconds  # locked out: timed out
     finally:
         for sock in slow:
             sock.close()

@@ -129,7 +129,7 @@ def test_a_dribbling_hub_ends_the_poll_within_its_timeouts(played, tmp_path):
     run = poll_played(played, db, "--request-timeout", "2", timeout=40)
 
     assert run.returncode == 1, run.log
-    assert run.seconds < 20, f"the poll took {run.seconds:.1f} s"
+    assert run.seconds < 30, f"the poll took {run.seconds:.1f} s"
     assert rows(db, "SELECT ok, error LIKE '%not complete within the timeout%' FROM polls") == [
         (0, 1)]  # fmt: skip
 
@@ -287,10 +287,11 @@ class SqliteShell:
 
     def __init__(self, db: Path) -> None:
         self.process = subprocess.Popen(["sqlite3", str(db)], stdin=subprocess.PIPE, text=True,
-                                        stdout=subprocess.DEVNULL)  # fmt: skip
-        self.process.stdin.write("BEGIN IMMEDIATE;\nSELECT 1;\n")
+                                        stdout=subprocess.PIPE)  # fmt: skip
+        self.process.stdin.write("BEGIN IMMEDIATE;\nSELECT 'held';\n")
         self.process.stdin.flush()
-        time.sleep(0.5)
+        # the shell answers the SELECT once BEGIN IMMEDIATE has taken the write lock
+        assert self.process.stdout.readline() == "held\n", "the sqlite3 shell took no lock"
 
     def release(self) -> None:
         self.process.stdin.write("ROLLBACK;\n.quit\n")
@@ -614,21 +615,19 @@ def test_the_serve_token_is_never_in_the_log_even_at_debug_with_the_access_log(s
     for headers in (SERVE_BEARER, {"Authorization": f"Basic {basic}"}):
         assert served.endpoint.request("GET", "/stats.json", headers).status == 200
     served.endpoint.request("GET", "/stats.json", {"Authorization": f"Bearer {SERVE_TOKEN}z"})
-    time.sleep(0.5)
 
-    log = served.log()[before:]
-    assert "/stats.json" in log  # the access log is on
+    log = wait_until(lambda: served.log()[before:].count("/stats.json") >= 3 and
+                     served.log()[before:], 10, "three lines in the access log")  # fmt: skip
     assert SERVE_TOKEN not in log and basic not in log
 
 
 def test_a_token_tried_in_the_query_string_is_not_written_to_the_access_log(served):
     before = len(served.log())
     reply = served.endpoint.request("GET", f"/activity.sqlite?token={SERVE_TOKEN}")
-    time.sleep(0.5)
 
     assert reply.status == 401
-    log = served.log()[before:]
-    assert "/activity.sqlite" in log  # the access log is on
+    log = wait_until(lambda: "/activity.sqlite" in served.log()[before:] and
+                     served.log()[before:], 10, "the access log's line")  # fmt: skip
     assert SERVE_TOKEN not in log
 
 

@@ -167,7 +167,7 @@ def test_many_containers_are_sampled_together_not_one_tick_each(engine, containe
         started = time.monotonic()
         assert sampler(db, poll) == 12
         took = time.monotonic() - started
-        assert took < 4, f"sampling 12 containers took {took:.1f} s"
+        assert took < 8, f"sampling 12 containers took {took:.1f} s"
     finally:
         for container in crowd:
             container.remove(force=True)
