@@ -10,7 +10,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from realparts.stats_serve import HUB_STATS
+from realparts.stats import HUB_STATS
 from stats.charts import build_charts, render_charts
 from stats.schema import connect
 from tests.stats import activity_data as known

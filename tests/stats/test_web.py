@@ -20,7 +20,8 @@ import falcon.testing
 import pytest
 
 from realparts.net import Endpoint, free_port
-from realparts.stats_serve import HUB_STATS, StatsServeProcess
+from realparts.stats import HUB_STATS
+from realparts.stats_serve import StatsServeProcess
 from stats.queries import ActivityStore
 from stats.schema import VIEW_DOCS, VIEWS, connect
 from stats.web import create_app
