@@ -7,8 +7,8 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -220,13 +220,11 @@ def test_retries_with_backoff_then_works_again_after_a_hub_restart(hub, caplog):
     assert [r.hub_fields["retry_in_s"] for r in retry_lines] == [0.2, 0.4, 0.8] * 2
 
     # The same client, patient enough, rides out a hub restart.
-    patient = client(hub, retries=30, backoff=0.25, backoff_max=0.5, timeout=5)
-    restart = threading.Thread(target=hub.start)
-    restart.start()
-    try:
+    patient = client(hub, retries=120, backoff=0.25, backoff_max=0.5, timeout=5)  # a minute
+    with ThreadPoolExecutor(1) as pool:
+        restart = pool.submit(hub.start)
         assert [user.name for user in patient.iter_users()].count(RUNNING[0]) == 1
-    finally:
-        restart.join()
+        restart.result()  # (a hub that failed to start says why here)
     assert patient.requests_made > 2  # it did have to retry
 
     text = caplog.text + str(proxied.value) + str(refused.value) + repr(api)
