@@ -2,10 +2,11 @@
 
 A question to a server passes the proxy, which stamps the route when the answer goes by; the
 hub copies that stamp into the server's and its user's last_activity. The culler tells its own
-footprints apart with its probe marks (probe.py), which keep only the latest question per
-server. hub-stats polls on its own schedule and may see an older question's stamp, so this
-keeps a short history of every question's window (clock before the first request, clock after
-the last), built from the marks after each pass:
+footprints apart with its probe marks (probe.py), which forget a server's questions once the
+hub reports a later one's stamp or a user's. hub-stats polls on its own schedule and may see a
+stamp the culler has already forgotten, so this keeps a longer history of every question's
+window (clock before the first request, clock after the last), built from the marks after
+each pass:
 
     <directory of --probe-state-file>/footprints/probe-footprints.json
     {"version": 1, "windows": [{"key": ["server", USER, NAME] | ["user", USER],

@@ -26,6 +26,10 @@ from hubsidecars.hubapi import HubClient, HubError, MissingScope, Server, parse_
 # How far the hub's timestamp of our own request may lie outside the time we measured around
 # it (the proxy stamps the request when it passes; the hub copies it later).
 FOOTPRINT_SLACK = timedelta(seconds=2)
+# Questions remembered per server at most: enough for a pass every 10 s against the hub's
+# default last_activity_interval of 5 minutes. Usually far fewer are kept: those older than the
+# question whose stamp the hub reports are dropped (ProbeMarks.real_activity).
+WINDOWS_KEPT = 32
 
 
 class ProbeFailed(Exception):
@@ -177,16 +181,20 @@ class Mark:
 
 
 class ProbeMarks:
-    """Per server (and per user), the last time the culler asked and the real activity then.
+    """Per server (and per user), the recent times the culler asked and the real activity then.
 
     `real_activity(key, reported)` turns the hub's last_activity back into the real one when
-    the hub's value is the culler's own footprint. Thread-safe: servers are probed concurrently.
+    the hub's value is the culler's own footprint. The hub copies the proxy's stamp only every
+    last_activity_interval (5 minutes by default) while the culler may ask every pass, so the
+    stamp it reports can be that of an older question than the last: every question's window
+    is kept (up to WINDOWS_KEPT per server, newest last) until the hub reports activity after
+    the newest, which is a user's. Thread-safe: servers are probed concurrently.
     Kept in a small file when `path` is set, so that a restart (or --once runs from a timer)
     does not mistake the last run's questions for activity either.
     """
 
     def __init__(self, path: str = "", logger: logging.Logger | None = None) -> None:
-        self._marks: dict[tuple[str, ...], Mark] = {}
+        self._marks: dict[tuple[str, ...], list[Mark]] = {}
         self._lock = threading.Lock()
         self.path = path
         self.log = logger or logging.getLogger("culler.probe")
@@ -200,10 +208,10 @@ class ProbeMarks:
             with open(self.path, encoding="utf-8") as handle:
                 entries = json.load(handle)
             for entry in entries:
-                self._marks[tuple(entry["key"])] = Mark(
+                self._add(tuple(entry["key"]), Mark(
                     parse_time(entry["from"]), parse_time(entry["until"]),
                     parse_time(entry.get("real")),
-                )  # fmt: skip
+                ))  # fmt: skip
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -221,26 +229,35 @@ class ProbeMarks:
             entries = [{"key": list(key), "from": mark.asked_from.isoformat(),
                         "until": mark.asked_until.isoformat(),
                         "real": mark.real_activity.isoformat() if mark.real_activity else None}
-                       for key, mark in self._marks.items()]  # fmt: skip
+                       for key, marks in self._marks.items() for mark in marks]  # fmt: skip
         write_atomically(self.path, json.dumps(entries) + "\n", mode=0o600)
+
+    def _add(self, key: tuple[str, ...], mark: Mark) -> None:
+        marks = sorted([*self._marks.get(key, ()), mark], key=lambda m: m.asked_from)
+        self._marks[key] = marks[-WINDOWS_KEPT:]
 
     def remember(self, key: tuple[str, ...], asked_from: datetime, asked_until: datetime,
                  real_activity: datetime | None) -> None:  # fmt: skip
         with self._lock:
-            self._marks[key] = Mark(asked_from, asked_until, real_activity)
+            self._add(key, Mark(asked_from, asked_until, real_activity))
 
     def real_activity(self, key: tuple[str, ...], reported: datetime | None) -> datetime | None:
-        """`reported` unless it falls within our last question to that server (then the real
-        activity remembered then). Activity after our question is a user's: the mark goes."""
+        """`reported` unless it falls within one of our questions to that server (then the
+        latest real activity we knew). Activity after our last question is a user's: the
+        marks go."""
         with self._lock:
-            mark = self._marks.get(key)
-            if mark is None or reported is None:
+            marks = self._marks.get(key)
+            if not marks or reported is None:
                 return reported
-            if reported > mark.asked_until + FOOTPRINT_SLACK:
+            if reported > marks[-1].asked_until + FOOTPRINT_SLACK:
                 del self._marks[key]
                 return reported
-            if reported >= mark.asked_from - FOOTPRINT_SLACK:
-                return mark.real_activity
+            slack = FOOTPRINT_SLACK
+            for index, mark in enumerate(marks):
+                if mark.asked_from - slack <= reported <= mark.asked_until + slack:
+                    # the hub's value only moves forward: older questions' stamps cannot return
+                    del marks[:index]
+                    return max((m.real_activity for m in marks if m.real_activity), default=None)
             return reported
 
     def forget_except(self, keys: set[tuple[str, ...]]) -> None:

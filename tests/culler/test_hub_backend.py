@@ -6,6 +6,7 @@ Every test uses users of its own on the module's hub, and runs the real `hub-cul
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -15,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from culler.probe import FOOTPRINT_SLACK
+from hubsidecars.hubapi import parse_time
 from realparts.culler import CULLER_SCOPES, CullerDaemon, run_once, running
 from realparts.hub import HubService
+from realparts.waiting import wait_until
 
 pytestmark = pytest.mark.realhub
 
@@ -134,6 +138,38 @@ def test_busy_kernel_keeps_an_idle_server_and_its_end_lets_it_go(hub, tmp_path):
     culled = run_once(hub, "culler", tmp_path, "--timeout", str(TIMEOUT))
     assert decisions(culled)["busy1"] == "culled", culled.log
     assert not running(hub, "busy1")
+
+
+def test_an_earlier_questions_stamp_the_hub_copies_late_does_not_keep_the_server(hub, tmp_path):
+    """Pass 1 asks the server about its kernels (busy: kept) and the hub copies that question's
+    stamp from the proxy a little later. Pass 2, more than FOOTPRINT_SLACK after it, asks again
+    and reads the server once more before stopping it: the hub still reports pass 1's stamp,
+    the culler's own footprint, not a user's. CI once saw this server kept as "became active
+    during the pass" when only the latest question was remembered."""
+    timeout = 8  # > the stamp's age when pass 2 re-reads it, so only its origin decides
+    start(hub, "late1")
+    set_kernels(hub, "late1", [{"id": "k1", "execution_state": "busy", "last_activity": ago(600),
+                                "connections": 0}])  # fmt: skip
+    time.sleep(timeout + 0.5)
+    kept = run_once(hub, "culler", tmp_path, "--timeout", str(timeout))
+    assert decisions(kept)["late1"] == "kept-busy", kept.log
+    marks = json.loads((tmp_path / "probe-marks.json").read_text())
+    (asked,) = [m for m in marks if m["key"] == ["server", "late1", ""]]
+    asked_from, asked_until = parse_time(asked["from"]), parse_time(asked["until"])
+
+    def hub_reports_the_question() -> bool:
+        server = hub.api("GET", "/users/late1", "admin").json()["servers"][""]
+        return parse_time(server["last_activity"]) >= asked_from - FOOTPRINT_SLACK
+
+    wait_until(hub_reports_the_question, 30, "the hub to copy the proxy's stamp of pass 1")
+    set_kernels(hub, "late1", [{"id": "k1", "execution_state": "idle", "last_activity": ago(600),
+                                "connections": 0}])  # fmt: skip
+    beyond_the_slack = asked_until + FOOTPRINT_SLACK + timedelta(seconds=1)
+    time.sleep(max(0.0, (beyond_the_slack - datetime.now(UTC)).total_seconds()))
+
+    culled = run_once(hub, "culler", tmp_path, "--timeout", str(timeout))
+    assert decisions(culled)["late1"] == "culled", culled.log
+    assert not running(hub, "late1")
 
 
 def test_without_the_kernel_check_a_busy_kernel_does_not_save_the_server(hub, tmp_path):

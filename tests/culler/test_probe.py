@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from culler.policy import ServerActivity
-from culler.probe import FOOTPRINT_SLACK, ProbeMarks, summarize
+from culler.probe import FOOTPRINT_SLACK, WINDOWS_KEPT, ProbeMarks, summarize
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 KEY = ("server", "ada", "")
@@ -135,11 +135,40 @@ def test_servers_never_asked_and_unknown_activity_pass_through():
     assert marks.real_activity(KEY, None) is None
 
 
-def test_a_new_question_replaces_the_old_mark():
+def test_an_older_questions_stamp_the_hub_copies_late_is_still_ours():
+    """The hub copies the proxy's stamp every last_activity_interval, so after a second question
+    it may report the first one's: that is no user's activity either (CI saw a busy-then-idle
+    server kept as "became active during the pass" because only the last question was kept)."""
     marks = marked()
-    marks.remember(KEY, ago(10), ago(9), ago(50))
+    marks.remember(KEY, ago(10), ago(9), REAL)
+    assert marks.real_activity(KEY, ASKED_UNTIL) == REAL
+    assert marks.real_activity(KEY, ago(9.5)) == REAL
+
+
+def test_the_latest_real_activity_known_is_the_answer_for_any_of_our_stamps():
+    marks = marked()
+    marks.remember(KEY, ago(10), ago(9), ago(50))  # a kernel was used 50 s ago
+    assert marks.real_activity(KEY, ASKED_FROM) == ago(50)
     assert marks.real_activity(KEY, ago(9.5)) == ago(50)
-    assert marks.real_activity(KEY, ASKED_FROM) == ASKED_FROM  # the old window is forgotten
+
+
+def test_once_the_hub_reports_a_newer_questions_stamp_older_questions_are_dropped():
+    """The hub's value only moves forward: an older window can no longer be its value, and
+    the state file stays small however often the culler asks."""
+    marks = marked()
+    marks.remember(KEY, ago(10), ago(9), REAL)
+    assert marks.real_activity(KEY, ago(9.5)) == REAL
+    assert marks.real_activity(KEY, ASKED_FROM) == ASKED_FROM  # taken at face value now
+    assert marks.real_activity(KEY, ago(9.5)) == REAL  # the newer window is still ours
+
+
+def test_at_most_so_many_questions_are_remembered_per_server():
+    marks = ProbeMarks()
+    asked = [ago(1000 - 10 * n) for n in range(WINDOWS_KEPT + 5)]
+    for moment in asked:
+        marks.remember(KEY, moment, moment + timedelta(seconds=1), REAL)
+    assert marks.real_activity(KEY, asked[4]) == asked[4]  # forgotten: the oldest five
+    assert marks.real_activity(KEY, asked[5]) == REAL
 
 
 def test_marks_of_servers_that_no_longer_run_are_dropped():
@@ -159,11 +188,13 @@ def test_marks_survive_a_restart(tmp_path):
     path = str(tmp_path / "state" / "probe-marks.json")
     first = marked(path)
     first.remember(("user", "ada"), ASKED_FROM, ASKED_UNTIL, None)
+    first.remember(KEY, ago(10), ago(9), REAL)  # a second question to the same server
     first.save()
 
     second = ProbeMarks(path)
     assert len(second) == 2
-    assert second.real_activity(KEY, ASKED_UNTIL) == REAL
+    assert second.real_activity(KEY, ASKED_UNTIL) == REAL  # both questions came back
+    assert second.real_activity(KEY, ago(9.5)) == REAL
     assert second.real_activity(("user", "ada"), ASKED_FROM) is None
 
 
