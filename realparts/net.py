@@ -6,6 +6,7 @@ import http.client
 import itertools
 import json
 import os
+import random
 import socket
 from dataclasses import dataclass
 
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 # connection can take a port between our probe and the service's bind.
 PORTS_PER_WORKER = 1000
 FIRST_WORKER_PORT = 20000
-_next_port = itertools.count()
+# Each process starts at a random place in its block: a second test run on the same machine
+# has workers with the same names, and starting both at the block's first port made them take
+# the same ports at the same moments (a hub's responder failed to bind beside another run).
+_next_port = itertools.count(random.randrange(PORTS_PER_WORKER))
 
 
 def free_port() -> int:
