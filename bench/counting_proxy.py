@@ -85,6 +85,9 @@ class CountingProxy:
                 # Timed before the client can see the answer, so its next request never looks
                 # as if it overlapped this one.
                 answered = time.monotonic()
+                # Recorded before the answer goes out: once a client has its answer, take()
+                # holds the exchange (a pass that just ended is counted whole).
+                proxy._record(Exchange(self.command, self.path, status, arrived, answered))
                 self.send_response(status)
                 for key, value in reply_headers:
                     if key.lower() not in _HOP_BY_HOP:
@@ -93,7 +96,6 @@ class CountingProxy:
                 self.end_headers()
                 self.wfile.write(data)
                 self.wfile.flush()
-                proxy._record(Exchange(self.command, self.path, status, arrived, answered))
 
             def _upstream_request(self, headers: dict, body: bytes | None):
                 # One kept-alive upstream connection per client connection; a connection the

@@ -8,6 +8,7 @@ flags below are the combination known to boot systemd here (see shared/REALPARTS
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -15,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from realparts.docker import docker
+from realparts.waiting import wait_until
 
 IMAGE = "hub-sidecars/systemd-bookworm:2"
 MIRROR = os.environ.get("HUB_SIDECARS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -140,6 +142,27 @@ class SystemdContainer:
 
     def journal(self, unit: str) -> str:
         return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, check=False).stdout
+
+    def journal_with(self, unit: str, *needles: str | re.Pattern, timeout: float = 20,
+                     **match: str) -> str:  # fmt: skip
+        """The unit's journal (or the journal matching `match`, e.g. _SYSTEMD_INVOCATION_ID)
+        once every needle, a substring or a pattern, is in it. journald reads a unit's output
+        and PID 1's own lines on its own schedule: a line may reach the journal after the
+        stop, exit or state change the test waited for."""
+        selection = [f"{key}={value}" for key, value in match.items()] or ["-u", unit]
+
+        def with_every_needle() -> str | None:
+            text = self.run("journalctl", "--no-pager", "-o", "cat", *selection,
+                            check=False).stdout  # fmt: skip
+            found = all(n.search(text) if isinstance(n, re.Pattern) else n in text
+                        for n in needles)  # fmt: skip
+            return text if found else None
+
+        return wait_until(
+            with_every_needle,
+            timeout,
+            lambda: f"{needles} in the journal of {unit}:\n{self.journal(unit)}",
+        )
 
     def stop(self) -> None:
         docker("rm", "-f", self.name, check=False)

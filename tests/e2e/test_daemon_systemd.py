@@ -84,8 +84,7 @@ def test_the_unit_is_active_only_after_ready_then_shows_each_pass_summary(contai
         10, "a pass summary as StatusText",
     )  # fmt: skip
     assert status.endswith(" ok"), status
-    journal = c.journal(unit)
-    assert 'msg="pass done" pass_number=1' in journal
+    journal = c.journal_with(unit, 'msg="pass done" pass_number=1', "(STATUS=pass 1 ok)")
     # PID 1 at debug level logs each notification it accepts from the main process.
     ready = journal.index("(READY=1, STATUS=started; first pass now, then every 0.5 s)")
     assert ready < journal.index("(STATUS=pass 1 ok)"), journal
@@ -101,7 +100,8 @@ def test_systemctl_stop_during_a_pass_ends_the_daemon_cleanly(container, daemon_
     c.run("systemctl", "stop", unit)
     took = time.monotonic() - asked
     state = show(c, unit)
-    journal = c.journal(unit)
+    journal = c.journal_with(unit, "Main process exited", "msg=stopping signal=SIGTERM",
+                             "(STOPPING=1, STATUS=stopping; pass running)")  # fmt: skip
     assert took < 12, f"systemctl stop took {took:.1f} s"  # TimeoutStopSec=20 would kill
     assert (state["ActiveState"], state["Result"]) == ("inactive", "success"), state
     # systemd forgets ExecMainStatus once the unit is gone; its own journal lines stay.
@@ -118,8 +118,7 @@ def test_the_watchdog_kills_a_daemon_whose_scheduler_is_wedged(container, daemon
     wedged = daemon_unit("wedged-test", "--interval 0.5 --wedge-after 2", watchdog="2s")
     c.run("systemctl", "start", healthy, wedged)
     wait_until(lambda: show(c, wedged)["Result"] == "watchdog", 15, "the watchdog to fire")
-    journal = c.journal(wedged)
-    assert "Watchdog timeout" in journal, journal
+    c.journal_with(wedged, "Watchdog timeout")
     record = c.run("cat", "/run/wedged-test.record").stdout
     assert "end 2 " in record and "start 3 " not in record
     # The healthy one, pinging from its live scheduler, outlived the same 2 s watchdog.

@@ -336,10 +336,10 @@ def test_login_creates_the_account_the_idle_server_is_culled_and_ctrl_c_stops_ev
     # hub-stats saw the stop too: newcomer's run has ended in the file.
     wait_until(lambda: all(end for _, _, end in query(activity_db, sessions_of_newcomer)), 30,
                lambda: f"a poll after the cull:\n{demo.logs()}")  # fmt: skip
-    culler_log = (scratch / "logs" / "culler.log").read_text()
-    assert re.search(r'msg="pass done" .*summary="seen=1 idle=1 .*culled=1 ', culler_log), (
-        culler_log
-    )
+    # The status file is written before the pass's summary is logged.
+    culler_log = scratch / "logs" / "culler.log"
+    wait_until(lambda: re.search(r'msg="pass done" .*summary="seen=1 idle=1 .*culled=1 ',
+                                 culler_log.read_text()), 10, culler_log.read_text)  # fmt: skip
     # The terminal showed the new account and the culling pass as they happened.
     shown = demo.output()
     assert re.search(r"restuser created the account newcomer \(uid \d+\)", shown), shown

@@ -74,7 +74,11 @@ def test_socket_activation_creates_a_real_account_inside_the_sandbox(installed):
         "systemctl", "show", "hub-restuser.service", "-p", "Type,ActiveState,SubState"
     ).stdout
     assert "Type=notify" in show and "ActiveState=active" in show and "SubState=running" in show
-    journal = c.journal("hub-restuser.service")
+    # restuser logs before it answers; journald reads the line at its own pace
+    journal = c.journal_with(
+        "hub-restuser.service",
+        re.compile(r"outcome=created.*name=alice\b|name=alice\b.*outcome=created"),
+    )
     # The journal is shared with the module's other tests: look at alice's lines only.
     created = [
         line for line in journal.splitlines() if "outcome=created" in line and "name=alice" in line

@@ -294,5 +294,6 @@ def test_watchdog_variables_meant_for_another_process_send_no_pings(start_daemon
     d.wait_for("start", 4)
     d.signal(signal.SIGTERM)
     assert d.wait()[0] == 0
-    assert notify_socket.with_line("READY=1") and notify_socket.with_line("STOPPING=1")
+    wait_until(lambda: notify_socket.with_line("STOPPING=1"), 5, "STOPPING=1 heard")
+    assert notify_socket.with_line("READY=1")
     assert notify_socket.with_line("WATCHDOG=1") == []

@@ -22,6 +22,7 @@ import pytest
 from hubsidecars.hubapi import User
 from realparts.restuser import REPO
 from realparts.tmpfs import fill
+from realparts.waiting import wait_until
 from stats.export import ExportError, export_csv, export_snapshot, spreadsheet_safe
 from stats.recorder import record_poll
 from stats.schema import SCHEMA_VERSION, VIEWS, connect
@@ -129,7 +130,7 @@ def test_snapshots_taken_while_a_collector_writes_hold_whole_polls(writer, tmp_p
         time.sleep(0.15)
     # The writer really was writing throughout.
     assert counts == sorted(counts) and counts[-1] > counts[0], counts
-    assert polls_in(writer) > counts[-1]
+    wait_until(lambda: polls_in(writer) > counts[-1], 10, "the writer's next poll")
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert leftovers == []
 
