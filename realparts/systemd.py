@@ -140,20 +140,21 @@ class SystemdContainer:
         script = 'mkdir -p "$(dirname "$1")" && cat > "$1" && chmod "$2" "$1"'
         docker("exec", "-i", self.name, "sh", "-c", script, "write_file", path, mode, input=text)
 
-    def journal(self, unit: str) -> str:
-        return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, check=False).stdout
+    def journal(self, unit: str, *options: str, **match: str) -> str:
+        """The unit's journal as text; `options` go to journalctl (e.g. "-p", "err"), and
+        `match` (e.g. _SYSTEMD_INVOCATION_ID=...) selects the lines instead of the unit."""
+        selection = [f"{key}={value}" for key, value in match.items()] or ["-u", unit]
+        return self.run("journalctl", "--no-pager", "-o", "cat", *options, *selection,
+                        check=False).stdout  # fmt: skip
 
     def journal_with(self, unit: str, *needles: str | re.Pattern, timeout: float = 20,
                      **match: str) -> str:  # fmt: skip
-        """The unit's journal (or the journal matching `match`, e.g. _SYSTEMD_INVOCATION_ID)
-        once every needle, a substring or a pattern, is in it. journald reads a unit's output
-        and PID 1's own lines on its own schedule: a line may reach the journal after the
-        stop, exit or state change the test waited for."""
-        selection = [f"{key}={value}" for key, value in match.items()] or ["-u", unit]
+        """`journal(unit, **match)` once every needle, a substring or a pattern, is in it.
+        journald reads a unit's output and PID 1's own lines on its own schedule: a line may
+        reach the journal after the stop, exit or state change the test waited for."""
 
         def with_every_needle() -> str | None:
-            text = self.run("journalctl", "--no-pager", "-o", "cat", *selection,
-                            check=False).stdout  # fmt: skip
+            text = self.journal(unit, **match)
             found = all(n.search(text) if isinstance(n, re.Pattern) else n in text
                         for n in needles)  # fmt: skip
             return text if found else None
@@ -161,7 +162,7 @@ class SystemdContainer:
         return wait_until(
             with_every_needle,
             timeout,
-            lambda: f"{needles} in the journal of {unit}:\n{self.journal(unit)}",
+            lambda: f"{needles} in the journal of {unit}:\n{self.journal(unit, **match)}",
         )
 
     def stop(self) -> None:

@@ -270,8 +270,8 @@ def test_a_run_that_meets_another_job_is_skipped_not_failed(backed_up, timers_en
     assert state["ExecMainStatus"] == "75" and state["Result"] == "success", state
 
     def journal(*priority: str) -> list[str]:
-        return c.run("journalctl", "--no-pager", "-o", "cat", *priority,
-                     f"_SYSTEMD_INVOCATION_ID={state['InvocationID']}").stdout.splitlines()  # fmt: skip
+        return c.journal("hub-backup.service", *priority,
+                         _SYSTEMD_INVOCATION_ID=state["InvocationID"]).splitlines()  # fmt: skip
 
     def busy_lines() -> list[str]:
         return [line for line in journal() if line.startswith("hub-backup: busy: ")]
