@@ -27,6 +27,12 @@ def format_time(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
+def as_kept(moment: datetime) -> datetime:
+    """`moment` to the millisecond, as format_time keeps it in the file: what the poll row
+    decides on is what the views decide on."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 @dataclass(frozen=True)
 class PollSummary:
     poll_id: int
@@ -90,9 +96,9 @@ def record_poll(
         if servers_visible:
             running = sum(1 for u in listing.values() for s in u.servers.values() if s.ready)
             pending = sum(1 for u in listing.values() for s in u.servers.values() if s.pending)
-            since = time - timedelta(seconds=interval)
-            active = sum(1 for u in listing.values()
-                         if u.servers and u.last_activity and u.last_activity >= since)  # fmt: skip
+            since = as_kept(time) - timedelta(seconds=interval)
+            active = sum(1 for u in listing.values() if u.servers and u.last_activity
+                         and as_kept(u.last_activity) >= since)  # fmt: skip
         db.execute(
             "UPDATE polls SET users = ?, servers_running = ?, servers_pending = ?, "
             "active_users = ?, duration_ms = ? WHERE id = ?",

@@ -159,6 +159,9 @@ MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
 # need no seek, which on a simulated year is half the polls (the nights). Rows are generated
 # poll by poll (CROSS JOIN keeps polls as the outer loop): a WHERE on `date` is pushed into the polls
 # loop and read through polls_time, so one day costs a day's rows, not the year's.
+# "Within the interval" compares the times the file keeps, whole milliseconds: julianday's day
+# fractions are off by microseconds, so the edge is put half a millisecond out, where an exact
+# edge is in and a millisecond before is out (as polls.active_users, recorder.as_kept).
 VIEWS: dict[str, str] = {
     "activity": """
         SELECT date, user, active FROM compmodels_activity
@@ -180,7 +183,7 @@ VIEWS: dict[str, str] = {
                         WHERE e.user = u.name AND e.server_name IS NULL
                           AND e.poll_id >= u.first_poll AND e.poll_id <= p.id
                         ORDER BY e.poll_id DESC, e.last_activity DESC LIMIT 1
-                    )) >= julianday(p.time) - p.interval_s / 86400.0
+                    )) >= julianday(p.time) - (p.interval_s * 1000 + 0.5) / 86400000.0
                     OR u.id IN (SELECT later.id FROM users later JOIN users earlier
                                 ON earlier.name = later.name
                                 AND earlier.first_poll < later.first_poll)
@@ -188,7 +191,7 @@ VIEWS: dict[str, str] = {
                         SELECT max(e.last_activity) FROM activity_events e
                         WHERE e.user = u.name AND e.server_name IS NULL
                           AND e.poll_id < u.first_poll
-                    )) >= julianday(p.time) - p.interval_s / 86400.0)
+                    )) >= julianday(p.time) - (p.interval_s * 1000 + 0.5) / 86400000.0)
             THEN 1 ELSE 0 END AS active
         FROM polls p
         CROSS JOIN users u
